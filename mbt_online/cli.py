@@ -1,2 +1,223 @@
-def main():
-    print("placeholder")
+"""The `mbt-online` command line: train, eval, data inspect, teach, judge, sweep, report."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mbt_online.config import ConfigError, load_config
+
+app = typer.Typer(
+    help="Online Metacognitive Behavioral Tuning: roll out, score, teach, SFT, DPO, repeat.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect benchmark data files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err = Console(stderr=True)
+
+DATASET_HELP = "Benchmark layout: hotpotqa, musique or 2wikimultihopqa."
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="Dotted config overrides, e.g. loop.rounds=2 teacher.mode=mbt-s")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML config (default: configs/quickstart.yaml).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Run directory (default: <run.runs_dir>/<run.name>).")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Resume the run in this directory where it stopped.")] = None,
+) -> None:
+    """Run a multi-round MBT training run (the embedded synthetic world by default)."""
+    from mbt_online import loop
+
+    try:
+        if resume:
+            if overrides or config:
+                fail("--resume takes the run's own config.yaml; drop --config and overrides")
+            out = loop.train(load_config(resume / "config.yaml"), resume, resume=True)
+        else:
+            cfg = load_config(config, overrides or [])
+            out = loop.train(cfg, run_dir)
+    except ConfigError as e:
+        fail(str(e))
+    print_round_table(out)
+
+
+def print_round_table(run_dir: Path) -> None:
+    from mbt_online.tracking import read_metrics
+
+    table = Table(title=f"MBT run {run_dir}")
+    cols = [("round", "round"), ("accuracy", "eval/accuracy"), ("mean tokens", "eval/mean_tokens"),
+            ("degeneration", "eval/degeneration_rate"),
+            ("answer-inclusive", "eval/answer_inclusive_rate"), ("AES", "eval/aes")]
+    for name, _ in cols:
+        table.add_column(name, justify="right")
+    for m in read_metrics(run_dir):
+        table.add_row(*[_fmt(m.get(key)) for _, key in cols])
+    console.print(table)
+    console.print(f"run directory: {run_dir}")
+    wandb_runs = sorted((run_dir / "wandb" / "wandb").glob("offline-run-*"))
+    if wandb_runs:
+        console.print(f"offline wandb run: {wandb_runs[-1]}  (upload: wandb sync {wandb_runs[-1]})")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+    return "-" if v is None else str(v)
+
+
+@app.command("eval")
+def eval_cmd(
+    run: Annotated[Path, typer.Option(help="A run directory.")],
+    round_: Annotated[int | None, typer.Option("--round", help="Round (default: the last).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Evaluate a round's student on the run's held-out questions."""
+    from mbt_online.loop import evaluate_round
+
+    try:
+        metrics = evaluate_round(run, round_)
+    except ConfigError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(metrics, sort_keys=True))
+        return
+    table = Table(title=f"eval {run} round {round_ if round_ is not None else 'last'}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in sorted(metrics.items()):
+        table.add_row(k, _fmt(v))
+    console.print(table)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
+    path: Annotated[Path, typer.Option(help="Official JSON / JSON-lines file, or Parquet.")],
+    distractors: Annotated[int | None, typer.Option(
+        help="Keep this many distractor documents beside the gold ones.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Load a data file and report rows loaded and skipped, tiers and prompt lengths."""
+    summary = inspect_summary(dataset, path, distractors)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+        return
+    console.print(f"[bold]{dataset}[/] {path}: loaded {summary['loaded']} of {summary['total']} "
+                  f"rows, skipped {summary['skipped']}")
+    for reason, n in summary["skipped_reasons"].items():
+        console.print(f"  skipped {n}: {reason}")
+    table = Table(title="difficulty tiers")
+    table.add_column("tier")
+    table.add_column("questions", justify="right")
+    for tier, n in summary["tiers"].items():
+        table.add_row(tier, str(n))
+    console.print(table)
+    p = summary["prompt_words"]
+    if p:
+        console.print(f"student prompt length (words): mean {p['mean']:.0f}, median "
+                      f"{p['median']:.0f}, p95 {p['p95']:.0f}, max {p['max']}")
+
+
+def inspect_summary(dataset: str, path: Path, distractors: int | None = None) -> dict[str, Any]:
+    from mbt_online.data import DATASETS, load_examples
+    from mbt_online.prompts import student_messages
+
+    if dataset not in DATASETS:
+        fail(f"--dataset must be one of {', '.join(DATASETS)} (got {dataset!r})")
+    if not path.is_file():
+        fail(f"--path: file not found: {path}")
+    res = load_examples(dataset, path, distractors=distractors)
+    lengths = sorted(
+        sum(len(m["content"].split()) for m in student_messages(ex)) for ex in res.examples
+    )
+    stats = {}
+    if lengths:
+        stats = {"mean": statistics.fmean(lengths), "median": statistics.median(lengths),
+                 "p95": lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
+                 "max": lengths[-1], "min": lengths[0]}
+    return {
+        "dataset": dataset, "path": str(path), "total": res.total, "loaded": len(res.examples),
+        "skipped": sum(res.skipped.values()), "skipped_reasons": dict(res.skipped),
+        "tiers": dict(sorted(Counter(ex.tier for ex in res.examples).items())),
+        "prompt_words": stats,
+    }
+
+
+@app.command()
+def teach(
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
+    path: Annotated[Path, typer.Option(help="Data file.")],
+    out: Annotated[Path, typer.Option(help="Output folder (a datasets save_to_disk folder).")],
+    mode: Annotated[str, typer.Option(help="mbt-s (synthesize) or mbt-r (rewrite drafts).")] = "mbt-s",
+    teacher: Annotated[str, typer.Option(help="Teacher backend (structured here).")] = "structured",
+    drafts: Annotated[Path | None, typer.Option(
+        help="For mbt-r: a rollout/score folder of a run (columns example_id, completion).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Write teacher traces for a data file and report how many pass `verify`."""
+    from mbt_online.artifacts import load_rows, save_rows
+    from mbt_online.data import load_examples
+    from mbt_online.teacher import StructuredTeacher, TeachRequest
+
+    if mode not in ("mbt-s", "mbt-r"):
+        fail(f"--mode must be mbt-s or mbt-r (got {mode!r})")
+    if teacher != "structured":
+        fail("`teach` runs the structured teacher; LLM teachers run inside `train` "
+             "(teacher.backend=openai|vllm)")
+    if not path.is_file():
+        fail(f"--path: file not found: {path}")
+    examples = load_examples(dataset, path, limit=limit).examples
+    draft_of: dict[str, str] = {}
+    if mode == "mbt-r":
+        if drafts is None:
+            fail("--mode mbt-r rewrites student drafts: pass --drafts RUN/round-<r>/score")
+        for row in load_rows(drafts):
+            draft_of.setdefault(row["example_id"], row["completion"])
+        examples = [ex for ex in examples if ex.id in draft_of]
+    requests = [TeachRequest(example=ex, mode=mode, draft=draft_of.get(ex.id)) for ex in examples]
+    results = StructuredTeacher(seed=seed).teach(requests)
+    rows = [{**r.__dict__, "trace": r.trace or "", "usage": json.dumps(r.usage)} for r in results]
+    save_rows(rows, out)
+    reasons = Counter(reason.split(":")[0] for r in results if not r.verified for reason in r.reasons)
+    summary = {"total": len(results), "verified": sum(r.verified for r in results),
+               "rejected": sum(not r.verified for r in results), "rejected_reasons": dict(reasons),
+               "out": str(out)}
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        console.print(f"{summary['verified']} of {summary['total']} traces verified, "
+                      f"{summary['rejected']} rejected {dict(reasons) or ''}; written to {out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as e:  # pragma: no cover - typer commands already catch this
+        err.print(f"error: {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -110,8 +110,10 @@ class TeacherConfig(Section):
     timeout_s: float = Field(default=120.0, gt=0)
     temperature: float = Field(default=0.7, ge=0)
     max_tokens: int = Field(default=4096, ge=1)
-    # which student traces get rewritten under MBT-R: failing ones or every sampled one
+    # which student traces get rewritten under MBT-R: failing ones or every sampled one,
+    # lowest reward first, at most `rewrites_per_question` per question
     rewrite: Literal["failing", "all"] = "failing"
+    rewrites_per_question: int = Field(default=1, ge=1)
 
 
 class LoraConfig(Section):
@@ -162,7 +164,8 @@ class LoopConfig(Section):
 
 
 class EvalConfig(Section):
-    sampling: SamplingConfig = SamplingConfig(samples=1, temperature=0.0)
+    # the paper's protocol: one sample per question at T=0.6, with a fixed seed every round
+    sampling: SamplingConfig = SamplingConfig(samples=1, seed=1234)
     judges: list[Literal["correctness", "rrp", "mqi"]] = Field(default_factory=list)
 
 

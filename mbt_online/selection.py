@@ -1,0 +1,133 @@
+"""Which traces the teacher sees and which rows training gets: pure functions over scored rollouts.
+
+Kept apart from the loop so the choices (what counts as failing, what makes a DPO pair) are unit
+tested on plain dicts, without an engine or trainer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from mbt_online.config import Config
+from mbt_online.data import Example
+from mbt_online.prompts import format_target, student_messages
+from mbt_online.teacher import TeachRequest
+
+Row = dict[str, Any]
+
+
+def by_question(rows: list[Row]) -> dict[str, list[Row]]:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[row["example_id"]].append(row)
+    return dict(groups)
+
+
+def is_failing(row: Row) -> bool:
+    """A trace the method exists to fix: wrong, collapsed, or wasteful after reaching the answer."""
+    return (
+        row["correct"] < 1.0
+        or row["truncated"]
+        or row["answer_inclusive"]
+        or row["over_budget"] > 0
+        or row["redundancy"] > 0.3
+    )
+
+
+def teach_requests(rows: list[Row], examples: dict[str, Example], cfg: Config) -> list[TeachRequest]:
+    """MBT-S: one synthesis per question; MBT-R: rewrite the lowest-reward (failing) drafts."""
+    mode, out = cfg.teacher.mode, []
+    for qid, group in by_question(rows).items():
+        ex = examples[qid]
+        if mode in ("mbt-s", "both"):
+            out.append(TeachRequest(example=ex, mode="mbt-s"))
+        if mode in ("mbt-r", "both"):
+            pool = group if cfg.teacher.rewrite == "all" else [r for r in group if is_failing(r)]
+            pool = sorted(pool, key=lambda r: (r["reward"], r["sample"]))
+            for row in pool[: cfg.teacher.rewrites_per_question]:
+                out.append(TeachRequest(example=ex, mode="mbt-r", draft=row["completion"]))
+    return out
+
+
+def best_student(group: list[Row]) -> Row | None:
+    """The student's own best correct, self-terminated trace (rejection sampling)."""
+    good = [r for r in group if r["correct"] >= 1.0 and not r["truncated"]]
+    return max(good, key=lambda r: (r["reward"], -r["sample"])) if good else None
+
+
+def worst_student(group: list[Row]) -> Row:
+    return min(group, key=lambda r: (r["reward"], r["sample"]))
+
+
+def sft_rows(
+    rows: list[Row], teach: list[Row], examples: dict[str, Example], cfg: Config
+) -> list[Row]:
+    """Prompt/completion rows: verified teacher traces, or the student's own best (mode none)."""
+    metacog = cfg.student.use_metacognitive_prompt
+    out = []
+    if cfg.teacher.mode == "none":
+        for qid, group in by_question(rows).items():
+            best = best_student(group)
+            if best is not None:
+                out.append(_row(examples[qid], best["completion"], metacog, "student"))
+        return out
+    for t in teach:
+        if t["verified"]:
+            ex = examples[t["example_id"]]
+            out.append(_row(ex, format_target(t["trace"], ex.answer), metacog, t["mode"]))
+    return out
+
+
+def _row(ex: Example, completion: str, metacog: bool, source: str) -> Row:
+    return {
+        "example_id": ex.id,
+        "source": source,
+        "prompt": student_messages(ex, metacognitive=metacog),
+        "completion": [{"role": "assistant", "content": completion}],
+    }
+
+
+def dpo_pairs(
+    rows: list[Row],
+    chosen_candidates: dict[str, list[tuple[str, float]]],
+    examples: dict[str, Example],
+    cfg: Config,
+) -> list[Row]:
+    """Chosen = a verified metacognitive trace (or the student's best), rejected = the student's
+    worst trace for that question; kept only when the reward gap passes the margin, so DPO never
+    pushes against a preference the rewards cannot see."""
+    dpo, metacog, out = cfg.train.dpo, cfg.student.use_metacognitive_prompt, []
+    for qid, group in by_question(rows).items():
+        ex = examples[qid]
+        if dpo.chosen == "student_best" or cfg.teacher.mode == "none":
+            best = best_student(group)
+            chosen = [(best["completion"], best["reward"])] if best else []
+        else:
+            chosen = sorted(chosen_candidates.get(qid, []), key=lambda c: -c[1])
+        rejected = sorted(group, key=lambda r: (r["reward"], r["sample"]))
+        pairs = 0
+        for (text, reward), rej in zip(chosen, rejected, strict=False):
+            if pairs >= dpo.max_pairs_per_question:
+                break
+            if reward - rej["reward"] >= dpo.margin and text != rej["completion"]:
+                out.append(
+                    {
+                        "example_id": qid,
+                        "prompt": student_messages(ex, metacognitive=metacog),
+                        "chosen": [{"role": "assistant", "content": text}],
+                        "rejected": [{"role": "assistant", "content": rej["completion"]}],
+                        "margin": reward - rej["reward"],
+                    }
+                )
+                pairs += 1
+    return out
+
+
+def round_questions(examples: list[Example], round_: int, per_round: int | None) -> list[Example]:
+    """A rotating window over the training questions, so later rounds see new ones when the pool
+    is larger than a round."""
+    if not per_round or per_round >= len(examples):
+        return examples
+    start = ((round_ - 1) * per_round) % len(examples)
+    return (examples + examples)[start : start + per_round]

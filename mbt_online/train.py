@@ -1,0 +1,401 @@
+"""SFT and DPO rounds with TRL: LoRA through PEFT or full fine-tuning, one model folder out.
+
+Every call starts from a model folder on disk and ends with a model folder on disk
+(`out_dir/model`, merged weights + tokenizer, safetensors), so the generator can reload the new
+weights in place (vLLM `reload_weights`, or a restart) and a killed run can resume from files.
+With LoRA the adapter is also kept (`out_dir/adapter`) for the engine's LoRA hand-off.
+
+Nothing else of the trainer survives: checkpoints are off, TRL's output dir is a temporary folder,
+and the only other file is a small `train_metrics.json`. Metrics come back as `train/*` floats
+for the loop to log; TRL itself reports nowhere (`report_to=[]`).
+
+Empty data is a normal case: a round may have no failing traces to rewrite or no pair that clears
+the margin. Then nothing is trained and the result points at the INPUT model folder (no copy),
+with `train/<stage>_rows = 0` in its metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig as PeftLoraConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.trainer_callback import PrinterCallback
+from trl import DPOConfig as TrlDPOConfig
+from trl import DPOTrainer, SFTTrainer
+from trl import SFTConfig as TrlSFTConfig
+
+from mbt_online.config import LoraConfig, TrainConfig
+
+Messages = list[dict[str, str]]
+METRICS_FILE = "train_metrics.json"
+
+
+@dataclass
+class TrainResult:
+    """Where the trained model lives and what training measured.
+
+    `model_dir` is a complete HF folder (merged when LoRA) — or the input folder when there was
+    nothing to train; `adapter_dir` is the PEFT adapter, only for `method == "lora"` runs.
+    """
+
+    model_dir: Path
+    adapter_dir: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- dataset rows
+
+
+def sft_rows(items: Iterable[tuple[Messages, str]]) -> Dataset:
+    """(prompt messages, assistant text) -> TRL's conversational prompt/completion rows."""
+    rows = [
+        {"prompt": list(prompt), "completion": [{"role": "assistant", "content": text}]}
+        for prompt, text in items
+    ]
+    return Dataset.from_list(rows)
+
+
+def dpo_pairs(items: Iterable[tuple[Messages, str, str]]) -> Dataset:
+    """(prompt messages, chosen text, rejected text) -> TRL's conversational preference rows."""
+    rows = [
+        {
+            "prompt": list(prompt),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        }
+        for prompt, chosen, rejected in items
+    ]
+    return Dataset.from_list(rows)
+
+
+# ---------------------------------------------------------------- public entry points
+
+
+def train_sft(
+    model_dir: str | Path,
+    rows: Dataset,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    bf16: bool = False,
+) -> TrainResult:
+    """Supervised fine-tuning on prompt/completion rows; loss on completion tokens only.
+
+    `bf16` asks for bf16 autocast (the loop passes `student.dtype == "bfloat16"`); it is used
+    only where the device supports it. Master weights stay fp32 either way.
+    """
+    out_dir = Path(out_dir)
+    if len(rows) == 0:
+        return _nothing_to_train(model_dir, out_dir, "sft")
+    with _torch_threads(cfg.threads), tempfile.TemporaryDirectory(dir=_mkdir(out_dir)) as tmp:
+        trainer = sft_trainer(model_dir, rows, cfg, seed, tmp, bf16=bf16)
+        metrics = _fit(trainer, "sft", len(rows))
+        metrics.update(_sft_metrics(trainer.state.log_history))
+        result = _finish(trainer, model_dir, out_dir, metrics)
+        del trainer
+    _free_memory()
+    return result
+
+
+def train_dpo(
+    model_dir: str | Path,
+    ref_model_dir: str | Path | None,
+    pairs: Dataset,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    bf16: bool = False,
+) -> TrainResult:
+    """DPO on chosen/rejected pairs against a frozen reference.
+
+    `ref_model_dir=None` means "the model being trained, as it is now". With LoRA and that
+    reference, no copy is loaded: the adapter-disabled base IS the starting model. Any other
+    reference (e.g. the initial student while training round 3's) is loaded explicitly.
+    """
+    out_dir = Path(out_dir)
+    if len(pairs) == 0:
+        return _nothing_to_train(model_dir, out_dir, "dpo")
+    with _torch_threads(cfg.threads), tempfile.TemporaryDirectory(dir=_mkdir(out_dir)) as tmp:
+        trainer = dpo_trainer(model_dir, ref_model_dir, pairs, cfg, seed, tmp, bf16=bf16)
+        metrics = _fit(trainer, "dpo", len(pairs))
+        metrics.update(_dpo_metrics(trainer.state.log_history))
+        result = _finish(trainer, model_dir, out_dir, metrics)
+        del trainer
+    _free_memory()
+    return result
+
+
+# ---------------------------------------------------------------- trainer set-up
+
+
+def sft_trainer(
+    model_dir: str | Path,
+    rows: Dataset,
+    cfg: TrainConfig,
+    seed: int,
+    output_dir: str | Path,
+    *,
+    bf16: bool = False,
+) -> SFTTrainer:
+    """The configured TRL SFT trainer (not yet run): `train_sft`'s engine, open for inspection."""
+    hp = cfg.sft
+    args = TrlSFTConfig(
+        **_common_args(output_dir, seed, bf16),
+        learning_rate=hp.learning_rate,
+        num_train_epochs=hp.epochs,
+        per_device_train_batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.grad_accum,
+        warmup_steps=_warmup(hp.warmup_ratio),
+        lr_scheduler_type=hp.lr_scheduler,
+        max_grad_norm=hp.max_grad_norm,
+        max_length=hp.max_length,
+        # TRL's default (None) already means completion-only for prompt/completion data;
+        # pinning it keeps prompts out of the loss if that default ever changes.
+        completion_only_loss=True,
+    )
+    model, tokenizer = _load_policy(model_dir)
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        processing_class=tokenizer,
+        peft_config=_peft_config(cfg.lora) if cfg.method == "lora" else None,
+    )
+
+
+def dpo_trainer(
+    model_dir: str | Path,
+    ref_model_dir: str | Path | None,
+    pairs: Dataset,
+    cfg: TrainConfig,
+    seed: int,
+    output_dir: str | Path,
+    *,
+    bf16: bool = False,
+) -> DPOTrainer:
+    """The configured TRL DPO trainer (not yet run), reference model resolved as in `train_dpo`."""
+    hp = cfg.dpo
+    lora = cfg.method == "lora"
+    args = TrlDPOConfig(
+        **_common_args(output_dir, seed, bf16),
+        learning_rate=hp.learning_rate,
+        num_train_epochs=hp.epochs,
+        per_device_train_batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.grad_accum,
+        max_grad_norm=hp.max_grad_norm,
+        max_length=hp.max_length,
+        beta=hp.beta,
+    )
+    model, tokenizer = _load_policy(model_dir)
+    return DPOTrainer(
+        model=model,
+        ref_model=_load_reference(model_dir, ref_model_dir, lora, args.bf16),
+        args=args,
+        train_dataset=pairs,
+        processing_class=tokenizer,
+        peft_config=_peft_config(cfg.lora) if lora else None,
+    )
+
+
+def _common_args(output_dir: str | Path, seed: int, bf16: bool) -> dict[str, Any]:
+    """Arguments shared by SFT and DPO: no checkpoints, no reporting, a log line per step."""
+    cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(output_dir),
+        "seed": seed,
+        "data_seed": seed,
+        # TRL defaults bf16 to True; here it is opt-in and only where the hardware has it.
+        "bf16": bf16 and _bf16_supported(),
+        "use_cpu": not cuda,
+        # Checkpointing buys GPU memory with ~20-30% more compute; CPU runs have RAM to spare.
+        "gradient_checkpointing": cuda,
+        "save_strategy": "no",
+        "report_to": [],
+        "logging_steps": 1,  # per-step history: first/last/mean loss come from it
+        "disable_tqdm": not sys.stderr.isatty(),
+        "dataloader_num_workers": 0,
+    }
+
+
+def _bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return True  # CPU autocast has bf16 kernels (fast with AVX-512 BF16 / AMX, correct anywhere)
+
+
+def _warmup(ratio: float) -> float:
+    """transformers 5 reads a float warmup in [0, 1) as a ratio of steps; 1.0 would mean 1 step."""
+    return min(ratio, 0.999)
+
+
+def _peft_config(lora: LoraConfig) -> PeftLoraConfig:
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _load_policy(model_dir: str | Path) -> tuple[PreTrainedModel, Any]:
+    """fp32 master weights whatever the folder's dtype: bf16 weights round away small updates."""
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return model, tokenizer
+
+
+def _load_reference(
+    model_dir: str | Path, ref_model_dir: str | Path | None, lora: bool, bf16: bool
+) -> PreTrainedModel | None:
+    """The frozen DPO reference, or None when TRL can derive it without a second copy.
+
+    Full FT needs a separate copy even for "the same model" (the policy's weights move); it is
+    loaded in bf16 when training in bf16, since it only runs forward passes.
+    """
+    same = ref_model_dir is None or Path(ref_model_dir).resolve() == Path(model_dir).resolve()
+    if lora and same:
+        return None
+    path = model_dir if ref_model_dir is None else ref_model_dir
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    ref = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    ref.eval()
+    return ref
+
+
+# ---------------------------------------------------------------- running and saving
+
+
+def _fit(trainer: Any, stage: str, n_rows: int) -> dict[str, float]:
+    trainer.remove_callback(PrinterCallback)  # the loop logs metrics; no per-step dict dumps
+    start = time.perf_counter()
+    out = trainer.train()
+    return {
+        f"train/{stage}_rows": float(n_rows),
+        f"train/{stage}_steps": float(trainer.state.global_step),
+        f"train/{stage}_seconds": time.perf_counter() - start,
+        f"train/{stage}_loss": float(out.training_loss),
+    }
+
+
+def _step_logs(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-step entries of `log_history` (the final summary entry has no `loss`)."""
+    return [h for h in history if "loss" in h]
+
+
+def _mean(logs: list[dict[str, Any]], key: str) -> float:
+    values = [float(h[key]) for h in logs if key in h]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _sft_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
+    steps = _step_logs(history)
+    return {
+        "train/sft_loss_first": float(steps[0]["loss"]),
+        "train/sft_loss_last": float(steps[-1]["loss"]),
+        "train/sft_token_accuracy": _mean(steps[-1:], "mean_token_accuracy"),
+        "train/sft_tokens": _mean(steps[-1:], "num_tokens"),
+    }
+
+
+def _dpo_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Run means of TRL's per-step DPO stats (rewards: beta-scaled log-ratios vs the reference)."""
+    steps = _step_logs(history)
+    return {
+        "train/dpo_loss_first": float(steps[0]["loss"]),
+        "train/dpo_loss_last": float(steps[-1]["loss"]),
+        "train/dpo_reward_margin": _mean(steps, "rewards/margins"),
+        "train/dpo_reward_margin_last": _mean(steps[-1:], "rewards/margins"),
+        "train/dpo_accuracy": _mean(steps, "rewards/accuracies"),
+        "train/dpo_reward_chosen": _mean(steps, "rewards/chosen"),
+        "train/dpo_reward_rejected": _mean(steps, "rewards/rejected"),
+    }
+
+
+def _finish(
+    trainer: Any, model_dir: str | Path, out_dir: Path, metrics: dict[str, float]
+) -> TrainResult:
+    """Save adapter (LoRA), then the full model in the input folder's dtype, then the metrics."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    tokenizer = trainer.processing_class
+    adapter_dir = None
+    if hasattr(model, "merge_and_unload"):  # a PeftModel
+        adapter_dir = _replace_dir(out_dir / "adapter", model.save_pretrained)
+        model = model.merge_and_unload()
+    model = model.to("cpu", dtype=_saved_dtype(model_dir))
+
+    def save_full(path: Path) -> None:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+
+    final_dir = _replace_dir(out_dir / "model", save_full)
+    _write_metrics(out_dir, metrics)
+    return TrainResult(model_dir=final_dir, adapter_dir=adapter_dir, metrics=metrics)
+
+
+def _saved_dtype(model_dir: str | Path) -> torch.dtype:
+    """Keep the folder format the run started with (a bf16 checkpoint stays bf16 on disk)."""
+    dtype = getattr(AutoConfig.from_pretrained(str(model_dir)), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def _replace_dir(target: Path, write: Any) -> Path:
+    """Write into a sibling temp folder, then swap it in: a crash never leaves half a model."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def _nothing_to_train(model_dir: str | Path, out_dir: Path, stage: str) -> TrainResult:
+    metrics = {f"train/{stage}_rows": 0.0, f"train/{stage}_steps": 0.0}
+    _write_metrics(_mkdir(out_dir), metrics)
+    return TrainResult(model_dir=Path(model_dir), adapter_dir=None, metrics=metrics)
+
+
+def _write_metrics(out_dir: Path, metrics: dict[str, float]) -> None:
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Honour `train.threads` for this call only; the caller's setting comes back afterwards."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

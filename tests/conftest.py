@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny student built from the real data samples, and CPU-safe env defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+
+# Set before anything imports vLLM/wandb/HF: the CPU vLLM build fails its memory check without a
+# KV-cache size, and worker processes would cost ~20 s per engine start; tests never reach a hub.
+_ENV_DEFAULTS = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "WANDB_MODE": "offline",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for key, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+def _strings(node: object) -> Iterator[str]:
+    """Every string in a JSON value: enough raw English to train a small BPE."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+def sample_texts() -> list[str]:
+    """Text of the real dev samples (JSON arrays and JSON lines alike)."""
+    texts: list[str] = []
+    for path in sorted(SHARED_DATA.rglob("*.json*")):
+        raw = path.read_text(encoding="utf-8")
+        records = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        if path.suffix == ".json":
+            records = [json.loads(raw)]
+        texts.extend(_strings(records))
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, hidden-64 Llama student with a BPE tokenizer trained on the real samples."""
+    from mbt_online.modeling import build_tiny_student
+
+    out = tmp_path_factory.mktemp("tiny_student")
+    return build_tiny_student(out, sample_texts(), hidden_size=64, layers=2, seed=0)

@@ -1,0 +1,171 @@
+"""The vLLM engine wrapper on the tiny student: sampling contract, seeds, and the three handoffs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mbt_online.engine import Completion, Engine, PromptTooLongError, request_seed
+
+CHATS = [
+    [{"role": "user", "content": "Which city is the capital of France?"}],
+    [{"role": "system", "content": "Think first."}, {"role": "user", "content": "Who wrote it?"}],
+    [{"role": "user", "content": "When was the director of the film born?"}],
+]
+GREEDY = dict(n=1, temperature=0.0, top_p=1.0, top_k=-1, max_tokens=12, seed=0, progress=False)
+SAMPLED = dict(n=3, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=12, seed=7, progress=False)
+
+
+def texts(result: list[list[Completion]]) -> list[list[str]]:
+    return [[c.text for c in per_prompt] for per_prompt in result]
+
+
+def test_request_seed_is_stable_and_spread_apart():
+    assert request_seed(3, 0) == request_seed(3, 0)
+    seeds = {request_seed(s, i) for s in range(4) for i in range(50)}
+    assert len(seeds) == 200
+    # vLLM gives sample k the seed base + k: neighbouring prompts must not share those streams.
+    assert abs(request_seed(0, 1) - request_seed(0, 0)) > 64
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    eng = Engine(str(tiny_model_dir), max_model_len=256, enable_lora=True, max_lora_rank=8)
+    yield eng
+    eng.close()
+
+
+def hf_greedy(model_dir, tokenizer, chats, max_new_tokens):
+    """Reference: transformers' own greedy decoding of the same rendered prompts."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    outs = []
+    for chat in chats:
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
+        ids = ids["input_ids"] if not torch.is_tensor(ids) else ids
+        with torch.no_grad():
+            gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+        outs.append(tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
+    return outs
+
+
+@pytest.mark.slow
+def test_generate_returns_n_completions_with_counts(engine):
+    result = engine.generate(CHATS, **{**SAMPLED, "max_tokens": 5})
+    assert len(result) == len(CHATS)
+    for chat, per_prompt in zip(CHATS, result, strict=True):
+        assert len(per_prompt) == 3
+        expected_prompt = len(engine.tokenizer.apply_chat_template(chat, add_generation_prompt=True))
+        for c in per_prompt:
+            assert c.prompt_tokens == expected_prompt
+            assert c.finish_reason in {"stop", "length"}
+            assert 1 <= c.completion_tokens <= 5
+    greedy = engine.generate(CHATS[:1], **{**GREEDY, "max_tokens": 5})[0][0]
+    assert (greedy.finish_reason, greedy.completion_tokens) == ("length", 5)
+
+
+@pytest.mark.slow
+def test_seeds_fix_samples_and_batch_does_not_matter(engine):
+    first = texts(engine.generate(CHATS, **SAMPLED))
+    assert texts(engine.generate(CHATS, **SAMPLED)) == first
+    assert texts(engine.generate(CHATS, **{**SAMPLED, "seed": 8})) != first
+    assert len(set(first[0])) == 3  # the n samples of one prompt differ at T=1
+    # The same prompt at the same index gives the same samples in a smaller batch.
+    assert texts(engine.generate(CHATS[:1], **SAMPLED)) == first[:1]
+
+
+@pytest.mark.slow
+def test_greedy_matches_transformers(engine, tiny_model_dir):
+    ours = [c[0].text for c in engine.generate(CHATS, **GREEDY)]
+    assert ours == hf_greedy(tiny_model_dir, engine.tokenizer, CHATS, GREEDY["max_tokens"])
+
+
+@pytest.mark.slow
+def test_stop_strings_end_generation(engine):
+    base = engine.generate(CHATS[:1], **GREEDY)[0][0].text
+    cut = base[3:6]
+    stopped = engine.generate(CHATS[:1], **GREEDY, stop=[cut])[0][0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == base[: base.index(cut)]
+
+
+@pytest.mark.slow
+def test_too_long_prompt_is_rejected(engine):
+    long_chat = [{"role": "user", "content": "word " * 400}]
+    with pytest.raises(PromptTooLongError, match="#1"):
+        engine.generate([CHATS[0], long_chat], **GREEDY)
+
+
+def save_perturbed(src, dst, scale=0.1, seed=1):
+    """New weights for a handoff: the tiny model plus noise larger than its init scale."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
+
+
+@pytest.mark.slow
+def test_reload_and_restart_agree_on_new_weights(engine, tiny_model_dir, tmp_path):
+    new_dir = save_perturbed(tiny_model_dir, tmp_path / "perturbed")
+    old = (texts(engine.generate(CHATS, **GREEDY)), texts(engine.generate(CHATS, **SAMPLED)))
+
+    engine.handoff("reload", str(new_dir))
+    reloaded = (texts(engine.generate(CHATS, **GREEDY)), texts(engine.generate(CHATS, **SAMPLED)))
+    engine.handoff("restart", str(new_dir))
+    restarted = (texts(engine.generate(CHATS, **GREEDY)), texts(engine.generate(CHATS, **SAMPLED)))
+
+    assert reloaded == restarted
+    assert reloaded[0] != old[0] and reloaded[1] != old[1]
+    assert reloaded[0] == [[t] for t in hf_greedy(new_dir, engine.tokenizer, CHATS, 12)]
+
+    engine.load_weights(str(tiny_model_dir))  # back to the old weights, in place
+    assert texts(engine.generate(CHATS, **GREEDY)) == old[0]
+
+
+def save_lora(base_dir, adapter_dir, merged_dir):
+    """A PEFT adapter with non-zero B (so it changes outputs) and the same adapter merged."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=["q_proj", "v_proj", "up_proj"],
+        init_lora_weights=False,
+    )
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(adapter_dir)
+    peft_model.merge_and_unload().save_pretrained(merged_dir)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(merged_dir)
+
+
+@pytest.mark.slow
+def test_lora_adapter_changes_output_and_matches_merged(engine, tiny_model_dir, tmp_path):
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    save_lora(tiny_model_dir, adapter, merged)
+    base = texts(engine.generate(CHATS, **GREEDY))
+
+    engine.handoff("lora", str(tiny_model_dir), str(adapter))
+    with_lora = texts(engine.generate(CHATS, **GREEDY))
+    assert with_lora != base
+    assert with_lora == [[t] for t in hf_greedy(merged, engine.tokenizer, CHATS, 12)]
+
+    engine.set_lora(None)
+    assert texts(engine.generate(CHATS, **GREEDY)) == base
+
+
+@pytest.mark.slow
+def test_handoff_rejects_bad_requests(engine, tiny_model_dir):
+    with pytest.raises(ValueError, match="adapter_dir"):
+        engine.handoff("lora", str(tiny_model_dir))
+    with pytest.raises(ValueError, match="unknown handoff mode"):
+        engine.handoff("swap", str(tiny_model_dir))  # type: ignore[arg-type]

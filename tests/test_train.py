@@ -1,0 +1,297 @@
+"""SFT and DPO on the tiny student: what the trainers learn, what they write, and that they repeat.
+
+Log-probabilities are measured independently of TRL with plain transformers, on the same chat
+template tokenization (prompt with generation prompt, completion = the rest of the rendered turn).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+
+from mbt_online.config import TrainConfig
+from mbt_online.train import (
+    METRICS_FILE,
+    _common_args,
+    _load_reference,
+    _torch_threads,
+    dpo_pairs,
+    sft_rows,
+    sft_trainer,
+    train_dpo,
+    train_sft,
+)
+
+PROMPT = [
+    {"role": "system", "content": "Answer the multi-hop question."},
+    {"role": "user", "content": "Who directed the film that won Best Picture in 1998?"},
+]
+TARGET = (
+    "<think>\nThe question asks for a director. The film is Titanic; James Cameron directed it."
+    "\n</think>\n\n<answer>James Cameron</answer>"
+)
+REJECTED = (
+    "<think>\nMaybe it was Spielberg. Maybe it was Spielberg. Maybe it was Spielberg.\n</think>"
+    "\n\n<answer>Steven Spielberg</answer>"
+)
+CITIES = ["Paris", "Berlin", "Madrid", "Rome", "Vienna", "Lisbon", "Prague", "Dublin"]
+
+
+def _cfg(method: str = "full", **sft: float) -> TrainConfig:
+    cfg = TrainConfig(method=method, threads=1)
+    cfg.lora.r, cfg.lora.alpha = 8, 16
+    cfg.sft.learning_rate = sft.get("lr", 3e-3)
+    cfg.sft.batch_size, cfg.sft.epochs, cfg.sft.warmup_ratio = 8, sft.get("epochs", 2.0), 0.0
+    cfg.sft.max_grad_norm = 1.0
+    cfg.dpo.learning_rate, cfg.dpo.batch_size, cfg.dpo.epochs = 1e-3, 8, 2.0
+    return cfg
+
+
+def _varied_rows() -> Dataset:
+    """32 distinct rows, so the seed's shuffle order changes the batches."""
+    items = []
+    for i in range(32):
+        city = CITIES[i % len(CITIES)]
+        question = [{"role": "user", "content": f"Question {i}: which city is the capital?"}]
+        items.append((question, f"<think>\nIt is {city}.\n</think>\n\n<answer>{city}</answer>"))
+    return sft_rows(items)
+
+
+def _load(model_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def _encode(tok, prompt: list[dict], completion: str) -> tuple[list[int], list[int]]:
+    """Prompt ids (with the generation prompt) and the completion ids that follow them."""
+    p_text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    msgs = [*prompt, {"role": "assistant", "content": completion}]
+    full_text = tok.apply_chat_template(msgs, tokenize=False)
+    p_ids = tok(p_text, add_special_tokens=False)["input_ids"]
+    full_ids = tok(full_text, add_special_tokens=False)["input_ids"]
+    assert full_ids[: len(p_ids)] == p_ids
+    return p_ids, full_ids[len(p_ids) :]
+
+
+@torch.no_grad()
+def _completion_logprob(model_dir: Path, prompt: list[dict], completion: str) -> float:
+    model, tok = _load(model_dir)
+    p_ids, c_ids = _encode(tok, prompt, completion)
+    ids = torch.tensor([p_ids + c_ids])
+    logp = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+    positions = torch.arange(len(p_ids) - 1, ids.shape[1] - 1)
+    return float(logp[positions, ids[0, len(p_ids) :]].sum())
+
+
+@torch.no_grad()
+def _greedy_prefix_match(model_dir: Path, prompt: list[dict], completion: str) -> int:
+    """How many leading target tokens the model's greedy continuation reproduces."""
+    model, tok = _load(model_dir)
+    p_ids, c_ids = _encode(tok, prompt, completion)
+    out = model.generate(
+        torch.tensor([p_ids]), max_new_tokens=len(c_ids), do_sample=False, eos_token_id=None
+    )
+    generated = out[0, len(p_ids) :].tolist()
+    n = 0
+    while n < len(generated) and generated[n] == c_ids[n]:
+        n += 1
+    return n
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+# ---------------------------------------------------------------- fast: no training
+
+
+def test_empty_data_returns_the_input_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    empty = Dataset.from_list([])
+    res = train_sft(tiny_model_dir, empty, tmp_path / "sft", _cfg(), seed=0)
+    assert res.model_dir == tiny_model_dir and res.adapter_dir is None
+    assert res.metrics == {"train/sft_rows": 0.0, "train/sft_steps": 0.0}
+    assert json.loads((tmp_path / "sft" / METRICS_FILE).read_text())["train/sft_rows"] == 0
+    res = train_dpo(tiny_model_dir, None, empty, tmp_path / "dpo", _cfg("lora"), seed=0)
+    assert res.model_dir == tiny_model_dir and res.metrics["train/dpo_rows"] == 0.0
+    assert sorted(p.name for p in (tmp_path / "dpo").iterdir()) == [METRICS_FILE]
+
+
+def test_row_builders_make_trl_conversational_shapes() -> None:
+    rows = sft_rows([(PROMPT, TARGET)])
+    assert rows[0] == {"prompt": PROMPT, "completion": [{"role": "assistant", "content": TARGET}]}
+    pairs = dpo_pairs([(PROMPT, TARGET, REJECTED)])
+    assert pairs[0]["chosen"] == [{"role": "assistant", "content": TARGET}]
+    assert pairs[0]["rejected"] == [{"role": "assistant", "content": REJECTED}]
+
+
+def test_bf16_is_opt_in_and_threads_are_restored() -> None:
+    # TRL would default bf16 to True; here it follows the caller (and CPU autocast supports it).
+    assert _common_args("x", 0, bf16=False)["bf16"] is False
+    assert _common_args("x", 0, bf16=True)["bf16"] is (not torch.cuda.is_available() or None) or (
+        torch.cuda.is_bf16_supported()
+    )
+    before = torch.get_num_threads()
+    with _torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_reference_policy(tiny_model_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.symlink_to(tiny_model_dir)  # same folder under another name still counts as "same"
+    # LoRA against its own starting point: no copy, TRL disables the adapter instead.
+    assert _load_reference(tiny_model_dir, None, lora=True, bf16=False) is None
+    assert _load_reference(tiny_model_dir, other, lora=True, bf16=False) is None
+    # Full FT always needs a frozen copy; bf16 training keeps the forward-only copy in bf16.
+    ref = _load_reference(tiny_model_dir, None, lora=False, bf16=True)
+    assert ref is not None and ref.dtype == torch.bfloat16 and not ref.training
+
+
+# ---------------------------------------------------------------- slow: TRL runs
+
+
+@pytest.mark.slow
+def test_sft_collated_labels_mask_the_prompt(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = sft_rows([(PROMPT, TARGET), (PROMPT[1:], REJECTED)])
+    trainer = sft_trainer(tiny_model_dir, rows, _cfg(), 0, tmp_path)
+    assert trainer.completion_only_loss is True
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    tok = trainer.processing_class
+    for i, (prompt, completion) in enumerate([(PROMPT, TARGET), (PROMPT[1:], REJECTED)]):
+        p_ids, c_ids = _encode(tok, prompt, completion)
+        ids, labels = batch["input_ids"][i].tolist(), batch["labels"][i].tolist()
+        n = len(p_ids) + len(c_ids)
+        assert ids[:n] == p_ids + c_ids  # right-padded: sequence first, then pads
+        assert labels[: len(p_ids)] == [-100] * len(p_ids)
+        assert labels[len(p_ids) : n] == c_ids
+        assert all(label == -100 for label in labels[n:])
+        # the supervised part is exactly the assistant turn, closed by <|im_end|>
+        assert tok.decode(c_ids) == completion + "<|im_end|>\n"
+
+
+@pytest.mark.slow
+def test_sft_teaches_the_target(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = sft_rows([(PROMPT, TARGET)] * 32)
+    before = _completion_logprob(tiny_model_dir, PROMPT, TARGET)
+    match_before = _greedy_prefix_match(tiny_model_dir, PROMPT, TARGET)
+    res = train_sft(tiny_model_dir, rows, tmp_path, _cfg(epochs=3.0), seed=0)
+    after = _completion_logprob(res.model_dir, PROMPT, TARGET)
+    match_after = _greedy_prefix_match(res.model_dir, PROMPT, TARGET)
+
+    m = res.metrics
+    assert m["train/sft_rows"] == 32 and m["train/sft_steps"] == 12  # 32 rows / 8 x 3 epochs
+    assert m["train/sft_loss_last"] < m["train/sft_loss_first"] - 1.0
+    assert after > before + 50.0, (before, after)  # nats over the ~40 target tokens
+    assert match_after > match_before, (match_before, match_after)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [METRICS_FILE, "model"]
+    assert json.loads((tmp_path / METRICS_FILE).read_text()) == pytest.approx(m)
+
+
+@pytest.mark.slow
+def test_full_ft_changes_weights_and_repeats_with_the_seed(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    rows = _varied_rows()
+    runs = {
+        name: train_sft(tiny_model_dir, rows, tmp_path / name, _cfg(epochs=1.0), seed=seed)
+        for name, seed in [("a", 0), ("b", 0), ("c", 1)]
+    }
+    start, a, b, c = (_weights(p) for p in [tiny_model_dir] + [r.model_dir for r in runs.values()])
+    assert a.keys() == start.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same weights: resume-safe
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # the seed really drives the shuffle
+    changed = [k for k in a if not torch.equal(a[k], start[k])]
+    assert len(changed) == len(a)  # full FT moves every tensor
+    assert all(a[k].dtype == torch.float32 for k in a)
+
+
+@pytest.mark.slow
+def test_lora_writes_adapter_and_an_equivalent_merged_model(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+
+    res = train_sft(tiny_model_dir, _varied_rows(), tmp_path, _cfg("lora"), seed=0)
+    assert res.adapter_dir == tmp_path / "adapter"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [METRICS_FILE, "adapter", "model"]
+    adapter_cfg = json.loads((res.adapter_dir / "adapter_config.json").read_text())
+    assert adapter_cfg["r"] == 8 and adapter_cfg["lora_alpha"] == 16
+
+    base, tok = _load(tiny_model_dir)
+    peft_model = PeftModel.from_pretrained(base, str(res.adapter_dir)).eval()
+    merged, _ = _load(res.model_dir)
+    p_ids, c_ids = _encode(tok, PROMPT, TARGET)
+    ids = torch.tensor([p_ids + c_ids])
+    with torch.no_grad():
+        peft_logits = peft_model(ids).logits
+        merged_logits = merged(ids).logits
+        with peft_model.disable_adapter():
+            base_logits = peft_model(ids).logits
+    torch.testing.assert_close(merged_logits, peft_logits, atol=1e-4, rtol=1e-4)
+    assert (merged_logits - base_logits).abs().max() > 1e-2  # the adapter did learn something
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_dpo_raises_chosen_over_rejected_vs_reference(
+    tiny_model_dir: Path, tmp_path: Path, method: str
+) -> None:
+    pairs = dpo_pairs([(PROMPT, TARGET, REJECTED)] * 16)
+    res = train_dpo(tiny_model_dir, None, pairs, tmp_path, _cfg(method), seed=0)
+
+    def gap(model_dir: Path) -> float:
+        chosen = _completion_logprob(model_dir, PROMPT, TARGET)
+        return chosen - _completion_logprob(model_dir, PROMPT, REJECTED)
+
+    ref_gap, new_gap = gap(tiny_model_dir), gap(res.model_dir)
+    m = res.metrics
+    # The reference is the starting model itself, so step one sees a zero log-ratio: loss = ln 2.
+    assert m["train/dpo_loss_first"] == pytest.approx(math.log(2), abs=1e-4)
+    assert m["train/dpo_steps"] == 4  # 16 pairs / 8 x 2 epochs
+    assert new_gap > ref_gap + 1.0, (ref_gap, new_gap)
+    # TRL's implicit reward margin at the last step is beta x the gap's gain, measured before
+    # that step's update; the final gain is at least that large.
+    assert 0 < m["train/dpo_reward_margin_last"] <= 0.1 * (new_gap - ref_gap) + 1e-3
+    assert m["train/dpo_loss_last"] < m["train/dpo_loss_first"]
+    expected = [METRICS_FILE, "model"] + (["adapter"] if method == "lora" else [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_dpo_uses_an_explicit_reference(tiny_model_dir: Path, tmp_path: Path, method: str) -> None:
+    # A different reference (here: an SFT'd model while training the initial one) shifts the
+    # first step's loss to -log sigmoid(beta * ((pc - rc) - (pr - rr))), checked by hand.
+    ref = train_sft(tiny_model_dir, sft_rows([(PROMPT, TARGET)] * 8), tmp_path / "ref", _cfg(), 0)
+    pairs = dpo_pairs([(PROMPT, TARGET, REJECTED)] * 8)
+    res = train_dpo(tiny_model_dir, ref.model_dir, pairs, tmp_path / "dpo", _cfg(method), seed=0)
+    pc, pr = (_completion_logprob(tiny_model_dir, PROMPT, t) for t in (TARGET, REJECTED))
+    rc, rr = (_completion_logprob(ref.model_dir, PROMPT, t) for t in (TARGET, REJECTED))
+    expected = -torch.nn.functional.logsigmoid(torch.tensor(0.1 * ((pc - rc) - (pr - rr))))
+    assert abs(float(expected) - math.log(2)) > 0.05  # the check can tell the references apart
+    assert res.metrics["train/dpo_loss_first"] == pytest.approx(float(expected), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_bf16_training_keeps_the_folder_dtype(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bf16_dir = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16).save_pretrained(
+        bf16_dir
+    )
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(bf16_dir)
+    rows = sft_rows([(PROMPT, TARGET)] * 8)
+    res = train_sft(bf16_dir, rows, tmp_path / "out", _cfg(), seed=0, bf16=True)
+    weights = _weights(res.model_dir)
+    assert all(w.dtype == torch.bfloat16 for w in weights.values())
+    start = _weights(bf16_dir)
+    assert any(not torch.equal(weights[k], start[k]) for k in weights)
