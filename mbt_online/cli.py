@@ -158,7 +158,7 @@ def inspect_summary(dataset: str, path: Path, distractors: int | None = None) ->
     return {
         "dataset": dataset, "path": str(path), "total": res.total, "loaded": len(res.examples),
         "skipped": sum(res.skipped.values()), "skipped_reasons": dict(res.skipped),
-        "tiers": dict(sorted(Counter(ex.tier for ex in res.examples).items())),
+        "tiers": dict(sorted(Counter(ex.tier for ex in res.examples).items(), key=_tier_order)),
         "prompt_words": stats,
     }
 
@@ -209,6 +209,11 @@ def teach(
     else:
         console.print(f"{summary['verified']} of {summary['total']} traces verified, "
                       f"{summary['rejected']} rejected {dict(reasons) or ''}; written to {out}")
+
+
+def _tier_order(item: tuple[str, int]) -> tuple[int, str]:
+    order = {"easy": 0, "medium": 1, "hard": 2}
+    return order.get(item[0], 3), item[0]
 
 
 def main() -> None:

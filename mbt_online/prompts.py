@@ -42,10 +42,10 @@ JUDGE_GRADES = ("CORRECT", "INCORRECT", "NOT_ATTEMPTED")
 RRP_LABELS = ("PROGRESS", "VERIFICATION", "REDUNDANT")
 
 _TEACHER_RULES = (
-    "Style rules: write in the first person plural (\"we\"), as an internal monologue; separate "
+    'Style rules: write in the first person plural ("we"), as an internal monologue; separate '
     "paragraphs with a blank line; no markdown, no headings, no bullet lists; cite documents as "
-    "Document [i] or by title. Reach the answer as if discovering it: never mention that an answer, "
-    "a solution or any earlier reasoning was provided to you."
+    "Document [i] or by title. Reach the answer as if discovering it: never mention that an "
+    "answer, a solution or any earlier reasoning was provided to you."
 )
 
 _PHASES_BRIEF = (
@@ -141,7 +141,7 @@ def judge_correctness_messages(question: str, gold: str, predicted: str) -> list
         "are fine).\n"
         "- INCORRECT: the prediction states a different answer, contradicts the gold answer, or "
         "hedges between several candidates of which one is wrong.\n"
-        "- NOT_ATTEMPTED: the prediction gives no answer (empty, a refusal, \"I don't know\", or "
+        '- NOT_ATTEMPTED: the prediction gives no answer (empty, a refusal, "I don\'t know", or '
         "only restates the question).\n\n"
         f"Question: {question}\nGold answer: {gold}\nPredicted answer: {predicted}\n\n"
         "Reply with one short sentence of reasoning, then a last line of exactly the form "

@@ -102,7 +102,7 @@ def train_sft(
     if len(rows) == 0:
         return _nothing_to_train(model_dir, out_dir, "sft")
     with _torch_threads(cfg.threads), tempfile.TemporaryDirectory(dir=_mkdir(out_dir)) as tmp:
-        trainer = sft_trainer(model_dir, rows, cfg, seed, tmp, bf16=bf16)
+        trainer = sft_trainer(model_dir, _in_memory(rows), cfg, seed, tmp, bf16=bf16)
         metrics = _fit(trainer, "sft", len(rows))
         metrics.update(_sft_metrics(trainer.state.log_history))
         result = _finish(trainer, model_dir, out_dir, metrics)
@@ -131,7 +131,9 @@ def train_dpo(
     if len(pairs) == 0:
         return _nothing_to_train(model_dir, out_dir, "dpo")
     with _torch_threads(cfg.threads), tempfile.TemporaryDirectory(dir=_mkdir(out_dir)) as tmp:
-        trainer = dpo_trainer(model_dir, ref_model_dir, pairs, cfg, seed, tmp, bf16=bf16)
+        trainer = dpo_trainer(
+            model_dir, ref_model_dir, _in_memory(pairs), cfg, seed, tmp, bf16=bf16
+        )
         metrics = _fit(trainer, "dpo", len(pairs))
         metrics.update(_dpo_metrics(trainer.state.log_history))
         result = _finish(trainer, model_dir, out_dir, metrics)
@@ -210,6 +212,14 @@ def dpo_trainer(
         processing_class=tokenizer,
         peft_config=_peft_config(cfg.lora) if lora else None,
     )
+
+
+def _in_memory(rows: Dataset) -> Dataset:
+    """A copy with no backing files: TRL's `map` calls would otherwise drop tokenization caches
+    (cache-*.arrow) into the folder the rows were loaded from, i.e. the loop's build stage."""
+    if not rows.cache_files:
+        return rows
+    return Dataset.from_dict(rows.to_dict(), features=rows.features)
 
 
 def _common_args(output_dir: str | Path, seed: int, bf16: bool) -> dict[str, Any]:
@@ -330,12 +340,26 @@ def _dpo_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
 def _finish(
     trainer: Any, model_dir: str | Path, out_dir: Path, metrics: dict[str, float]
 ) -> TrainResult:
-    """Save adapter (LoRA), then the full model in the input folder's dtype, then the metrics."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    tokenizer = trainer.processing_class
-    adapter_dir = None
-    if hasattr(model, "merge_and_unload"):  # a PeftModel
-        adapter_dir = _replace_dir(out_dir / "adapter", model.save_pretrained)
+    """Save adapter (LoRA), then the full model in the input folder's dtype, then the metrics.
+
+    Under a multi-process launch (DDP) every rank holds the same weights; only the main one
+    writes, and the others wait so nobody reads a half-written folder.
+    """
+    accelerator = trainer.accelerator
+    model = accelerator.unwrap_model(trainer.model)
+    is_lora = hasattr(model, "merge_and_unload")  # a PeftModel
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _save(model, trainer.processing_class, model_dir, out_dir)
+        _write_metrics(out_dir, metrics)
+    accelerator.wait_for_everyone()
+    adapter_dir = out_dir / "adapter" if is_lora else None
+    return TrainResult(model_dir=out_dir / "model", adapter_dir=adapter_dir, metrics=metrics)
+
+
+def _save(model: Any, tokenizer: Any, model_dir: str | Path, out_dir: Path) -> None:
+    if hasattr(model, "merge_and_unload"):
+        _replace_dir(out_dir / "adapter", model.save_pretrained)
         model = model.merge_and_unload()
     model = model.to("cpu", dtype=_saved_dtype(model_dir))
 
@@ -343,9 +367,7 @@ def _finish(
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
 
-    final_dir = _replace_dir(out_dir / "model", save_full)
-    _write_metrics(out_dir, metrics)
-    return TrainResult(model_dir=final_dir, adapter_dir=adapter_dir, metrics=metrics)
+    _replace_dir(out_dir / "model", save_full)
 
 
 def _saved_dtype(model_dir: str | Path) -> torch.dtype:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -28,6 +31,12 @@ def test_request_seed_is_stable_and_spread_apart():
     assert abs(request_seed(0, 1) - request_seed(0, 0)) > 64
 
 
+def test_importing_the_engine_module_does_not_import_vllm():
+    code = "import sys, mbt_online.engine; print('vllm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
     eng = Engine(str(tiny_model_dir), max_model_len=256, enable_lora=True, max_lora_rank=8)
@@ -42,8 +51,9 @@ def hf_greedy(model_dir, tokenizer, chats, max_new_tokens):
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     outs = []
     for chat in chats:
-        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
-        ids = ids["input_ids"] if not torch.is_tensor(ids) else ids
+        ids = tokenizer.apply_chat_template(
+            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         with torch.no_grad():
             gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
         outs.append(tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
@@ -56,7 +66,10 @@ def test_generate_returns_n_completions_with_counts(engine):
     assert len(result) == len(CHATS)
     for chat, per_prompt in zip(CHATS, result, strict=True):
         assert len(per_prompt) == 3
-        expected_prompt = len(engine.tokenizer.apply_chat_template(chat, add_generation_prompt=True))
+        enc = engine.tokenizer.apply_chat_template(
+            chat, add_generation_prompt=True, return_dict=True
+        )
+        expected_prompt = len(enc["input_ids"])
         for c in per_prompt:
             assert c.prompt_tokens == expected_prompt
             assert c.finish_reason in {"stop", "length"}

@@ -1,4 +1,4 @@
-"""The tiny student: tokens the rewards rely on, a template that keeps reasoning, a loadable model."""
+"""The tiny student: single-id tags, a template that keeps reasoning, a loadable model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mbt_online.modeling import IM_END, IM_START, PAD, TAG_TOKENS, build_model, build_tokenizer
 
-CORPUS = ["The capital of France is Paris.", "Who directed the film? The director was born in 1950."]
+CORPUS = [
+    "The capital of France is Paris.",
+    "Who directed the film? The director was born in 1950.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,9 @@ def test_eos_pad_and_no_bos(tokenizer):
     assert tokenizer.eos_token == IM_END
     assert tokenizer.pad_token == PAD
     # No BOS is prepended: rendered chats tokenize the same with or without special tokens.
-    assert tokenizer.encode("hello world") == tokenizer.encode("hello world", add_special_tokens=False)
+    assert tokenizer.encode("hello world") == tokenizer.encode(
+        "hello world", add_special_tokens=False
+    )
 
 
 def test_byte_level_round_trip_of_unseen_text(tokenizer):

@@ -1,0 +1,441 @@
+"""A client for OpenAI-compatible chat endpoints (`vllm serve`, hosted APIs): teacher and judges.
+
+Plain `httpx` rather than the `openai` package, because the behaviour a run depends on is ours and
+tested: which failures are retried (connection errors, timeouts, 408/429/5xx, malformed bodies) and
+which are not (other 4xx: retrying a bad request only burns quota); how long to back off; that every
+answer is cached on disk so a resumed run never pays twice for the same request; and that token
+usage is counted in one place.
+
+The API key is read from the environment at request time and only ever placed in the
+`Authorization` header. It is not an attribute, not part of the cache key, not in any cache file,
+and every error message is redacted before it is logged or returned, because servers and proxies
+sometimes echo request headers back in their error bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("mbt_online.llm_client")
+
+# Statuses worth another try: the server is overloaded, restarting or timed out on its side.
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Cache entries carry a version so a change of format never returns a stale shape.
+CACHE_VERSION = 1
+
+
+@dataclass
+class ChatRequest:
+    """One chat completion call; `seed` makes sampling reproducible where the server honours it."""
+
+    messages: list[dict]
+    n: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    seed: int | None = None
+    top_p: float | None = None
+
+
+@dataclass
+class ChatResult:
+    """The n texts of one request. `usage` is this response's own token count, also when it came
+    from the cache (then `cached` is True and nothing was paid for it this time)."""
+
+    texts: list[str]
+    usage: dict[str, int] = field(default_factory=dict)
+    cached: bool = False
+    finish_reasons: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+
+@dataclass
+class ChatFailure:
+    """A request that failed for good. `kind` is a short stable label for counting ("timeout",
+    "connection", "http_500", "malformed", ...); `error` the redacted detail of the last try."""
+
+    kind: str
+    error: str
+    attempts: int
+
+
+class LLMError(RuntimeError):
+    """Raised by `LLMClient.chat` when a request fails for good; carries the `ChatFailure`."""
+
+    def __init__(self, failure: ChatFailure) -> None:
+        super().__init__(f"{failure.kind} after {failure.attempts} attempt(s): {failure.error}")
+        self.failure = failure
+
+
+class _Retryable(Exception):
+    """A failure worth another try after a pause."""
+
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.kind, self.detail, self.retry_after = kind, detail, retry_after
+
+
+class _Fatal(Exception):
+    """A request that will not succeed: a non-retryable status, or retries exhausted."""
+
+    def __init__(self, kind: str, detail: str, attempts: int = 1) -> None:
+        super().__init__(detail)
+        self.kind, self.detail, self.attempts = kind, detail, attempts
+
+
+class MalformedResponse(ValueError):
+    """A 2xx body that is not a chat completion (not JSON, no choices, no message)."""
+
+
+def parse_chat_response(data: Any) -> tuple[list[str], list[str], dict[str, int]]:
+    """Texts, finish reasons and usage of a chat completion body, or MalformedResponse.
+
+    A `null` content is an empty text, not an error: reasoning models served by vLLM return it when
+    every token went to the reasoning channel, and the caller's verification rejects it as empty.
+    """
+    if not isinstance(data, dict):
+        raise MalformedResponse(f"body is {type(data).__name__}, not an object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        error = f": {data['error']}" if "error" in data else ""
+        raise MalformedResponse(f"no choices in body{error}")
+    texts, reasons = [], []
+    for i, choice in enumerate(sorted(choices, key=_choice_index)):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise MalformedResponse(f"choice {i} has no message")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise MalformedResponse(f"choice {i} content is {type(content).__name__}")
+        texts.append(content or "")
+        reasons.append(str(choice.get("finish_reason") or ""))
+    return texts, reasons, _usage(data.get("usage"))
+
+
+def _choice_index(choice: Any) -> int:
+    idx = choice.get("index") if isinstance(choice, dict) else None
+    return idx if isinstance(idx, int) else 0
+
+
+def _usage(raw: Any) -> dict[str, int]:
+    raw = raw if isinstance(raw, dict) else {}
+    out = {}
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = raw.get(key)
+        out[key] = value if isinstance(value, int) and value >= 0 else 0
+    return out
+
+
+class LLMClient:
+    """Chat completions with bounded concurrency, retries with backoff, a per-request timeout, a
+    disk cache and token accounting. Thread-safe: `chat` may be called from many threads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "",
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+        cache_dir: str | Path | None = None,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        """`model` "" asks the server which model it serves (a `vllm serve` has exactly one).
+
+        `timeout_s` bounds connecting and each wait for data: a server that sends nothing for that
+        long is treated as down and the request retried. `max_retries` counts retries after the
+        first try, so a request is sent at most `max_retries + 1` times.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+
+    def __repr__(self) -> str:
+        return f"LLMClient(base_url={self.base_url!r}, model={self.model!r})"
+
+    # -- public ------------------------------------------------------------------------------------
+
+    def chat(
+        self,
+        messages: list[dict],
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        seed: int | None = None,
+        top_p: float | None = None,
+    ) -> ChatResult:
+        """One request; raises LLMError when it fails for good."""
+        out = self.complete(ChatRequest(messages, n, temperature, max_tokens, seed, top_p))
+        if isinstance(out, ChatFailure):
+            raise LLMError(out)
+        return out
+
+    def chat_many(self, requests: Sequence[ChatRequest]) -> list[ChatResult | ChatFailure]:
+        """All requests, in order, at most `concurrency` in flight; failures are returned, not
+        raised, so one bad request never loses the answers of the others."""
+        if not requests:
+            return []
+        workers = min(self.concurrency, len(requests))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm") as pool:
+            return list(pool.map(self.complete, requests))
+
+    def complete(self, req: ChatRequest) -> ChatResult | ChatFailure:
+        """One request through cache, retries and accounting; never raises for server trouble."""
+        try:
+            payload = self._payload(req)
+        except ValueError as e:
+            return self._failure("no_model", str(e), 1)
+        key = cache_key(self.base_url, payload)
+        hit = self._cache_get(key)
+        if hit is not None:
+            self._count(cache_hits=1)
+            return hit
+        try:
+            result = self._post_with_retries(payload)
+        except _Fatal as e:
+            return self._failure(e.kind, e.detail, e.attempts)
+        self._cache_put(key, result)
+        self._count(
+            responses=1,
+            prompt_tokens=result.usage["prompt_tokens"],
+            completion_tokens=result.usage["completion_tokens"],
+        )
+        return result
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """Running totals: paid tokens, HTTP requests, retries, cache hits, failures by kind."""
+        with self._lock:
+            out = {k: self._counts.get(k, 0) for k in _USAGE_KEYS}
+            out.update({k: v for k, v in self._counts.items() if k.startswith("failures_")})
+            return out
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- request ---------------------------------------------------------------------------------
+
+    def _payload(self, req: ChatRequest) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self._model_name(),
+            "messages": req.messages,
+            "n": req.n,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+        }
+        if req.seed is not None:
+            payload["seed"] = req.seed
+        if req.top_p is not None:
+            payload["top_p"] = req.top_p
+        return payload
+
+    def _model_name(self) -> str:
+        """The configured model, or the first one the server lists (asked once)."""
+        with self._lock:
+            if not self.model:
+                self.model = self._served_model()
+            return self.model
+
+    def _served_model(self) -> str:
+        try:
+            resp = self._http.get(f"{self.base_url}/models", headers=self._headers())
+            resp.raise_for_status()
+            return resp.json()["data"][0]["id"]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+            msg = f"no model configured and {self.base_url}/models did not name one: {e}"
+            raise ValueError(self._redact(msg)) from None
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _redact(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        return text.replace(key, "***") if key else text
+
+    def _post_with_retries(self, payload: dict[str, Any]) -> ChatResult:
+        last: _Retryable | None = None
+        for attempt in range(self.max_retries + 1):
+            if last is not None:
+                self._count(retries=1)
+                delay = self._backoff(attempt, last.retry_after)
+                log.warning(
+                    "llm request retry %d/%d in %.2fs after %s: %s",
+                    attempt,
+                    self.max_retries,
+                    delay,
+                    last.kind,
+                    last.detail,
+                )
+                time.sleep(delay)
+            try:
+                texts, reasons, usage = self._post_once(payload)
+            except _Retryable as e:
+                last = e
+                continue
+            except _Fatal as e:
+                e.attempts = attempt + 1
+                raise
+            return ChatResult(texts, usage, False, reasons, attempt + 1)
+        assert last is not None
+        raise _Fatal(last.kind, last.detail, self.max_retries + 1)
+
+    def _post_once(self, payload: dict[str, Any]) -> tuple[list[str], list[str], dict[str, int]]:
+        url = f"{self.base_url}/chat/completions"
+        with self._slots:
+            self._count(requests=1)
+            try:
+                resp = self._http.post(url, json=payload, headers=self._headers())
+            except httpx.TimeoutException as e:
+                raise _Retryable("timeout", self._redact(f"{type(e).__name__}: {e}")) from None
+            except httpx.TransportError as e:
+                raise _Retryable("connection", self._redact(f"{type(e).__name__}: {e}")) from None
+        return self._read(resp)
+
+    def _read(self, resp: httpx.Response) -> tuple[list[str], list[str], dict[str, int]]:
+        # Redacted before anything reads it: a server that echoes headers into its error or even
+        # into a completion must not carry the key into logs, caches or artifacts.
+        status, body = resp.status_code, self._redact(resp.text)
+        detail = f"HTTP {status}: {body[:300]}"
+        if status in RETRY_STATUSES or status >= 500:
+            raise _Retryable(f"http_{status}", detail, _retry_after(resp))
+        if status >= 400:
+            raise _Fatal(f"http_{status}", detail)
+        try:
+            return parse_chat_response(json.loads(body))
+        except (ValueError, MalformedResponse) as e:
+            raise _Retryable("malformed", f"{e}; body: {body[:200]}") from None
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with jitter (so parallel retries do not arrive together); a
+        server's Retry-After wins when it asks for longer, up to `max_backoff_s`."""
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        delay *= random.uniform(0.5, 1.0)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_backoff_s))
+        return delay
+
+    def _failure(self, kind: str, detail: str, attempts: int) -> ChatFailure:
+        self._count(failures=1, **{f"failures_{kind}": 1})
+        log.error("llm request failed for good (%s, %d attempt(s)): %s", kind, attempts, detail)
+        return ChatFailure(kind, detail, attempts)
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            self._counts.update(deltas)
+
+    # -- cache -----------------------------------------------------------------------------------
+
+    def _cache_path(self, key: str) -> Path | None:
+        return self.cache_dir / key[:2] / f"{key}.json" if self.cache_dir else None
+
+    def _cache_get(self, key: str) -> ChatResult | None:
+        path = self._cache_path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            entry = json.loads(path.read_text())
+            if entry.get("version") != CACHE_VERSION:
+                return None
+            return ChatResult(
+                list(entry["texts"]),
+                _usage(entry.get("usage")),
+                True,
+                list(entry.get("finish_reasons", [])),
+                0,
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # a corrupt entry is a miss; the fresh answer overwrites it
+
+    def _cache_put(self, key: str, result: ChatResult) -> None:
+        """Atomic (temp file + rename): a run killed mid-write leaves no half entry behind."""
+        path = self._cache_path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {
+            "version": CACHE_VERSION,
+            "texts": result.texts,
+            "finish_reasons": result.finish_reasons,
+            "usage": result.usage,
+        }
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+            json.dump(entry, f)
+        os.replace(f.name, path)
+
+
+_USAGE_KEYS = (
+    "requests",
+    "responses",
+    "retries",
+    "cache_hits",
+    "failures",
+    "prompt_tokens",
+    "completion_tokens",
+)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        return float(resp.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+def cache_key(base_url: str, payload: dict[str, Any]) -> str:
+    """sha256 of the endpoint, model, messages and sampling parameters: never of the key, so a
+    rotated key keeps its cache and the key cannot be recovered from a cache file name."""
+    blob = json.dumps(
+        {"base_url": base_url.rstrip("/"), **payload}, sort_keys=True, ensure_ascii=False
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def make_client(teacher_cfg: Any, cache_dir: str | Path | None = None, **kw: Any) -> LLMClient:
+    """A client from the `teacher` config section (endpoint, model, key variable, limits)."""
+    return LLMClient(
+        base_url=teacher_cfg.base_url,
+        model=teacher_cfg.model,
+        api_key_env=teacher_cfg.api_key_env,
+        concurrency=teacher_cfg.concurrency,
+        timeout_s=teacher_cfg.timeout_s,
+        cache_dir=cache_dir,
+        **kw,
+    )

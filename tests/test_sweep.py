@@ -1,0 +1,294 @@
+"""Sweeps: grid expansion, naming, precedence, skip/resume of a local sweep, the SLURM script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mbt_online.config import ConfigError, dump_config
+from mbt_online.sweep import (
+    SLURM_SCRIPT,
+    expand,
+    load_sweep,
+    member_config,
+    run_status,
+    run_sweep,
+    short_value,
+)
+
+PAPER = Path(__file__).parents[1] / "configs" / "sweeps" / "paper-baselines.yaml"
+PAPER_NAMES = [
+    "base", "metacog", "self-distill_no-dpo", "self-distill_dpo",
+    "mbt-s_no-dpo", "mbt-s_dpo", "mbt-r_no-dpo", "mbt-r_dpo",
+]
+
+
+def write_sweep(tmp_path: Path, body: dict, base: dict | None = None) -> Path:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base or {"loop": {"rounds": 3}}))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"base": "base.yaml", **body}, sort_keys=False))
+    return path
+
+
+def overrides_of(member) -> dict[str, object]:
+    """The effective value per key (later overrides win), parsed the way config.py parses them."""
+    out = {}
+    for item in member.overrides:
+        key, raw = item.split("=", 1)
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# naming and expansion
+
+
+@pytest.mark.parametrize(("key", "value", "label"), [
+    ("train.dpo.enabled", True, "dpo"),
+    ("train.dpo.enabled", False, "no-dpo"),
+    ("student.use_metacognitive_prompt", True, "metacognitive-prompt"),
+    ("teacher.mode", "mbt-r", "mbt-r"),
+    ("student.model", "Qwen/Qwen3-0.6B", "Qwen3-0.6B"),
+    ("student.model", "/models/my model/", "my-model"),
+    ("loop.rounds", 2, "rounds2"),
+    ("reward.weights.degenerate", -0.5, "degenerate-0.5"),
+    ("train.lora.target_modules", ["q_proj", "v_proj"], "q_proj+v_proj"),
+    ("data.train.limit", None, "no-limit"),
+])
+def test_short_values_are_readable_and_filesystem_safe(key, value, label):
+    assert short_value(key, value) == label
+
+
+def test_grid_is_a_cartesian_product_in_file_order(tmp_path):
+    path = write_sweep(tmp_path, {
+        "name": "grid",
+        "grid": {"teacher.mode": ["mbt-r", "mbt-s", "none"], "train.dpo.enabled": [False, True]},
+    })
+    members = expand(path)
+    assert [m.name for m in members] == [
+        "mbt-r_no-dpo", "mbt-r_dpo", "mbt-s_no-dpo", "mbt-s_dpo", "none_no-dpo", "none_dpo"]
+    last = overrides_of(members[-1])
+    assert last["teacher.mode"] == "none" and last["train.dpo.enabled"] is True
+    assert last["run.name"] == "none_dpo"
+    assert last["tracking.group"] == "grid"
+    assert last["tracking.tags"] == ["grid", "none", "dpo"]
+    # same file, same names: naming is stable across calls
+    assert [m.name for m in expand(path)] == [m.name for m in members]
+
+
+def test_grid_labels_members_and_own_grids(tmp_path):
+    path = write_sweep(tmp_path, {
+        "tags": ["t"],
+        "grid": {"student.model": {"small": "a/one", "large": "a/two"}},
+        "members": [
+            {"name": "ref", "overrides": ["loop.rounds=0"], "grid": {}, "tags": ["baseline"]},
+            {"overrides": {"teacher.mode": "mbt-s"}},
+        ],
+    })
+    members = expand(path)
+    assert [m.name for m in members] == ["ref", "mbt-s_small", "mbt-s_large"]
+    assert overrides_of(members[2])["student.model"] == "a/two"
+    assert overrides_of(members[0])["tracking.tags"] == ["t", "sweep", "baseline", "ref"]
+    assert "student.model" not in overrides_of(members[0])
+
+
+def test_precedence_extras_beat_shared_but_not_member_pins(tmp_path):
+    path = write_sweep(tmp_path, {
+        "overrides": {"loop.rounds": 2, "rollout.samples": 2},
+        "members": [{"name": "pinned", "overrides": {"loop.rounds": 0}}, {"name": "free"}],
+    })
+    pinned, free = expand(path, ["loop.rounds=1"])
+    assert overrides_of(pinned)["loop.rounds"] == 0
+    assert overrides_of(free)["loop.rounds"] == 1
+    assert overrides_of(free)["rollout.samples"] == 2
+    cfg = member_config(load_sweep(path), free, tmp_path / "sw")
+    assert (cfg.loop.rounds, cfg.rollout.samples, cfg.run.name) == (1, 2, "free")
+    assert cfg.run.runs_dir == str(tmp_path / "sw")
+
+
+def test_string_values_keep_their_type(tmp_path):
+    # YAML would read a bare `on` as a boolean; a sweep value must reach the config as written
+    path = write_sweep(tmp_path, {"grid": {"run.seed": [1, 2], "tracking.project": ["on", "1e-4"]}})
+    cfg = member_config(load_sweep(path), expand(path)[1], tmp_path)
+    assert cfg.tracking.project == "1e-4" and cfg.run.seed == 1
+
+
+@pytest.mark.parametrize(("body", "extras", "message"), [
+    ({"grid": {"teacher.mode": ["mbt-r"]}}, ["teacher.mode=mbt-s"], "varies teacher.mode"),
+    ({"overrides": ["run.name=x"]}, [], "run.name is set by the sweep"),
+    ({}, ["tracking.tags=[a]"], "tracking.tags is set by the sweep"),
+    ({"members": [{"name": "a"}, {"name": "a"}]}, [], "both named 'a'"),
+    ({"members": [{"name": "a/b"}]}, [], "not a safe directory name"),
+    ({"grid": {"loop.rounds": []}}, [], "non-empty list"),
+    ({"gird": {}}, [], "unknown sweep keys ['gird']"),
+    ({"members": [{"name": "a", "overides": []}]}, [], "unknown keys ['overides']"),
+])
+def test_bad_sweeps_fail_with_the_key_named(tmp_path, body, extras, message):
+    with pytest.raises(ConfigError, match=None) as err:
+        expand(write_sweep(tmp_path, body), extras)
+    assert message in str(err.value)
+
+
+def test_paper_baselines_expand_to_the_papers_rows():
+    if not (PAPER.parent.parent / "quickstart.yaml").exists():
+        pytest.skip("configs/quickstart.yaml (the sweep's base) is not written yet")
+    sweep = load_sweep(PAPER)
+    members = expand(sweep)
+    assert [m.name for m in members] == PAPER_NAMES
+    cfgs = {m.name: member_config(sweep, m, Path("runs/x")) for m in members}
+    assert cfgs["base"].loop.rounds == 0 and not cfgs["base"].student.use_metacognitive_prompt
+    assert cfgs["metacog"].loop.rounds == 0 and cfgs["metacog"].student.use_metacognitive_prompt
+    assert cfgs["self-distill_dpo"].teacher.mode == "none"
+    assert cfgs["self-distill_dpo"].train.dpo.chosen == "student_best"
+    assert cfgs["mbt-r_dpo"].teacher.mode == "mbt-r" and cfgs["mbt-r_dpo"].train.dpo.enabled
+    assert not cfgs["mbt-s_no-dpo"].train.dpo.enabled and cfgs["mbt-s_no-dpo"].loop.rounds >= 1
+    assert {c.tracking.group for c in cfgs.values()} == {"paper-baselines"}
+    # a smoke run shortens the trained members only
+    short = {m.name: m for m in expand(sweep, ["loop.rounds=1"])}
+    assert overrides_of(short["base"])["loop.rounds"] == 0
+    assert overrides_of(short["mbt-r_dpo"])["loop.rounds"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# running locally: skip finished members, resume the interrupted one
+
+
+class FakeLoop:
+    """Stands in for mbt_online.loop: writes the run-dir contract and can die mid-run once."""
+
+    def __init__(self, fail_member: str | None = None) -> None:
+        self.calls: list[tuple[str, bool]] = []
+        self.fail_member = fail_member
+
+    def train(self, cfg, run_dir: Path | None = None, resume: bool = False) -> Path:
+        run_dir = Path(run_dir)
+        self.calls.append((run_dir.name, resume))
+        if not resume:
+            run_dir.mkdir(parents=True)
+            dump_config(cfg, run_dir / "config.yaml")
+        state = json.loads((run_dir / "state.json").read_text()) if resume else {"completed": []}
+        for r in range(cfg.loop.rounds + 1):
+            if f"round-{r}/eval" in state["completed"]:
+                continue
+            state["completed"].append(f"round-{r}/eval")
+            state["finished"] = False
+            (run_dir / "state.json").write_text(json.dumps(state))
+            if run_dir.name == self.fail_member:
+                self.fail_member = None
+                raise KeyboardInterrupt("killed")
+        state["finished"] = True
+        (run_dir / "state.json").write_text(json.dumps(state))
+        return run_dir
+
+
+@pytest.fixture
+def fake_loop(monkeypatch):
+    def install(fail_member: str | None = None) -> FakeLoop:
+        fake = FakeLoop(fail_member)
+        module = types.ModuleType("mbt_online.loop")
+        module.train = fake.train
+        monkeypatch.setitem(sys.modules, "mbt_online.loop", module)
+        return fake
+    return install
+
+
+def three_member_sweep(tmp_path: Path) -> Path:
+    return write_sweep(tmp_path, {"name": "s", "grid": {"teacher.mode": ["mbt-r", "mbt-s", "none"]}},
+                       base={"loop": {"rounds": 2}, "tracking": {"wandb_mode": "disabled"}})
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_members(tmp_path, fake_loop):
+    path, out = three_member_sweep(tmp_path), tmp_path / "out"
+    first = fake_loop(fail_member="mbt-s")
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(path, out)
+    assert first.calls == [("mbt-r", False), ("mbt-s", False)]
+    assert [run_status(out / n) for n in ("mbt-r", "mbt-s", "none")] == ["finished", "unfinished", "new"]
+
+    second = fake_loop()
+    assert run_sweep(path, out) == out.resolve()
+    assert second.calls == [("mbt-s", True), ("none", False)]
+    state = json.loads((out / "mbt-s" / "state.json").read_text())
+    assert state["completed"] == ["round-0/eval", "round-1/eval", "round-2/eval"]  # nothing twice
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [m["name"] for m in manifest["members"]] == ["mbt-r", "mbt-s", "none"]
+
+    third = fake_loop()
+    run_sweep(path, out)
+    assert third.calls == []
+
+
+def test_rerun_with_other_settings_refuses_to_skip(tmp_path, fake_loop):
+    path, out = three_member_sweep(tmp_path), tmp_path / "out"
+    fake_loop()
+    run_sweep(path, out)
+    with pytest.raises(ConfigError, match=r"loop.rounds: 2 there, 1 now"):
+        run_sweep(path, out, ["loop.rounds=1"])
+
+
+def test_every_member_is_validated_before_the_first_runs(tmp_path, fake_loop):
+    path = write_sweep(tmp_path, {"members": [{"name": "ok"}, {"name": "typo", "overrides": ["loop.roundz=1"]}]})
+    fake = fake_loop()
+    with pytest.raises(ConfigError, match=r"(?s)member .typo.*loop.roundz: unknown key"):
+        run_sweep(path, tmp_path / "out")
+    assert fake.calls == []
+
+
+# ---------------------------------------------------------------------------------------------
+# SLURM
+
+
+def test_slurm_script_runs_each_member_with_mbt_online_train(tmp_path, fake_loop):
+    path = write_sweep(tmp_path, {
+        "name": "cl",
+        "grid": {"teacher.mode": ["mbt-r", "mbt-s"], "train.dpo.enabled": [False, True]},
+        "slurm": {"sbatch": {"partition": "gpu", "gres": "gpu:1"}, "max_parallel": 2,
+                  "setup": ["export SETUP_RAN=1"]},
+    })
+    out = tmp_path / "out"
+    fake = fake_loop()
+    script = run_sweep(path, out, ["rollout.samples=2"], emit="slurm")
+    assert fake.calls == []  # emitting runs nothing
+    assert script == out.resolve() / SLURM_SCRIPT
+    text = script.read_text()
+    assert "#SBATCH --array=0-3%2" in text
+    assert "#SBATCH --job-name=mbt-cl" in text
+    assert "#SBATCH --partition=gpu" in text and "#SBATCH --gres=gpu:1" in text
+    assert f"#SBATCH --output={out.resolve()}/slurm/%x-%A_%a.out" in text
+    assert "export SETUP_RAN=1" in text
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+    # run the script as SLURM would, with a stand-in `mbt-online` that prints what it was given
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mbt-online").write_text('#!/bin/bash\nprintf "%s\\n" "$SETUP_RAN" "$@"\n')
+    (bin_dir / "mbt-online").chmod(0o755)
+
+    def task(i: int) -> list[str]:
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": str(i)}
+        res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True)
+        return res.stdout.splitlines()
+
+    args = task(3)
+    assert args[:4] == ["1", "train", "--config", str(tmp_path / "base.yaml")]
+    assert 'teacher.mode="mbt-s"' in args and "train.dpo.enabled=true" in args
+    assert "rollout.samples=2" in args and 'run.name="mbt-s_dpo"' in args
+    assert f'run.runs_dir="{out.resolve()}"' in args
+
+    run_dir = out / "mbt-s_dpo"
+    run_dir.mkdir()
+    (run_dir / "state.json").write_text(json.dumps({"completed": ["round-0/eval"], "finished": False}))
+    assert task(3)[1:] == ["train", "--resume", str(out.resolve() / "mbt-s_dpo")]
+    (run_dir / "state.json").write_text(json.dumps({"completed": ["round-0/eval"], "finished": True}))
+    assert task(3) == ["member mbt-s_dpo already finished: skipping"]
+
+    bad = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                         env={**os.environ, "SLURM_ARRAY_TASK_ID": "9"})
+    assert bad.returncode == 2 and "no sweep member for task 9" in bad.stderr
