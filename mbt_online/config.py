@@ -234,6 +234,9 @@ class Config(Section):
     def _check_cross_field(self) -> Config:
         if self.world.min_hops > self.world.max_hops:
             raise ValueError("world.min_hops must be <= world.max_hops")
+        if self.engine.handoff == "lora" and self.train.method != "lora":
+            raise ValueError("engine.handoff=lora needs train.method=lora (full fine-tuning "
+                             "produces no adapter); use reload or restart")
         for split in ("train", "eval"):
             s = getattr(self.data, split)
             if s.dataset != "world" and not s.path:

@@ -123,6 +123,12 @@ class Engine:
             max_model_len=max_model_len,
             seed=seed,
             enforce_eager=enforce_eager,
+            # Prompts are prefilled whole: a chunked prefill discards the token it sampled and
+            # rewinds the request's seeded generator, which the CPU generator cannot do
+            # ("CPU Generator does not use offset"), and whole prefills keep seeded sampling
+            # independent of how a batch happens to be split.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(max_model_len, 8192),
         )
         if enable_lora:
             self._llm_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
@@ -251,6 +257,9 @@ class Engine:
     ) -> list[list[Completion]]:
         """n completions per chat, in order. Temperature 0 is greedy.
 
+        vLLM refuses n > 1 with greedy decoding; greedy is deterministic, so one completion is
+        decoded and repeated n times (the caller still gets n entries per prompt).
+
         Prompts longer than `max_model_len - max_tokens` are REJECTED (PromptTooLongError, raised
         before any generation) rather than left-truncated: cutting the front would drop the system
         prompt and instructions silently, while the prompt builder can drop documents knowingly.
@@ -258,8 +267,9 @@ class Engine:
         self._require_open()
         prompts = [self.render(chat) for chat in messages]
         self._check_lengths(prompts, max_tokens)
+        copies = n if temperature == 0 else 1
         params = [
-            self._sampling_params(n, temperature, top_p, top_k, max_tokens, seed, i, stop)
+            self._sampling_params(n // copies, temperature, top_p, top_k, max_tokens, seed, i, stop)
             for i in range(len(prompts))
         ]
         outputs = self._llm.generate(
@@ -268,7 +278,9 @@ class Engine:
             use_tqdm=progress,
             lora_request=self._lora,
         )
-        return [_completions(out, len(ids)) for out, ids in zip(outputs, prompts, strict=True)]
+        return [
+            _completions(out, len(ids)) * copies for out, ids in zip(outputs, prompts, strict=True)
+        ]
 
     def _check_lengths(self, prompts: list[list[int]], max_tokens: int) -> None:
         room = self.max_model_len - max_tokens

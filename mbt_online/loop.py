@@ -180,7 +180,7 @@ class Session:
         self.initial = initial
         self.engine: Any = None
         self.engine_model: str | None = None
-        self.adapter: str | None = None
+        self.adapter: tuple[str, str] | None = None  # (base model dir, adapter dir)
 
     def model_at(self, round_: int) -> str:
         """The model a round ends with (round 0: the initial student)."""
@@ -194,7 +194,11 @@ class Session:
             self.engine = make_engine(self.cfg, model_dir, Engine)
             self.engine_model = model_dir
         elif self.engine_model != model_dir:
-            self.engine.handoff(self.cfg.engine.handoff, model_dir, self.adapter)
+            mode = self.cfg.engine.handoff
+            if mode == "lora" and self.adapter:
+                self.engine.handoff("lora", *self.adapter)
+            else:  # lora with nothing trained as an adapter this round: the merged weights
+                self.engine.handoff("reload" if mode == "lora" else mode, model_dir)
             self.engine_model = model_dir
         return self.engine
 
@@ -278,17 +282,20 @@ class Session:
         sft = _load_dataset(stage_dir(self.run_dir, r, "build") / "sft")
         pairs = _load_dataset(stage_dir(self.run_dir, r, "build") / "dpo")
         metrics: dict[str, float] = {"train/sft_rows": len(sft), "train/dpo_pairs": len(pairs)}
-        model, adapter = start_model, None
+        bf16 = cfg.student.dtype == "bfloat16"
+        model, adapter, adapter_base = start_model, None, start_model
         if len(sft):
-            res = train_sft(model, sft, out / "sft", cfg.train, seed=cfg.run.seed + r)
-            model, adapter = str(res.model_dir), res.adapter_dir
+            res = train_sft(model, sft, out / "sft", cfg.train, seed=cfg.run.seed + r, bf16=bf16)
+            adapter_base, model, adapter = model, str(res.model_dir), res.adapter_dir
             metrics.update(res.metrics)
         if cfg.train.dpo.enabled and len(pairs):
             ref = self.initial if cfg.train.dpo.reference == "initial" else model
-            res = train_dpo(model, ref, pairs, out / "dpo", cfg.train, seed=cfg.run.seed + r)
-            model, adapter = str(res.model_dir), res.adapter_dir
+            res = train_dpo(model, ref, pairs, out / "dpo", cfg.train, seed=cfg.run.seed + r,
+                            bf16=bf16)
+            adapter_base, model, adapter = model, str(res.model_dir), res.adapter_dir
             metrics.update(res.metrics)
-        self.adapter = str(adapter) if adapter else None
+        # a LoRA adapter belongs to the model its stage started from, not to the initial student
+        self.adapter = (adapter_base, str(adapter)) if adapter else None
         out.mkdir(parents=True, exist_ok=True)
         artifacts.write_json_atomic(metrics_file, metrics)
         self.state.models[str(r)] = model

