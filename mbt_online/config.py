@@ -196,7 +196,8 @@ class LoopConfig(Section):
 class EvalConfig(Section):
     # the paper's protocol: one sample per question at T=0.6, with a fixed seed every round
     sampling: SamplingConfig = SamplingConfig(samples=1, seed=1234)
-    judges: list[Literal["correctness", "rrp", "mqi"]] = Field(default_factory=list)
+    # LLM judges run on each round's eval through the teacher's endpoint (teacher.base_url/model)
+    judges: list[Literal["correctness", "answer_hit", "rrp", "mqi"]] = Field(default_factory=list)
 
 
 class AESConfig(Section):

@@ -165,7 +165,7 @@ def _rrp_labels(raw: Any, n: int) -> list[str] | None:
 
 
 _RRP_ANSWER = re.compile(r"answer[_ ]paragraph\W{0,4}P?(\d+)", re.IGNORECASE)
-_RRP_LINE = re.compile(r"\[?P(\d+)\]?\s*[:=\-]\s*\**(PROGRESS|VERIFICATION|REDUNDANT)", re.I)
+_RRP_LINE = re.compile(r"\[?P(\d+)\]?\s*[:=\-]?\s*\**(PROGRESS|VERIFICATION|REDUNDANT)", re.I)
 
 
 def _rrp_fields(text: str, n: int) -> tuple[int | None, list[str] | None]:
@@ -466,7 +466,8 @@ def judge_round(
     own = client is None
     client = client or make_client(cfg.teacher, cache_dir=run_dir / "cache" / "llm")
     try:
-        verdicts = judge_rows(client, rows, judges)
+        # the teacher's token cap: reasoning models spend most of it before a one-line verdict
+        verdicts = judge_rows(client, rows, judges, max_tokens=cfg.teacher.max_tokens)
         usage = getattr(client, "usage", {})
     finally:
         if own:

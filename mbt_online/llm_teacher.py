@@ -145,9 +145,10 @@ class LLMTeacher:
             pending = [j for j in jobs if not j.done]
             if not pending:
                 break
-            seed = self._seed(attempt)
-            self._ensure_gold_solutions(pending, seed)
-            self._attempt(pending, seed)
+            # A gold solution depends on the question only, not on the round or the student:
+            # its seed leaves out `self.seed`, so later rounds find it in the request cache.
+            self._ensure_gold_solutions(pending, _hash_seed(f"gold:{attempt}"))
+            self._attempt(pending, self._seed(attempt))
         return [self._result(j) for j in jobs]
 
     def close(self) -> None:
@@ -160,8 +161,7 @@ class LLMTeacher:
     def _seed(self, attempt: int) -> int:
         """A fixed seed per try: a resumed stage sends the same requests and hits the cache,
         while a retry differs from the rejected try (else a cache would hand back the same text)."""
-        digest = hashlib.blake2b(f"teacher:{self.seed}:{attempt}".encode(), digest_size=4)
-        return int.from_bytes(digest.digest(), "little") & 0x7FFF_FFFF
+        return _hash_seed(f"teacher:{self.seed}:{attempt}")
 
     def _request(self, messages: list[dict], n: int, seed: int) -> ChatRequest:
         return ChatRequest(messages, n, self.cfg.temperature, self.cfg.max_tokens, seed)
@@ -237,6 +237,11 @@ class LLMTeacher:
             backend=self.backend,
             usage=dict(job.usage),
         )
+
+
+def _hash_seed(key: str) -> int:
+    digest = hashlib.blake2b(key.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
 
 
 def clean_trace(text: str) -> str:

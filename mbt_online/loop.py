@@ -148,9 +148,15 @@ def resolve_student(cfg: Config) -> str:
         from mbt_online.bootstrap import ensure_student
 
         return str(ensure_student(cfg))
-    if Path(name).is_dir():
-        return str(Path(name).resolve())
-    raise ConfigError(f"student.model: {name!r} is neither 'bootstrap' nor an existing model folder")
+    from mbt_online.models import KNOWN_MODELS, ModelFetchError, resolve_model
+
+    try:
+        return str(Path(resolve_model(name)).resolve())
+    except ValueError:
+        raise ConfigError(f"student.model: {name!r} is not 'bootstrap', a known model "
+                          f"({', '.join(KNOWN_MODELS)}) or an existing model folder") from None
+    except ModelFetchError as e:
+        raise ConfigError(f"student.model: could not fetch {name!r}: {e}") from None
 
 
 def make_engine(cfg: Config, model_dir: str, engine_cls: Any) -> Any:
@@ -225,7 +231,7 @@ class Session:
             with timed("score", timings):
                 scored = self.stage(r, "score", lambda: score_rows(raw, examples, cfg))
             with timed("teach", timings):
-                taught = self.stage(r, "teach", lambda: teach_rows(scored, examples, cfg, r))
+                taught = self.stage(r, "teach", lambda: teach_rows(scored, examples, cfg, r, self.run_dir))
             with timed("build", timings):
                 self.build(r, scored, taught, examples)
             with timed("train", timings):
@@ -238,6 +244,13 @@ class Session:
         metrics.update(summarize(eval_rows, cfg, read_metrics(self.run_dir), prefix="eval"))
         metrics.update(timings)
         write_round_metrics(self.run_dir, metrics)
+        if cfg.eval.judges:
+            from mbt_online.judges import judge_round
+
+            with timed("judge", timings):
+                metrics.update(judge_round(self.run_dir, r, cfg.eval.judges, cfg))
+            metrics.update(timings)
+            write_round_metrics(self.run_dir, metrics)
         self.tracker.log_round(metrics, sample_table(eval_rows, cfg.tracking.table_rows))
         self.state.mark(r, "eval")
         log.info("round %d: %s", r, format_headline(metrics))
@@ -296,6 +309,9 @@ class Session:
             metrics.update(res.metrics)
         # a LoRA adapter belongs to the model its stage started from, not to the initial student
         self.adapter = (adapter_base, str(adapter)) if adapter else None
+        # wall-clock numbers belong under timing/: everything else must replay exactly on resume
+        for key in [k for k in metrics if k.endswith("_seconds")]:
+            metrics[f"timing/{key.split('/')[-1].removesuffix('_seconds')}"] = metrics.pop(key)
         out.mkdir(parents=True, exist_ok=True)
         artifacts.write_json_atomic(metrics_file, metrics)
         self.state.models[str(r)] = model
@@ -361,17 +377,21 @@ def _trace(text: str) -> str:
 
 
 def teach_rows(scored: list[dict], examples: dict[str, Example], cfg: Config,
-               r: int) -> list[dict[str, Any]]:
+               r: int, run_dir: Path) -> list[dict[str, Any]]:
     """Ask the configured teacher for MBT-R rewrites / MBT-S syntheses; every output is verified."""
     from mbt_online.selection import teach_requests
 
     if cfg.teacher.mode == "none":
         return []
     requests = teach_requests(scored, examples, cfg)
-    teacher = make_teacher(cfg, r)
+    teacher = make_teacher(cfg, r, run_dir)
     results = []
-    for i in tqdm(range(0, len(requests), 32), desc=f"teach round {r}", unit="batch"):
-        results.extend(teacher.teach(requests[i : i + 32]))
+    try:
+        for i in tqdm(range(0, len(requests), 32), desc=f"teach round {r}", unit="batch"):
+            results.extend(teacher.teach(requests[i : i + 32]))
+    finally:
+        if hasattr(teacher, "close"):
+            teacher.close()
     rows = []
     for req, res in zip(requests, results, strict=True):
         row = asdict(res)
@@ -382,14 +402,11 @@ def teach_rows(scored: list[dict], examples: dict[str, Example], cfg: Config,
     return rows
 
 
-def make_teacher(cfg: Config, r: int) -> Any:
-    if cfg.teacher.backend == "structured":
-        from mbt_online.teacher import StructuredTeacher
+def make_teacher(cfg: Config, r: int, run_dir: Path) -> Any:
+    """The configured backend; LLM requests are cached in the run so a resume does not pay twice."""
+    from mbt_online.llm_teacher import make_teacher as pick_teacher
 
-        return StructuredTeacher(seed=cfg.run.seed * 1000 + r, max_tries=cfg.teacher.max_tries)
-    from mbt_online.llm_teacher import make_teacher as make_llm_teacher
-
-    return make_llm_teacher(cfg)
+    return pick_teacher(cfg, round_=r, cache_dir=run_dir / "cache" / "llm")
 
 
 def teacher_candidates(taught: list[dict], examples: dict[str, Example], cfg: Config,

@@ -26,8 +26,16 @@ CURVES = (
     ("eval/answer_inclusive_rate", "Answer-inclusive rate"),
     ("eval/aes", "AES (vs round 0)"),
 )
-REWARD_ORDER = ("total", "correct", "format", "degenerate", "answer_inclusive", "redundancy",
-                "over_budget", "phases")
+REWARD_ORDER = (
+    "total",
+    "correct",
+    "format",
+    "degenerate",
+    "answer_inclusive",
+    "redundancy",
+    "over_budget",
+    "phases",
+)
 # (metric key, column header, format, higher is better): the paper's final-round table.
 TABLE = (
     ("eval/accuracy", "Acc. (%)", "pct", True),
@@ -105,8 +113,12 @@ def _sweep_members(p: Path) -> list[Path]:
 
 def _wandb_files(p: Path) -> list[Path]:
     """`.wandb` logs of a wandb offline run dir, a WANDB_DIR, or a run dir's wandb/ folder."""
-    for pattern in ("run-*.wandb", "offline-run-*/run-*.wandb", "wandb/offline-run-*/run-*.wandb",
-                    "wandb/wandb/offline-run-*/run-*.wandb"):
+    for pattern in (
+        "run-*.wandb",
+        "*run-*/run-*.wandb",  # offline-run-<time>-<id>/ (and synced online run-<time>-<id>/)
+        "wandb/*run-*/run-*.wandb",
+        "wandb/wandb/*run-*/run-*.wandb",
+    ):
         found = sorted(p.glob(pattern))
         if found:
             return found
@@ -121,6 +133,11 @@ def _unique_names(runs: list[RunData]) -> list[RunData]:
     for r in runs:
         if counts[r.name] > 1:
             r.name = f"{r.path.parent.name}/{r.name}"
+    seen: set[str] = set()
+    for i, r in enumerate(runs):  # still equal (same parent name): number them
+        if r.name in seen:
+            r.name = f"{r.name}#{i + 1}"
+        seen.add(r.name)
     return runs
 
 
@@ -182,7 +199,9 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 WANDB_BLOCK = 32 * 1024
-WANDB_HEADER = 7  # file: ":W&B" + magic (2) + version (1); record: crc32c (4) + length (2) + type (1)
+WANDB_HEADER = (
+    7  # file: ":W&B" + magic (2) + version (1); record: crc32c (4) + length (2) + type (1)
+)
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
@@ -256,8 +275,12 @@ def read_wandb_runs(files: list[Path]) -> list[RunData]:
     for path in sorted(files, key=lambda f: f.parent.name):  # offline-run-<date>_<time>: time order
         info, history = read_wandb_file(path)
         config = _flatten({k: v for k, v in info["config"].items() if k != "_wandb"})
-        run = runs.setdefault(info["id"], RunData(
-            name=str(info["name"] or info["id"]), path=path.parent, source="wandb", rows=[]))
+        run = runs.setdefault(
+            info["id"],
+            RunData(
+                name=str(info["name"] or info["id"]), path=path.parent, source="wandb", rows=[]
+            ),
+        )
         run.config.update(config)
         raw_rows.setdefault(info["id"], []).extend(history)
     for run_id, run in runs.items():
@@ -318,8 +341,10 @@ def _fmt(value: Any, kind: str) -> str:
 def curve_metrics(runs: list[RunData]) -> list[tuple[str, str]]:
     """The charts to draw: the fixed eval curves, then every reward component any run logged."""
     present = {k for r in runs for row in r.rows for k in row}
-    rewards = sorted((k for k in present if k.startswith("reward/")),
-                     key=lambda k: (REWARD_ORDER.index(k[7:]) if k[7:] in REWARD_ORDER else 99, k))
+    rewards = sorted(
+        (k for k in present if k.startswith("reward/")),
+        key=lambda k: (REWARD_ORDER.index(k[7:]) if k[7:] in REWARD_ORDER else 99, k),
+    )
     wanted = [*CURVES, *[(k, f"Reward: {k[7:].replace('_', ' ')}") for k in rewards]]
     return [(k, title) for k, title in wanted if k in present]
 
@@ -339,24 +364,42 @@ def render_charts(runs: list[RunData]) -> tuple[str, int]:
     colors = run_colors(runs)
     parts = []
     metrics = curve_metrics(runs)
+    last_round = max((r.rounds[-1] for r in runs if r.rows), default=0)
     for i, (key, title) in enumerate(metrics):
         fig = go.Figure()
         for run in runs:
             points = [(row["round"], row[key]) for row in run.rows if _is_number(row.get(key))]
             if not points:
                 continue
-            fig.add_trace(go.Scatter(
-                x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                name=run.name, legendgroup=run.name, line={"color": colors[run.name]},
-                hovertemplate=f"{html.escape(run.name)}<br>round %{{x}}: %{{y:.4g}}<extra></extra>",
-            ))
+            # an untrained baseline (round 0 only) is a reference level for every later round
+            flat = len(points) == 1 and points[0][0] == 0 and last_round > 0
+            if flat:
+                points = [points[0], (last_round, points[0][1])]
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in points],
+                    y=[p[1] for p in points],
+                    mode="lines" if flat else "lines+markers",
+                    name=run.name + (" (round 0)" if flat else ""),
+                    legendgroup=run.name,
+                    line={"color": colors[run.name], "dash": "dash" if flat else "solid"},
+                    hovertemplate=html.escape(run.name) + "<br>round %{x}: %{y:.4g}<extra></extra>",
+                )
+            )
         fig.update_layout(
-            title={"text": title, "x": 0.02}, template="plotly_white", height=330,
-            margin={"l": 50, "r": 10, "t": 40, "b": 40}, legend={"font": {"size": 10}},
+            title={"text": title, "x": 0.02},
+            template="plotly_white",
+            height=330,
+            margin={"l": 50, "r": 10, "t": 40, "b": 40},
+            legend={"font": {"size": 10}},
             xaxis={"title": {"text": "round"}, "dtick": 1},
         )
-        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{i}",
-                          config={"displaylogo": False, "responsive": True})
+        div = fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"chart-{i}",
+            config={"displaylogo": False, "responsive": True},
+        )
         parts.append(f'<div class="chart" data-metric="{html.escape(key)}">{div}</div>')
     return "\n".join(parts), len(metrics)
 
@@ -377,27 +420,38 @@ def render_table(runs: list[RunData]) -> str:
         for key, _, kind, _ in cols:
             text = _fmt(final.get(key), kind)
             is_best = _is_number(final.get(key)) and final[key] == best[key] and len(runs) > 1
-            cells.append(f"<td class=\"{'best' if is_best else ''}\">{text}</td>")
+            cells.append(f'<td class="{"best" if is_best else ""}">{text}</td>')
         rnd = final.get("round", "–")
         body.append(f"<tr><th>{html.escape(run.name)}</th><td>{rnd}</td>{''.join(cells)}</tr>")
-    return (f'<table class="results" id="final-table"><thead><tr><th>Run</th><th>Round</th>{head}'
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    return (
+        f'<table class="results" id="final-table"><thead><tr><th>Run</th><th>Round</th>{head}'
+        f"</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def render_config_diff(runs: list[RunData]) -> str:
     """Only the config keys that differ between runs: what each row of the table changed."""
     keys = sorted({k for r in runs for k in r.config if not k.startswith(CONFIG_NOISE)})
-    varied = [k for k in keys if len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1]
+    varied = [
+        k for k in keys if len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1
+    ]
     if not varied or len(runs) < 2:
         return "<p>No config differences between the runs.</p>"
     head = "".join(f"<th>{html.escape(k)}</th>" for k in varied)
     body = "".join(
         f"<tr><th>{html.escape(r.name)}</th>"
-        + "".join(f"<td>{html.escape(json.dumps(r.config.get(k)))}</td>" for k in varied)
+        + "".join(f"<td>{html.escape(_plain(r.config.get(k)))}</td>" for k in varied)
         + "</tr>"
         for r in runs
     )
-    return f'<table class="results" id="config-diff"><thead><tr><th>Run</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (
+        f'<table class="results" id="config-diff"><thead><tr><th>Run</th>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _pre(text: Any) -> str:
@@ -414,8 +468,10 @@ def _components_table(row: dict[str, Any]) -> str:
     comps = _components(row)
     if not comps:
         return ""
-    cells = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_num(v))}</td></tr>"
-                    for k, v in comps.items())
+    cells = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_num(v))}</td></tr>"
+        for k, v in comps.items()
+    )
     return f'<table class="comps"><tr><th>component</th><th>value</th></tr>{cells}</table>'
 
 
@@ -438,23 +494,31 @@ def _sample_summary(row: dict[str, Any]) -> str:
 
 def render_student(row: dict[str, Any]) -> str:
     return (
-        f"<details class=\"sample\"><summary>{_sample_summary(row)}</summary>"
+        f'<details class="sample"><summary>{_sample_summary(row)}</summary>'
+        f"<p><b>Question:</b> {html.escape(str(row.get('question', '')))}</p>"
         f"<p><b>Predicted:</b> {html.escape(str(row.get('predicted')))} · "
         f"<b>gold:</b> {html.escape(str(row.get('answer')))}</p>"
         f"<p><b>Phases:</b> {_phases(row.get('phases'))}</p>"
-        f"{_components_table(row)}<p><b>Student trace</b></p>{_pre(row.get('trace') or row.get('completion'))}"
-        f"<details><summary>raw completion</summary>{_pre(row.get('completion'))}</details></details>"
+        f"{_components_table(row)}<p><b>Student trace</b></p>"
+        f"{_pre(row.get('trace') or row.get('completion'))}"
+        f"<details><summary>raw completion</summary>{_pre(row.get('completion'))}</details>"
+        "</details>"
     )
 
 
 def render_teacher(row: dict[str, Any]) -> str:
     verified = "verified" if row.get("verified") else "rejected"
     reasons = ", ".join(map(str, row.get("reasons") or [])) or "none"
-    draft = (f"<details><summary>draft (student trace it rewrote)</summary>{_pre(row['draft'])}</details>"
-             if row.get("draft") else "")
+    draft = (
+        "<details><summary>draft (student trace it rewrote)</summary>"
+        f"{_pre(row['draft'])}</details>"
+        if row.get("draft")
+        else ""
+    )
     return (
-        f"<div class=\"teacher\"><p><b>Teacher ({html.escape(str(row.get('mode')))}, "
-        f"{html.escape(str(row.get('backend')))})</b>: {verified} after {row.get('tries', '?')} tries; "
+        f'<div class="teacher"><p><b>Teacher ({html.escape(str(row.get("mode")))}, '
+        f"{html.escape(str(row.get('backend')))})</b>: "
+        f"{verified} after {row.get('tries', '?')} tries; "
         f"reasons: {html.escape(reasons)}; phases: {_phases(_teacher_phases(row))}</p>"
         f"{_pre(row.get('trace'))}{draft}</div>"
     )
@@ -473,7 +537,9 @@ def render_round_samples(run_dir: Path, round_: int, max_samples: int) -> str:
     teach = load_stage(run_dir, round_, "teach")
     parts = []
     if evals:
-        parts.append(f"<h4>Evaluation ({len(evals)} shown)</h4>" + "".join(map(render_student, evals)))
+        parts.append(
+            f"<h4>Evaluation ({len(evals)} shown)</h4>" + "".join(map(render_student, evals))
+        )
     by_question: dict[str, list[dict[str, Any]]] = {}
     for row in scored:
         by_question.setdefault(str(row.get("example_id")), []).append(row)
@@ -488,7 +554,7 @@ def render_round_samples(run_dir: Path, round_: int, max_samples: int) -> str:
         first = (students or teachers.get(qid) or [{}])[0]
         question = html.escape(str(first.get("question", "")))
         parts.append(
-            f"<details class=\"question\"><summary>{html.escape(qid)}: {question[:160]}</summary>"
+            f'<details class="question"><summary>{html.escape(qid)}: {question[:160]}</summary>'
             + "".join(map(render_student, students))
             + "".join(map(render_teacher, teachers.get(qid, [])))
             + "</details>"
@@ -506,12 +572,21 @@ def render_traces(runs: list[RunData], max_samples: int) -> str:
             content = render_round_samples(run.path, r, max_samples)
             if content:
                 rounds.add(r)
-                blocks.append(f'<div class="trace-set" data-run="{i}" data-round="{r}" hidden>{content}</div>')
+                blocks.append(
+                    f'<div class="trace-set" data-run="{i}" data-round="{r}" hidden>{content}</div>'
+                )
     if not blocks:
         return "<p>No per-round samples (only run directories carry them).</p>"
-    run_opts = "".join(f'<option value="{i}">{html.escape(r.name)}</option>'
-                       for i, r in enumerate(runs) if r.source == "run")
-    round_opts = "".join(f'<option value="{r}">round {r}</option>' for r in sorted(rounds))
+    run_opts = "".join(
+        f'<option value="{i}">{html.escape(r.name)}</option>'
+        for i, r in enumerate(runs)
+        if r.source == "run"
+    )
+    last = max(rounds)  # the latest round is what a reader usually wants to see first
+    round_opts = "".join(
+        f'<option value="{r}"{" selected" if r == last else ""}>round {r}</option>'
+        for r in sorted(rounds)
+    )
     return (
         f'<div class="controls"><label>Run <select id="trace-run">{run_opts}</select></label> '
         f'<label>Round <select id="trace-round">{round_opts}</select></label></div>'
@@ -542,10 +617,12 @@ h1 { margin-bottom: 0.2em; } .muted { color: #888; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 12px; }
 .chart { border: 1px solid #eee; border-radius: 6px; }
 table.results { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 14px; }
-table.results th, table.results td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }
+table.results th, table.results td {
+  border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }
 table.results th:first-child { text-align: left; } td.best { font-weight: bold; }
 pre { white-space: pre-wrap; background: #f7f7f7; padding: 8px; max-height: 28em; overflow: auto; }
-details { margin: 4px 0; } details.sample, details.question { border-left: 3px solid #ccd; padding-left: 8px; }
+details { margin: 4px 0; }
+details.sample, details.question { border-left: 3px solid #ccd; padding-left: 8px; }
 .phase { background: #e3effd; border-radius: 4px; padding: 1px 6px; font-size: 12px; }
 .teacher { border-left: 3px solid #9c6; padding-left: 8px; margin: 6px 0; }
 table.comps { font-size: 12px; border-collapse: collapse; } table.comps td { padding: 1px 8px; }
@@ -558,15 +635,19 @@ def render_html(runs: list[RunData], max_samples: int = 10) -> str:
     from plotly.offline import get_plotlyjs
 
     charts, n_charts = render_charts(runs)
-    sources = "".join(f"<li>{html.escape(r.name)}: {html.escape(str(r.path))} ({r.source}, "
-                      f"{len(r.rows)} rounds)</li>" for r in runs)
+    sources = "".join(
+        f"<li>{html.escape(r.name)}: {html.escape(str(r.path))} ({r.source}, "
+        f"{len(r.rows)} rounds)</li>"
+        for r in runs
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mbt-online report</title>
 <style>{CSS}</style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body data-charts="{n_charts}">
 <h1>mbt-online report</h1>
-<p class="muted">{len(runs)} runs. Rates and accuracy are fractions in the charts, percentages in the table.</p>
+<p class="muted">{len(runs)} runs. Rates and accuracy are fractions in the charts,
+percentages in the table.</p>
 <details><summary>Sources</summary><ul>{sources}</ul></details>
 <h2>Final round</h2>
 {render_table(runs)}

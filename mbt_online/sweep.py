@@ -104,7 +104,9 @@ def load_sweep(path: str | Path) -> Sweep:
     raw = read_yaml(path)
     unknown = set(raw) - SWEEP_KEYS
     if unknown:
-        raise ConfigError(f"{path}: unknown sweep keys {sorted(unknown)}; allowed: {sorted(SWEEP_KEYS)}")
+        raise ConfigError(
+            f"{path}: unknown sweep keys {sorted(unknown)}; allowed: {sorted(SWEEP_KEYS)}"
+        )
     if "base" not in raw:
         raise ConfigError(f"{path}: `base:` (the config file every member starts from) is required")
     base = (path.parent / str(raw["base"])).resolve()
@@ -118,7 +120,9 @@ def load_sweep(path: str | Path) -> Sweep:
     for i, m in enumerate(members):
         bad = set(m) - MEMBER_KEYS
         if bad:
-            raise ConfigError(f"{path}: members[{i}]: unknown keys {sorted(bad)}; allowed: {sorted(MEMBER_KEYS)}")
+            raise ConfigError(
+                f"{path}: members[{i}]: unknown keys {sorted(bad)}; allowed: {sorted(MEMBER_KEYS)}"
+            )
     slurm = raw.get("slurm") or {}
     if not isinstance(slurm, dict):
         raise ConfigError(f"{path}: `slurm:` must be a mapping")
@@ -179,7 +183,9 @@ def _parse_grid(value: Any, where: str) -> dict[str, list[tuple[str | None, Any]
 
 def _check_name(name: str, where: str) -> None:
     if not SAFE_NAME.match(name):
-        raise ConfigError(f"{where}: {name!r} is not a safe directory name (letters, digits, . _ + -)")
+        raise ConfigError(
+            f"{where}: {name!r} is not a safe directory name (letters, digits, . _ + -)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +222,9 @@ def short_value(key: str, value: Any) -> str:
 # expansion
 
 
-def expand(sweep_yaml: str | Path | Sweep, extra_overrides: list[str] | tuple[str, ...] = ()) -> list[Member]:
+def expand(
+    sweep_yaml: str | Path | Sweep, extra_overrides: list[str] | tuple[str, ...] = ()
+) -> list[Member]:
     """Every member of the sweep, with its full override list, in file order then grid order."""
     sweep = sweep_yaml if isinstance(sweep_yaml, Sweep) else load_sweep(sweep_yaml)
     extras = list(extra_overrides)
@@ -228,9 +236,12 @@ def expand(sweep_yaml: str | Path | Sweep, extra_overrides: list[str] | tuple[st
         _check_reserved(own, where)
         grid = sweep.grid if "grid" not in spec else _parse_grid(spec["grid"], f"{where}.grid")
         _check_extras_vs_grid(extras, grid)
+        _note_pinned(extras, own, spec.get("name"))
         if spec.get("name") is not None:
             _check_name(str(spec["name"]), f"{where}.name")
-        for combo in itertools.product(*[[(k, lab, v) for lab, v in axis] for k, axis in grid.items()]):
+        for combo in itertools.product(
+            *[[(k, lab, v) for lab, v in axis] for k, axis in grid.items()]
+        ):
             out.append(_member(sweep, spec, own, extras, combo))
     _check_unique(out, sweep.path)
     return out
@@ -274,16 +285,30 @@ def _check_extras_vs_grid(extras: list[str], grid: dict) -> None:
     for item in extras:
         key, _ = _key_value(item)
         if key in grid:
-            raise ConfigError(f"override {item!r}: the sweep varies {key} in its grid; "
-                              "edit the grid instead of overriding it for every member")
+            raise ConfigError(
+                f"override {item!r}: the sweep varies {key} in its grid; "
+                "edit the grid instead of overriding it for every member"
+            )
+
+
+def _note_pinned(extras: list[str], own: list[str], name: Any) -> None:
+    """Say so when a command-line extra yields to a member's own setting (see the precedence)."""
+    pinned = dict(_key_value(o) for o in own)
+    for item in extras:
+        key, _ = _key_value(item)
+        if key in pinned:
+            log.info("sweep member %s keeps %s=%s over %s", name, key, pinned[key], item)
 
 
 def _check_unique(members: list[Member], path: Path) -> None:
     seen: set[str] = set()
     for m in members:
+        _check_name(m.name, f"{path}: member name")
         if m.name in seen:
-            raise ConfigError(f"{path}: two members are both named {m.name!r}; give members "
-                              "distinct `name:`s or label the grid values with a mapping")
+            raise ConfigError(
+                f"{path}: two members are both named {m.name!r}; give members "
+                "distinct `name:`s or label the grid values with a mapping"
+            )
         seen.add(m.name)
 
 
@@ -293,7 +318,9 @@ def _dedupe(items: list[str]) -> list[str]:
 
 def member_config(sweep: Sweep, member: Member, sweep_dir: Path) -> Config:
     """The validated config of one member, with its runs under the sweep directory."""
-    raw = apply_overrides(read_yaml(sweep.base), member.overrides + [_override("run.runs_dir", str(sweep_dir))])
+    raw = apply_overrides(
+        read_yaml(sweep.base), member.overrides + [_override("run.runs_dir", str(sweep_dir))]
+    )
     try:
         return validate(raw)
     except ConfigError as e:
@@ -371,12 +398,16 @@ def check_same_config(run_dir: Path, cfg: Config) -> None:
         return
     stored = to_flat_dict(validate(read_yaml(stored_path)))
     wanted = to_flat_dict(cfg)
-    diff = sorted(k for k in set(stored) | set(wanted)
-                  if k != "run.runs_dir" and stored.get(k) != wanted.get(k))
+    diff = sorted(
+        k
+        for k in set(stored) | set(wanted)
+        if k != "run.runs_dir" and stored.get(k) != wanted.get(k)
+    )
     if diff:
         shown = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in diff[:5])
         raise ConfigError(
-            f"{run_dir} was made with a different config ({shown}{' ...' if len(diff) > 5 else ''}); "
+            f"{run_dir} was made with a different config "
+            f"({shown}{' ...' if len(diff) > 5 else ''}); "
             "use another --sweep-dir, or remove that run directory to redo it"
         )
 
@@ -411,11 +442,18 @@ def write_slurm(sweep_dir: Path, sweep: Sweep, members: list[Member]) -> Path:
     opts = sweep.slurm
     unknown = set(opts) - {"sbatch", "max_parallel", "setup"}
     if unknown:
-        raise ConfigError(f"{sweep.path}: slurm: unknown keys {sorted(unknown)}; "
-                          "allowed: sbatch, max_parallel, setup")
-    array = f"0-{len(members) - 1}" + (f"%{int(opts['max_parallel'])}" if opts.get("max_parallel") else "")
-    sbatch = {"job-name": f"mbt-{sweep.name}", "array": array,
-              "output": str(sweep_dir / "slurm" / "%x-%A_%a.out")}
+        raise ConfigError(
+            f"{sweep.path}: slurm: unknown keys {sorted(unknown)}; "
+            "allowed: sbatch, max_parallel, setup"
+        )
+    array = f"0-{len(members) - 1}" + (
+        f"%{int(opts['max_parallel'])}" if opts.get("max_parallel") else ""
+    )
+    sbatch = {
+        "job-name": f"mbt-{sweep.name}",
+        "array": array,
+        "output": str(sweep_dir / "slurm" / "%x-%A_%a.out"),
+    }
     sbatch.update({str(k): str(v) for k, v in (opts.get("sbatch") or {}).items()})
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH --{k}={v}" for k, v in sbatch.items()]
@@ -437,8 +475,7 @@ def write_slurm(sweep_dir: Path, sweep: Sweep, members: list[Member]) -> Path:
         "esac",
         'RUN_DIR="$SWEEP_DIR/$NAME"',
         'if [ -f "$RUN_DIR/state.json" ]; then',
-        "  if python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get(\"finished\") "
-        "else 1)' \"$RUN_DIR/state.json\"; then",
+        '  if grep -Eq \'"finished"[[:space:]]*:[[:space:]]*true\' "$RUN_DIR/state.json"; then',
         '    echo "member $NAME already finished: skipping"; exit 0',
         "  fi",
         f'  exec {TRAIN_CMD} --resume "$RUN_DIR"',
@@ -454,4 +491,6 @@ def write_slurm(sweep_dir: Path, sweep: Sweep, members: list[Member]) -> Path:
 
 def dump_members(members: list[Member]) -> str:
     """A readable listing (for a dry run or a log line): name and its overrides."""
-    return yaml.safe_dump([{"name": m.name, "overrides": m.overrides} for m in members], sort_keys=False)
+    return yaml.safe_dump(
+        [{"name": m.name, "overrides": m.overrides} for m in members], sort_keys=False
+    )

@@ -92,7 +92,11 @@ class FakeLLMServer:
             "object": "chat.completion",
             "model": payload.get("model"),
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": t},
+                    "finish_reason": "stop",
+                }
                 for i, t in enumerate(texts)
             ],
             "usage": {

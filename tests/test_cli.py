@@ -21,7 +21,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           text=True)
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["data", "inspect"], ["teach"]])
+@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["data", "inspect"], ["teach"],
+                                 ["judge"], ["models", "fetch"]])
 def test_every_command_has_help(cmd):
     out = cli(*cmd, "--help")
     assert out.returncode == 0, out.stderr
@@ -76,3 +77,13 @@ def test_teach_mbt_r_needs_drafts(tmp_path):
     out = cli("teach", "--dataset", "hotpotqa", "--path", str(SAMPLES["hotpotqa"]), "--mode",
               "mbt-r", "--out", str(tmp_path / "t"))
     assert out.returncode == 2 and "--drafts" in out.stderr
+
+
+def test_models_fetch_unknown_name():
+    out = cli("models", "fetch", "gpt-17")
+    assert out.returncode == 2 and "smollm2-135m-instruct" in out.stderr
+
+
+def test_judge_rejects_unknown_judge(tmp_path):
+    out = cli("judge", "--run", str(tmp_path), "--round", "0", "--judges", "correctness,vibes")
+    assert out.returncode == 2 and "unknown vibes" in out.stderr

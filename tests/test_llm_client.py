@@ -48,7 +48,12 @@ def test_chat_returns_n_texts_and_counts_usage(server):
     assert (sent["n"], sent["temperature"], sent["max_tokens"], sent["seed"]) == (2, 0.5, 7, 3)
     assert sent["model"] == "m" and sent["messages"] == MSG
     u = client.usage
-    assert (u["requests"], u["responses"], u["prompt_tokens"], u["completion_tokens"]) == (1, 1, 2, 4)
+    assert (u["requests"], u["responses"], u["prompt_tokens"], u["completion_tokens"]) == (
+        1,
+        1,
+        2,
+        4,
+    )
 
 
 def test_disk_cache_serves_repeats_and_survives_a_new_client(server, tmp_path):

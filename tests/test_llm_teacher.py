@@ -52,6 +52,7 @@ GOOD = (
     "[2] as the film, but that was a mistake: it is about a person.\n\nWe verify: Tom Hart "
     "directed Blue Sky, which matches the question."
 )
+GOOD2 = GOOD.replace("Tom Hart", "Norway")  # verifies for EX2 (contrived, but all five phases)
 BAD = "We think about films. Maybe it is Ann Lee."
 GUIDE = "Guide: find the film starring Ann Lee in Document [1], then read off its director."
 
@@ -70,6 +71,10 @@ class Script:
         return self.texts.pop(0) if self.texts else self.default
 
 
+def good_for_each(payload: dict, i: int) -> str:
+    return GOOD2 if "Norway" in payload["messages"][0]["content"] else GOOD
+
+
 def teacher_cfg(**kw) -> TeacherConfig:
     base = dict(backend="openai", max_tries=3, samples=1, concurrency=1, timeout_s=2.0)
     return TeacherConfig(**{**base, **kw})
@@ -77,14 +82,17 @@ def teacher_cfg(**kw) -> TeacherConfig:
 
 def llm_teacher(server: FakeLLMServer, cache_dir: Path | None = None, **kw) -> LLMTeacher:
     cfg = teacher_cfg(**kw)
-    client = LLMClient(server.base_url, "m", concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
-                       max_retries=1, cache_dir=cache_dir, backoff_s=0.001, max_backoff_s=0.01)
+    client = LLMClient(
+        server.base_url,
+        "m",
+        concurrency=cfg.concurrency,
+        timeout_s=cfg.timeout_s,
+        max_retries=1,
+        cache_dir=cache_dir,
+        backoff_s=0.001,
+        max_backoff_s=0.01,
+    )
     return LLMTeacher(client, cfg)
-
-
-def trace_payloads(server: FakeLLMServer) -> list[dict]:
-    return [p for p in server.payloads if "plain-text guide" not in p["messages"][-1]["content"]
-            or len(p["messages"]) > 1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,7 +117,9 @@ def test_first_verified_of_n_samples_wins():
 
 
 def test_rejected_output_is_resampled_with_a_new_seed():
-    with FakeLLMServer(responder=Script([BAD, f"<think>\n{GOOD}\n</think>\n<answer>x</answer>"])) as s:
+    with FakeLLMServer(
+        responder=Script([BAD, f"<think>\n{GOOD}\n</think>\n<answer>x</answer>"])
+    ) as s:
         (res,) = llm_teacher(s).teach([TeachRequest(EX, "mbt-s")])
     assert res.verified and res.tries == 2
     assert res.trace == GOOD  # wrapping tags and the appended answer are stripped
@@ -149,6 +159,17 @@ def test_mbt_r_is_the_three_turn_conversation_with_one_gold_solution_per_questio
     assert results[0].usage["requests"] == 2 and results[1].usage["requests"] == 1
 
 
+def test_gold_solutions_carry_over_to_later_rounds_through_the_cache(tmp_path):
+    with FakeLLMServer(responder=Script()) as server:
+        for round_seed in (1, 2):
+            teacher = llm_teacher(server, cache_dir=tmp_path)
+            teacher.seed = round_seed
+            (res,) = teacher.teach([TeachRequest(EX, "mbt-r", f"draft of round {round_seed}")])
+            assert res.verified
+    assert [len(p["messages"]) for p in server.payloads] == [1, 3, 3]  # one gold, two rewrites
+    assert server.payloads[1]["seed"] != server.payloads[2]["seed"]
+
+
 def test_failed_gold_solution_is_retried_on_the_next_try():
     with FakeLLMServer(responder=Script()) as server:
         server.plan = ["400"]  # the gold-solution request fails for good, not retried
@@ -166,24 +187,31 @@ def test_server_errors_are_recorded_and_the_round_goes_on():
     assert all(not r.verified and r.tries == 2 and r.trace is None for r in results)
 
 
+def test_a_server_slower_than_the_timeout_fails_that_request_only():
+    with FakeLLMServer(responder=good_for_each) as server:
+        server.slow_s = 0.6
+        server.plan = ["slow", "slow", "ok", "slow", "slow"]  # try 1: q1 twice, q2; try 2: q1 twice
+        slow, fine = llm_teacher(server, timeout_s=0.2, max_tries=2).teach(
+            [TeachRequest(EX, "mbt-s"), TeachRequest(EX2, "mbt-s")]
+        )
+    assert (slow.verified, slow.reasons, slow.tries) == (False, ["request_failed:timeout"], 2)
+    assert fine.verified and fine.tries == 1
+
+
 def test_server_stopping_mid_stage_then_resume_loses_nothing(tmp_path):
-    good2 = GOOD.replace("Tom Hart", "Norway")
     # four distinct prompts (identical prompts would share one cache entry)
     q3 = Example(**{**EX.__dict__, "id": "q3", "question": "Which director made Blue Sky?"})
     q4 = Example(**{**EX2.__dict__, "id": "q4", "question": "Where was Mia Holm born?"})
     reqs = [TeachRequest(ex, "mbt-s") for ex in (EX, EX2, q3, q4)]
 
-    def responder(payload, i):
-        return good2 if "Norway" in payload["messages"][0]["content"] else GOOD
-
-    server = FakeLLMServer(responder=responder).start()
+    server = FakeLLMServer(responder=good_for_each).start()
     port = server.port
     server.plan = ["ok", "ok", "die"]
     first = llm_teacher(server, cache_dir=tmp_path, max_tries=2).teach(reqs)
     assert [r.verified for r in first] == [True, True, False, False]
     assert all(r.reasons == ["request_failed:connection"] for r in first[2:])
 
-    with FakeLLMServer(port=port, responder=responder) as restarted:  # same endpoint, new process
+    with FakeLLMServer(port=port, responder=good_for_each) as restarted:  # same endpoint
         resumed = llm_teacher(restarted, cache_dir=tmp_path, max_tries=2).teach(reqs)
     assert all(r.verified for r in resumed)
     assert [r.trace for r in resumed[:2]] == [r.trace for r in first[:2]]
@@ -221,8 +249,10 @@ class FakeEngine:
 
 def test_engine_chat_batches_by_sampling_params_and_isolates_a_failing_prompt():
     engine = FakeEngine("hi")
-    reqs = [ChatRequest([{"role": "user", "content": c}], n=2, seed=s)
-            for c, s in (("a", 1), ("TOO LONG", 1), ("b", 1), ("c", 2))]
+    reqs = [
+        ChatRequest([{"role": "user", "content": c}], n=2, seed=s)
+        for c, s in (("a", 1), ("TOO LONG", 1), ("b", 1), ("c", 2))
+    ]
     outs = EngineChat(engine).chat_many(reqs)
     assert isinstance(outs[1], ChatFailure) and outs[1].kind == "engine_error"
     assert [o.texts for o in (outs[0], outs[2], outs[3])] == [["hi", "hi"]] * 3
@@ -254,7 +284,10 @@ def test_make_teacher_picks_the_configured_backend(tmp_path):
     client = openai.chat
     assert isinstance(client, LLMClient)
     assert (client.base_url, client.model, client.cache_dir) == (
-        "http://127.0.0.1:9/v1", "big", tmp_path / "cache")
+        "http://127.0.0.1:9/v1",
+        "big",
+        tmp_path / "cache",
+    )
     default_cache = make_teacher(cfg).chat.cache_dir
     assert default_cache == Path(cfg.run.runs_dir) / cfg.run.name / "cache" / "llm"
 
@@ -304,13 +337,30 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("vllm_serve") / "serve.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-           str(tiny_model_dir), "--served-model-name", "tiny-teacher", "--host", "127.0.0.1",
-           "--port", str(port), "--enforce-eager", "--max-model-len", "2048", "--api-key",
-           VLLM_KEY, "--seed", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_model_dir),
+        "--served-model-name",
+        "tiny-teacher",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--max-model-len",
+        "2048",
+        "--api-key",
+        VLLM_KEY,
+        "--seed",
+        "0",
+    ]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     try:
         _wait_healthy(proc, f"http://127.0.0.1:{port}/health", log, timeout_s=300)
         yield f"http://127.0.0.1:{port}/v1"
@@ -323,20 +373,40 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory) -> Iterator[str]:
             proc.wait()
 
 
-KNOWN_REASONS = ("empty", "answer_not_reached", "missing_phases", "over_budget", "leak",
-                 "request_failed", "gold_solution_failed")
+KNOWN_REASONS = (
+    "empty",
+    "answer_not_reached",
+    "missing_phases",
+    "over_budget",
+    "leak",
+    "request_failed",
+    "gold_solution_failed",
+)
 
 
 @pytest.mark.slow
 def test_teacher_and_judges_end_to_end_on_vllm_serve(vllm_server, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, VLLM_KEY)
     run_dir = tmp_path / "run"
-    cfg = Config(teacher=TeacherConfig(
-        backend="openai", base_url=vllm_server, model="", api_key_env=KEY_ENV, max_tries=2,
-        samples=2, concurrency=4, timeout_s=60, temperature=0.8, max_tokens=24,
-    ))
-    reqs = [TeachRequest(EX, "mbt-s"), TeachRequest(EX2, "mbt-s"),
-            TeachRequest(EX, "mbt-r", "<think>Blue Sky stars Ann Lee.</think><answer>x</answer>")]
+    cfg = Config(
+        teacher=TeacherConfig(
+            backend="openai",
+            base_url=vllm_server,
+            model="",
+            api_key_env=KEY_ENV,
+            max_tries=2,
+            samples=2,
+            concurrency=4,
+            timeout_s=60,
+            temperature=0.8,
+            max_tokens=24,
+        )
+    )
+    reqs = [
+        TeachRequest(EX, "mbt-s"),
+        TeachRequest(EX2, "mbt-s"),
+        TeachRequest(EX, "mbt-r", "<think>Blue Sky stars Ann Lee.</think><answer>x</answer>"),
+    ]
     teacher = make_teacher(cfg, cache_dir=run_dir / "cache" / "llm")
     results = teacher.teach(reqs)
     usage = teacher.chat.usage
@@ -352,8 +422,9 @@ def test_teacher_and_judges_end_to_end_on_vllm_serve(vllm_server, tmp_path, monk
         assert res.usage["prompt_tokens"] > 0 and res.usage["completion_tokens"] > 0
     assert usage["failures"] == 0 and usage["requests"] >= 7
     assert usage["completion_tokens"] == sum(r.usage["completion_tokens"] for r in results)
-    save_rows([{**r.__dict__, "usage": str(r.usage)} for r in results],
-              stage_dir(run_dir, 1, "teach"))
+    save_rows(
+        [{**r.__dict__, "usage": str(r.usage)} for r in results], stage_dir(run_dir, 1, "teach")
+    )
 
     # a resumed stage: the same requests cost nothing and give the same records
     again = make_teacher(cfg, cache_dir=run_dir / "cache" / "llm")
@@ -365,10 +436,26 @@ def test_teacher_and_judges_end_to_end_on_vllm_serve(vllm_server, tmp_path, monk
     # every judge through the same client path: the tiny model's replies are unreadable, and are
     # recorded as such rather than crashing or counting as verdicts
     rows = [
-        {"example_id": "q1", "sample": 0, "question": EX.question, "answer": EX.answer,
-         "predicted": "Tom Hart", "trace": GOOD, "completion": GOOD, "tokens": 80},
-        {"example_id": "q2", "sample": 0, "question": EX2.question, "answer": EX2.answer,
-         "predicted": "Sweden", "trace": BAD, "completion": BAD, "tokens": 12},
+        {
+            "example_id": "q1",
+            "sample": 0,
+            "question": EX.question,
+            "answer": EX.answer,
+            "predicted": "Tom Hart",
+            "trace": GOOD,
+            "completion": GOOD,
+            "tokens": 80,
+        },
+        {
+            "example_id": "q2",
+            "sample": 0,
+            "question": EX2.question,
+            "answer": EX2.answer,
+            "predicted": "Sweden",
+            "trace": BAD,
+            "completion": BAD,
+            "tokens": 12,
+        },
     ]
     with LLMClient(vllm_server, "", api_key_env=KEY_ENV, concurrency=4, timeout_s=60) as client:
         metrics = run_judges(client, rows, JUDGES, max_tokens=24)

@@ -22,15 +22,32 @@ from mbt_online.report import (
     write_report,
 )
 
-COMPONENTS = ("correct", "format", "degenerate", "answer_inclusive", "redundancy", "over_budget",
-              "phases", "total")
+COMPONENTS = (
+    "correct",
+    "format",
+    "degenerate",
+    "answer_inclusive",
+    "redundancy",
+    "over_budget",
+    "phases",
+    "total",
+)
 
 
 def metrics_row(r: int, acc: float, tokens: float) -> dict:
-    row = {"round": r, "eval/accuracy": acc, "eval/em": acc, "eval/f1": acc + 0.05,
-           "eval/mean_tokens": tokens, "eval/degeneration_rate": 0.1 / (r + 1),
-           "eval/answer_inclusive_rate": 0.2 / (r + 1), "eval/aes": 0.0 if r == 0 else acc - 0.3,
-           "eval/rrp": 0.5, "eval/mqi": 1.0 + r, "timing/eval": 1.5}
+    row = {
+        "round": r,
+        "eval/accuracy": acc,
+        "eval/em": acc,
+        "eval/f1": acc + 0.05,
+        "eval/mean_tokens": tokens,
+        "eval/degeneration_rate": 0.1 / (r + 1),
+        "eval/answer_inclusive_rate": 0.2 / (r + 1),
+        "eval/aes": 0.0 if r == 0 else acc - 0.3,
+        "eval/rrp": 0.5,
+        "eval/mqi": 1.0 + r,
+        "timing/eval": 1.5,
+    }
     if r > 0:
         row.update({f"reward/{c}": 0.1 * r for c in COMPONENTS})
         row.update({"rollout/mean_tokens": tokens, "train/sft_loss": 1.0 / r})
@@ -39,10 +56,17 @@ def metrics_row(r: int, acc: float, tokens: float) -> dict:
 
 def sample_row(example_id: str, text: str, correct: bool, sample: int | None = None) -> dict:
     row = {
-        "example_id": example_id, "question": f"Who directed the film in {example_id}?",
-        "answer": "Paris", "tier": "2-hop", "completion": f"<think>{text}</think> <answer>Paris</answer>",
-        "trace": text, "predicted": "Paris" if correct else "Lyon", "finish_reason": "stop",
-        "tokens": 42, "correct": correct, "reward": 1.25 if correct else -0.5,
+        "example_id": example_id,
+        "question": f"Who directed the film in {example_id}?",
+        "answer": "Paris",
+        "tier": "2-hop",
+        "completion": f"<think>{text}</think> <answer>Paris</answer>",
+        "trace": text,
+        "predicted": "Paris" if correct else "Lyon",
+        "finish_reason": "stop",
+        "tokens": 42,
+        "correct": correct,
+        "reward": 1.25 if correct else -0.5,
         "components": json.dumps({"correct": float(correct), "degenerate": 0.0}),
         "phases": ["planning", "verification"] if correct else [],
     }
@@ -51,8 +75,9 @@ def sample_row(example_id: str, text: str, correct: bool, sample: int | None = N
     return row
 
 
-def make_run_dir(root: Path, name: str, accs: list[float], tokens: list[float],
-                 overrides: dict | None = None) -> Path:
+def make_run_dir(
+    root: Path, name: str, accs: list[float], tokens: list[float], overrides: dict | None = None
+) -> Path:
     """A run directory to the loop's contract: config, state, metrics, per-round artifacts."""
     from datasets import Dataset
 
@@ -64,17 +89,31 @@ def make_run_dir(root: Path, name: str, accs: list[float], tokens: list[float],
     rows = [metrics_row(r, a, t) for r, (a, t) in enumerate(zip(accs, tokens, strict=True))]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for r in range(len(accs)):
-        Dataset.from_list([sample_row(f"ev{i}", f"{name} eval trace r{r} q{i} <b>", i == 0)
-                           for i in range(3)]).save_to_disk(str(run / f"round-{r}" / "eval"))
+        Dataset.from_list(
+            [sample_row(f"ev{i}", f"{name} eval trace r{r} q{i} <b>", i == 0) for i in range(3)]
+        ).save_to_disk(str(run / f"round-{r}" / "eval"))
         if r == 0:
             continue
-        Dataset.from_list([sample_row("tr0", f"{name} student sample {k} r{r}", k == 0, sample=k)
-                           for k in range(2)]).save_to_disk(str(run / f"round-{r}" / "score"))
-        Dataset.from_list([{
-            "example_id": "tr0", "mode": "mbt-r", "draft": f"{name} student sample 1 r{r}",
-            "trace": f"{name} teacher r{r}: The question asks who. First, plan. Verify: matches.",
-            "verified": True, "reasons": [], "tries": 1, "backend": "structured",
-        }]).save_to_disk(str(run / f"round-{r}" / "teach"))
+        Dataset.from_list(
+            [
+                sample_row("tr0", f"{name} student sample {k} r{r}", k == 0, sample=k)
+                for k in range(2)
+            ]
+        ).save_to_disk(str(run / f"round-{r}" / "score"))
+        Dataset.from_list(
+            [
+                {
+                    "example_id": "tr0",
+                    "mode": "mbt-r",
+                    "draft": f"{name} student sample 1 r{r}",
+                    "trace": f"{name} teacher r{r}: The question asks who. First, plan. Verify.",
+                    "verified": True,
+                    "reasons": [],
+                    "tries": 1,
+                    "backend": "structured",
+                }
+            ]
+        ).save_to_disk(str(run / f"round-{r}" / "teach"))
     return run
 
 
@@ -82,12 +121,25 @@ def make_run_dir(root: Path, name: str, accs: list[float], tokens: list[float],
 def sweep_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sweep")
     make_run_dir(root, "base", [0.5], [200.0], {"loop": {"rounds": 0}})
-    make_run_dir(root, "mbt-r_dpo", [0.5, 0.6, 0.625], [200.0, 120.0, 80.0],
-                 {"teacher": {"mode": "mbt-r"}, "loop": {"rounds": 2}})
-    make_run_dir(root, "mbt-s_no-dpo", [0.5, 0.55, 0.7], [200.0, 150.0, 90.0],
-                 {"teacher": {"mode": "mbt-s"}, "train": {"dpo": {"enabled": False}}, "loop": {"rounds": 2}})
-    (root / "sweep.json").write_text(json.dumps(
-        {"name": "t", "members": [{"name": n} for n in ("mbt-s_no-dpo", "mbt-r_dpo", "base")]}))
+    make_run_dir(
+        root,
+        "mbt-r_dpo",
+        [0.5, 0.6, 0.625],
+        [200.0, 120.0, 80.0],
+        {"teacher": {"mode": "mbt-r"}, "loop": {"rounds": 2}},
+    )
+    make_run_dir(
+        root,
+        "mbt-s_no-dpo",
+        [0.5, 0.55, 0.7],
+        [200.0, 150.0, 90.0],
+        {"teacher": {"mode": "mbt-s"}, "train": {"dpo": {"enabled": False}}, "loop": {"rounds": 2}},
+    )
+    (root / "sweep.json").write_text(
+        json.dumps(
+            {"name": "t", "members": [{"name": n} for n in ("mbt-s_no-dpo", "mbt-r_dpo", "base")]}
+        )
+    )
     return root
 
 
@@ -108,6 +160,8 @@ def test_clashing_names_from_two_sweeps_are_qualified(sweep_dir, tmp_path):
     make_run_dir(other, "base", [0.4], [210.0])
     runs = find_runs([sweep_dir / "base", other / "base"])
     assert [r.name for r in runs] == [f"{sweep_dir.name}/base", "other/base"]
+    again = find_runs([other / "base", other / "base"])
+    assert [r.name for r in again] == ["other/base", "other/base#2"]
 
 
 def test_torn_metrics_line_is_skipped(tmp_path):
@@ -127,20 +181,35 @@ def test_missing_path_or_no_run_is_an_error(tmp_path):
 def _wandb_run(root: Path, run_id: str, rounds: range, big: str = "", name: str = "wb-run") -> None:
     import wandb
 
-    run = wandb.init(mode="offline", dir=str(root), project="p", name=name, id=run_id,
-                     resume="allow", config={"teacher.mode": "mbt-s", "loop": {"rounds": 3}},
-                     settings=wandb.Settings(silent=True, console="off"))
+    run = wandb.init(
+        mode="offline",
+        dir=str(root),
+        project="p",
+        name=name,
+        id=run_id,
+        resume="allow",
+        config={"teacher.mode": "mbt-s", "loop": {"rounds": 3}},
+        settings=wandb.Settings(silent=True, console="off"),
+    )
     for r in rounds:
         # a TRL-style step row without "round" first: it must not become a round of its own
         run.log({"train/loss": 2.0 - r})
-        run.log({"round": r, "eval/accuracy": 0.25 * r, "eval/mean_tokens": 300 - 10 * r,
-                 "reward/total": 0.5 * r, "blob": big, **{f"extra/k{i}": i * r for i in range(200)}})
+        run.log(
+            {
+                "round": r,
+                "eval/accuracy": 0.25 * r,
+                "eval/mean_tokens": 300 - 10 * r,
+                "reward/total": 0.5 * r,
+                "blob": big,
+                **{f"extra/k{i}": i * r for i in range(200)},
+            }
+        )
     run.finish()
     wait_flushed(root)
 
 
 def wait_flushed(root: Path, timeout: float = 30.0) -> None:
-    """wandb's core writes the log's last block after `finish()` returns: wait for its exit record."""
+    """wandb's core writes the last block after `finish()` returns: wait for the exit record."""
     deadline = time.monotonic() + timeout
     for path in root.rglob("run-*.wandb"):
         while not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
@@ -187,13 +256,45 @@ def test_wandb_torn_tail_keeps_the_complete_records(tmp_path):
 def test_final_round_table_is_hand_checked(sweep_dir):
     html = render_table(find_runs([sweep_dir]))
     rows = {m.group(1): m.group(2) for m in re.finditer(r"<tr><th>([^<]+)</th>(.*?)</tr>", html)}
-    cells = {name: re.findall(r'<td class="(best)?">([^<]*)</td>', body) for name, body in rows.items()}
+    cells = {
+        name: re.findall(r'<td class="(best)?">([^<]*)</td>', body) for name, body in rows.items()
+    }
     # columns: Round, Acc, EM, F1, Tokens, Degen, Ans-incl, AES, RRP, MQI
     assert html.count("<th>Round</th>") == 1
     assert re.search(r"<td>2</td>", rows["mbt-r_dpo"])
-    assert [v for _, v in cells["mbt-r_dpo"]] == ["62.5", "62.5", "67.5", "80", "3.3", "6.7", "0.325", "0.500", "3.00"]
-    assert [v for _, v in cells["mbt-s_no-dpo"]] == ["70.0", "70.0", "75.0", "90", "3.3", "6.7", "0.400", "0.500", "3.00"]
-    assert [v for _, v in cells["base"]] == ["50.0", "50.0", "55.0", "200", "10.0", "20.0", "0.000", "0.500", "1.00"]
+    assert [v for _, v in cells["mbt-r_dpo"]] == [
+        "62.5",
+        "62.5",
+        "67.5",
+        "80",
+        "3.3",
+        "6.7",
+        "0.325",
+        "0.500",
+        "3.00",
+    ]
+    assert [v for _, v in cells["mbt-s_no-dpo"]] == [
+        "70.0",
+        "70.0",
+        "75.0",
+        "90",
+        "3.3",
+        "6.7",
+        "0.400",
+        "0.500",
+        "3.00",
+    ]
+    assert [v for _, v in cells["base"]] == [
+        "50.0",
+        "50.0",
+        "55.0",
+        "200",
+        "10.0",
+        "20.0",
+        "0.000",
+        "0.500",
+        "1.00",
+    ]
     best = {name: [v for b, v in c if b] for name, c in cells.items()}
     assert best["mbt-s_no-dpo"] == ["70.0", "70.0", "75.0", "3.3", "6.7", "0.400", "0.500", "3.00"]
     assert best["mbt-r_dpo"] == ["80", "3.3", "6.7", "0.500", "3.00"]  # fewest tokens; ties bold
@@ -202,10 +303,21 @@ def test_final_round_table_is_hand_checked(sweep_dir):
 
 def test_curves_cover_eval_metrics_and_each_reward_component(sweep_dir):
     keys = [k for k, _ in curve_metrics(find_runs([sweep_dir]))]
-    assert keys == ["eval/accuracy", "eval/mean_tokens", "eval/degeneration_rate",
-                    "eval/answer_inclusive_rate", "eval/aes", "reward/total", "reward/correct",
-                    "reward/format", "reward/degenerate", "reward/answer_inclusive",
-                    "reward/redundancy", "reward/over_budget", "reward/phases"]
+    assert keys == [
+        "eval/accuracy",
+        "eval/mean_tokens",
+        "eval/degeneration_rate",
+        "eval/answer_inclusive_rate",
+        "eval/aes",
+        "reward/total",
+        "reward/correct",
+        "reward/format",
+        "reward/degenerate",
+        "reward/answer_inclusive",
+        "reward/redundancy",
+        "reward/over_budget",
+        "reward/phases",
+    ]
 
 
 def test_report_is_self_contained_with_traces(sweep_dir, tmp_path):
@@ -217,16 +329,24 @@ def test_report_is_self_contained_with_traces(sweep_dir, tmp_path):
     # one line per run in the accuracy chart, with its points
     acc = re.search(r'data-metric="eval/accuracy">(.*?)</div>\s*</div>', page, re.S).group(1)
     assert acc.count('"name":"') == 3 and '"y":[0.5,0.6,0.625]' in acc
+    # the untrained base run is a dashed reference level across all rounds
+    assert '"dash":"dash"},"mode":"lines","name":"base (round 0)","x":[0,2],"y":[0.5,0.5]' in acc
     # trace browser: student traces (escaped), teacher traces, components, phases
-    assert page.count('class="trace-set"') == 2 + 3 + 3  # rounds with samples per run
+    assert page.count('class="trace-set"') == 1 + 3 + 3  # one block per run and round with samples
     assert "mbt-r_dpo eval trace r2 q0 &lt;b&gt;" in page and "<b>\n" not in page
     assert "&lt;think&gt;" in page  # raw completion shown escaped
     assert "mbt-r_dpo teacher r2: The question asks who." in page
     assert "mbt-r_dpo student sample 1 r2" in page
     assert '<span class="phase">verification</span>' in page
-    assert "<td>degenerate</td><td>0.0</td>" in page
+    assert (
+        "<td>correct</td><td>1</td><td>" not in page and "<td>correct</td><td>1</td></tr>" in page
+    )
+    assert "<td>degenerate</td><td>0</td></tr>" in page
     # the config differences show what each run changed
-    assert re.search(r'id="config-diff".*teacher\.mode.*"mbt-s"', page, re.S)
+    diff = re.search(r'id="config-diff">(.*?)</table>', page, re.S).group(1)
+    assert "<th>teacher.mode</th>" in diff and "<th>loop.rounds</th>" in diff
+    assert "<th>mbt-s_no-dpo</th><td>2</td><td>mbt-s</td><td>false</td>" in diff
+    assert "<th>student.model</th>" not in diff  # same in every run: not a difference
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +355,8 @@ def test_report_is_self_contained_with_traces(sweep_dir, tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,
-    reason="chromium not installed (Debian: apt-get update && apt-get install -y chromium)")
+    reason="chromium not installed (Debian: apt-get update && apt-get install -y chromium)",
+)
 # Uncaught exceptions are logged as "Uncaught ..."; console.error is not marked as an error in
 # Chromium's log, so a hook tags it, and resource/load errors too.
 ERROR_HOOK = """<script>
@@ -247,10 +368,22 @@ window.addEventListener('error', function (e) { console.log('PAGE_ERROR ' + e.me
 
 
 def chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run",
-           f"--user-data-dir={tmp / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
-           "--virtual-time-budget=5000", *args, page.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        *args,
+        page.as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -285,9 +418,13 @@ def check_rendered(report: Path, tmp: Path) -> None:
 @needs_chromium
 def test_error_hook_catches_broken_pages(tmp_path):
     page = tmp_path / "broken.html"
-    page.write_text("<html><head></head><body><script>console.error('boom'); null.x;</script></body></html>")
+    page.write_text(
+        "<html><head></head><body><script>console.error('boom'); null.x;</script></body></html>"
+    )
     _, errors = browse(page, tmp_path)
-    assert len(errors) == 2 and "CONSOLE_ERROR boom" in errors[0] and "Uncaught TypeError" in errors[1]
+    assert "CONSOLE_ERROR boom" in errors[0]
+    assert any("Uncaught TypeError" in e for e in errors[1:])
+    assert any("PAGE_ERROR" in e for e in errors[1:])
 
 
 @needs_chromium
@@ -314,4 +451,5 @@ def test_paper_baselines_sweep_then_report_in_chromium(tmp_path, monkeypatch):
     wait_flushed(out / "mbt-r_dpo" / "wandb")
     wandb_runs = find_runs([out / "mbt-r_dpo" / "wandb"])
     assert [r["eval/accuracy"] for r in wandb_runs[0].rows] == [
-        r["eval/accuracy"] for r in runs[-1].rows]
+        r["eval/accuracy"] for r in runs[-1].rows
+    ]

@@ -25,8 +25,14 @@ from mbt_online.sweep import (
 
 PAPER = Path(__file__).parents[1] / "configs" / "sweeps" / "paper-baselines.yaml"
 PAPER_NAMES = [
-    "base", "metacog", "self-distill_no-dpo", "self-distill_dpo",
-    "mbt-s_no-dpo", "mbt-s_dpo", "mbt-r_no-dpo", "mbt-r_dpo",
+    "base",
+    "metacog",
+    "self-distill_no-dpo",
+    "self-distill_dpo",
+    "mbt-s_no-dpo",
+    "mbt-s_dpo",
+    "mbt-r_no-dpo",
+    "mbt-r_dpo",
 ]
 
 
@@ -50,30 +56,45 @@ def overrides_of(member) -> dict[str, object]:
 # naming and expansion
 
 
-@pytest.mark.parametrize(("key", "value", "label"), [
-    ("train.dpo.enabled", True, "dpo"),
-    ("train.dpo.enabled", False, "no-dpo"),
-    ("student.use_metacognitive_prompt", True, "metacognitive-prompt"),
-    ("teacher.mode", "mbt-r", "mbt-r"),
-    ("student.model", "Qwen/Qwen3-0.6B", "Qwen3-0.6B"),
-    ("student.model", "/models/my model/", "my-model"),
-    ("loop.rounds", 2, "rounds2"),
-    ("reward.weights.degenerate", -0.5, "degenerate-0.5"),
-    ("train.lora.target_modules", ["q_proj", "v_proj"], "q_proj+v_proj"),
-    ("data.train.limit", None, "no-limit"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "label"),
+    [
+        ("train.dpo.enabled", True, "dpo"),
+        ("train.dpo.enabled", False, "no-dpo"),
+        ("student.use_metacognitive_prompt", True, "metacognitive-prompt"),
+        ("teacher.mode", "mbt-r", "mbt-r"),
+        ("student.model", "Qwen/Qwen3-0.6B", "Qwen3-0.6B"),
+        ("student.model", "/models/my model/", "my-model"),
+        ("loop.rounds", 2, "rounds2"),
+        ("reward.weights.degenerate", -0.5, "degenerate-0.5"),
+        ("train.lora.target_modules", ["q_proj", "v_proj"], "q_proj+v_proj"),
+        ("data.train.limit", None, "no-limit"),
+    ],
+)
 def test_short_values_are_readable_and_filesystem_safe(key, value, label):
     assert short_value(key, value) == label
 
 
 def test_grid_is_a_cartesian_product_in_file_order(tmp_path):
-    path = write_sweep(tmp_path, {
-        "name": "grid",
-        "grid": {"teacher.mode": ["mbt-r", "mbt-s", "none"], "train.dpo.enabled": [False, True]},
-    })
+    path = write_sweep(
+        tmp_path,
+        {
+            "name": "grid",
+            "grid": {
+                "teacher.mode": ["mbt-r", "mbt-s", "none"],
+                "train.dpo.enabled": [False, True],
+            },
+        },
+    )
     members = expand(path)
     assert [m.name for m in members] == [
-        "mbt-r_no-dpo", "mbt-r_dpo", "mbt-s_no-dpo", "mbt-s_dpo", "none_no-dpo", "none_dpo"]
+        "mbt-r_no-dpo",
+        "mbt-r_dpo",
+        "mbt-s_no-dpo",
+        "mbt-s_dpo",
+        "none_no-dpo",
+        "none_dpo",
+    ]
     last = overrides_of(members[-1])
     assert last["teacher.mode"] == "none" and last["train.dpo.enabled"] is True
     assert last["run.name"] == "none_dpo"
@@ -84,14 +105,17 @@ def test_grid_is_a_cartesian_product_in_file_order(tmp_path):
 
 
 def test_grid_labels_members_and_own_grids(tmp_path):
-    path = write_sweep(tmp_path, {
-        "tags": ["t"],
-        "grid": {"student.model": {"small": "a/one", "large": "a/two"}},
-        "members": [
-            {"name": "ref", "overrides": ["loop.rounds=0"], "grid": {}, "tags": ["baseline"]},
-            {"overrides": {"teacher.mode": "mbt-s"}},
-        ],
-    })
+    path = write_sweep(
+        tmp_path,
+        {
+            "tags": ["t"],
+            "grid": {"student.model": {"small": "a/one", "large": "a/two"}},
+            "members": [
+                {"name": "ref", "overrides": ["loop.rounds=0"], "grid": {}, "tags": ["baseline"]},
+                {"overrides": {"teacher.mode": "mbt-s"}},
+            ],
+        },
+    )
     members = expand(path)
     assert [m.name for m in members] == ["ref", "mbt-s_small", "mbt-s_large"]
     assert overrides_of(members[2])["student.model"] == "a/two"
@@ -99,12 +123,17 @@ def test_grid_labels_members_and_own_grids(tmp_path):
     assert "student.model" not in overrides_of(members[0])
 
 
-def test_precedence_extras_beat_shared_but_not_member_pins(tmp_path):
-    path = write_sweep(tmp_path, {
-        "overrides": {"loop.rounds": 2, "rollout.samples": 2},
-        "members": [{"name": "pinned", "overrides": {"loop.rounds": 0}}, {"name": "free"}],
-    })
-    pinned, free = expand(path, ["loop.rounds=1"])
+def test_precedence_extras_beat_shared_but_not_member_pins(tmp_path, caplog):
+    path = write_sweep(
+        tmp_path,
+        {
+            "overrides": {"loop.rounds": 2, "rollout.samples": 2},
+            "members": [{"name": "pinned", "overrides": {"loop.rounds": 0}}, {"name": "free"}],
+        },
+    )
+    with caplog.at_level("INFO", logger="mbt_online"):
+        pinned, free = expand(path, ["loop.rounds=1"])
+    assert "member pinned keeps loop.rounds=0 over loop.rounds=1" in caplog.text
     assert overrides_of(pinned)["loop.rounds"] == 0
     assert overrides_of(free)["loop.rounds"] == 1
     assert overrides_of(free)["rollout.samples"] == 2
@@ -120,16 +149,19 @@ def test_string_values_keep_their_type(tmp_path):
     assert cfg.tracking.project == "1e-4" and cfg.run.seed == 1
 
 
-@pytest.mark.parametrize(("body", "extras", "message"), [
-    ({"grid": {"teacher.mode": ["mbt-r"]}}, ["teacher.mode=mbt-s"], "varies teacher.mode"),
-    ({"overrides": ["run.name=x"]}, [], "run.name is set by the sweep"),
-    ({}, ["tracking.tags=[a]"], "tracking.tags is set by the sweep"),
-    ({"members": [{"name": "a"}, {"name": "a"}]}, [], "both named 'a'"),
-    ({"members": [{"name": "a/b"}]}, [], "not a safe directory name"),
-    ({"grid": {"loop.rounds": []}}, [], "non-empty list"),
-    ({"gird": {}}, [], "unknown sweep keys ['gird']"),
-    ({"members": [{"name": "a", "overides": []}]}, [], "unknown keys ['overides']"),
-])
+@pytest.mark.parametrize(
+    ("body", "extras", "message"),
+    [
+        ({"grid": {"teacher.mode": ["mbt-r"]}}, ["teacher.mode=mbt-s"], "varies teacher.mode"),
+        ({"overrides": ["run.name=x"]}, [], "run.name is set by the sweep"),
+        ({}, ["tracking.tags=[a]"], "tracking.tags is set by the sweep"),
+        ({"members": [{"name": "a"}, {"name": "a"}]}, [], "both named 'a'"),
+        ({"members": [{"name": "a/b"}]}, [], "not a safe directory name"),
+        ({"grid": {"loop.rounds": []}}, [], "non-empty list"),
+        ({"gird": {}}, [], "unknown sweep keys ['gird']"),
+        ({"members": [{"name": "a", "overides": []}]}, [], "unknown keys ['overides']"),
+    ],
+)
 def test_bad_sweeps_fail_with_the_key_named(tmp_path, body, extras, message):
     with pytest.raises(ConfigError, match=None) as err:
         expand(write_sweep(tmp_path, body), extras)
@@ -196,12 +228,16 @@ def fake_loop(monkeypatch):
         module.train = fake.train
         monkeypatch.setitem(sys.modules, "mbt_online.loop", module)
         return fake
+
     return install
 
 
 def three_member_sweep(tmp_path: Path) -> Path:
-    return write_sweep(tmp_path, {"name": "s", "grid": {"teacher.mode": ["mbt-r", "mbt-s", "none"]}},
-                       base={"loop": {"rounds": 2}, "tracking": {"wandb_mode": "disabled"}})
+    return write_sweep(
+        tmp_path,
+        {"name": "s", "grid": {"teacher.mode": ["mbt-r", "mbt-s", "none"]}},
+        base={"loop": {"rounds": 2}, "tracking": {"wandb_mode": "disabled"}},
+    )
 
 
 def test_interrupted_sweep_resumes_without_redoing_finished_members(tmp_path, fake_loop):
@@ -210,7 +246,11 @@ def test_interrupted_sweep_resumes_without_redoing_finished_members(tmp_path, fa
     with pytest.raises(KeyboardInterrupt):
         run_sweep(path, out)
     assert first.calls == [("mbt-r", False), ("mbt-s", False)]
-    assert [run_status(out / n) for n in ("mbt-r", "mbt-s", "none")] == ["finished", "unfinished", "new"]
+    assert [run_status(out / n) for n in ("mbt-r", "mbt-s", "none")] == [
+        "finished",
+        "unfinished",
+        "new",
+    ]
 
     second = fake_loop()
     assert run_sweep(path, out) == out.resolve()
@@ -234,7 +274,9 @@ def test_rerun_with_other_settings_refuses_to_skip(tmp_path, fake_loop):
 
 
 def test_every_member_is_validated_before_the_first_runs(tmp_path, fake_loop):
-    path = write_sweep(tmp_path, {"members": [{"name": "ok"}, {"name": "typo", "overrides": ["loop.roundz=1"]}]})
+    path = write_sweep(
+        tmp_path, {"members": [{"name": "ok"}, {"name": "typo", "overrides": ["loop.roundz=1"]}]}
+    )
     fake = fake_loop()
     with pytest.raises(ConfigError, match=r"(?s)member .typo.*loop.roundz: unknown key"):
         run_sweep(path, tmp_path / "out")
@@ -246,12 +288,18 @@ def test_every_member_is_validated_before_the_first_runs(tmp_path, fake_loop):
 
 
 def test_slurm_script_runs_each_member_with_mbt_online_train(tmp_path, fake_loop):
-    path = write_sweep(tmp_path, {
-        "name": "cl",
-        "grid": {"teacher.mode": ["mbt-r", "mbt-s"], "train.dpo.enabled": [False, True]},
-        "slurm": {"sbatch": {"partition": "gpu", "gres": "gpu:1"}, "max_parallel": 2,
-                  "setup": ["export SETUP_RAN=1"]},
-    })
+    path = write_sweep(
+        tmp_path,
+        {
+            "name": "cl",
+            "grid": {"teacher.mode": ["mbt-r", "mbt-s"], "train.dpo.enabled": [False, True]},
+            "slurm": {
+                "sbatch": {"partition": "gpu", "gres": "gpu:1"},
+                "max_parallel": 2,
+                "setup": ["export SETUP_RAN=1"],
+            },
+        },
+    )
     out = tmp_path / "out"
     fake = fake_loop()
     script = run_sweep(path, out, ["rollout.samples=2"], emit="slurm")
@@ -272,8 +320,14 @@ def test_slurm_script_runs_each_member_with_mbt_online_train(tmp_path, fake_loop
     (bin_dir / "mbt-online").chmod(0o755)
 
     def task(i: int) -> list[str]:
-        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": str(i)}
-        res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True)
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "SLURM_ARRAY_TASK_ID": str(i),
+        }
+        res = subprocess.run(
+            ["bash", str(script)], env=env, capture_output=True, text=True, check=True
+        )
         return res.stdout.splitlines()
 
     args = task(3)
@@ -284,11 +338,21 @@ def test_slurm_script_runs_each_member_with_mbt_online_train(tmp_path, fake_loop
 
     run_dir = out / "mbt-s_dpo"
     run_dir.mkdir()
-    (run_dir / "state.json").write_text(json.dumps({"completed": ["round-0/eval"], "finished": False}))
+    (run_dir / "state.json").write_text(
+        json.dumps({"completed": ["round-0/eval"], "finished": False})
+    )
     assert task(3)[1:] == ["train", "--resume", str(out.resolve() / "mbt-s_dpo")]
-    (run_dir / "state.json").write_text(json.dumps({"completed": ["round-0/eval"], "finished": True}))
+    (run_dir / "state.json").write_text(
+        json.dumps(
+            {"completed": ["round-0/eval"], "finished": True}, indent=1
+        )  # as the loop writes it
+    )
     assert task(3) == ["member mbt-s_dpo already finished: skipping"]
 
-    bad = subprocess.run(["bash", str(script)], capture_output=True, text=True,
-                         env={**os.environ, "SLURM_ARRAY_TASK_ID": "9"})
+    bad = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLURM_ARRAY_TASK_ID": "9"},
+    )
     assert bad.returncode == 2 and "no sweep member for task 9" in bad.stderr
