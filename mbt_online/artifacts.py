@@ -40,7 +40,7 @@ def save_rows(rows: list[dict[str, Any]], out: Path) -> Path:
 
 
 def _save_empty(tmp: Path) -> None:
-    """An empty stage output (e.g. nothing failed, so nothing to rewrite) is still a valid dataset."""
+    """An empty stage output (nothing failed, nothing to rewrite) is still a valid dataset."""
     from datasets import Dataset
 
     Dataset.from_dict({}).save_to_disk(str(tmp))

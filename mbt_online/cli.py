@@ -36,14 +36,20 @@ def fail(message: str) -> None:
 
 @app.command()
 def train(
-    overrides: Annotated[list[str] | None, typer.Argument(
-        help="Dotted config overrides, e.g. loop.rounds=2 teacher.mode=mbt-s")] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="YAML config (default: configs/quickstart.yaml).")] = None,
-    run_dir: Annotated[Path | None, typer.Option(
-        help="Run directory (default: <run.runs_dir>/<run.name>).")] = None,
-    resume: Annotated[Path | None, typer.Option(
-        help="Resume the run in this directory where it stopped.")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted config overrides, e.g. loop.rounds=2 teacher.mode=mbt-s"),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config (default: configs/quickstart.yaml)."),
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default: <run.runs_dir>/<run.name>).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Resume the run in this directory where it stopped.")
+    ] = None,
 ) -> None:
     """Run a multi-round MBT training run (the embedded synthetic world by default)."""
     from mbt_online import loop
@@ -65,9 +71,14 @@ def print_round_table(run_dir: Path) -> None:
     from mbt_online.tracking import read_metrics
 
     table = Table(title=f"MBT run {run_dir}")
-    cols = [("round", "round"), ("accuracy", "eval/accuracy"), ("mean tokens", "eval/mean_tokens"),
-            ("degeneration", "eval/degeneration_rate"),
-            ("answer-inclusive", "eval/answer_inclusive_rate"), ("AES", "eval/aes")]
+    cols = [
+        ("round", "round"),
+        ("accuracy", "eval/accuracy"),
+        ("mean tokens", "eval/mean_tokens"),
+        ("degeneration", "eval/degeneration_rate"),
+        ("answer-inclusive", "eval/answer_inclusive_rate"),
+        ("AES", "eval/aes"),
+    ]
     for name, _ in cols:
         table.add_column(name, justify="right")
     for m in read_metrics(run_dir):
@@ -88,23 +99,38 @@ def _fmt(v: Any) -> str:
 @app.command("eval")
 def eval_cmd(
     run: Annotated[Path, typer.Option(help="A run directory.")],
-    round_: Annotated[int | None, typer.Option("--round", help="Round (default: the last).")] = None,
+    round_: Annotated[
+        int | None,
+        typer.Option("--round", help="Round (default: the last; 0 = the untrained student)."),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate on this data file instead of the run's held-out questions: "
+            + DATASET_HELP
+        ),
+    ] = None,
+    path: Annotated[Path | None, typer.Option(help="The data file for --dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N questions.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Evaluate a round's student on the run's held-out questions."""
+    """Evaluate a round's student: cover, EM, F1, answer-inclusive and degeneration rates."""
     from mbt_online.loop import evaluate_round
 
+    if (dataset is None) != (path is None):
+        fail("--dataset and --path go together")
     try:
-        metrics = evaluate_round(run, round_)
+        metrics = evaluate_round(run, round_, dataset, path, limit)
     except ConfigError as e:
         fail(str(e))
+    short = {k.removeprefix("eval/"): v for k, v in metrics.items()}
     if as_json:
-        print(json.dumps(metrics, sort_keys=True))
+        print(json.dumps(short, sort_keys=True))
         return
-    table = Table(title=f"eval {run} round {round_ if round_ is not None else 'last'}")
+    table = Table(title=f"eval {run} round {metrics['round']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for k, v in sorted(metrics.items()):
+    for k, v in sorted(short.items()):
         table.add_row(k, _fmt(v))
     console.print(table)
 
@@ -113,8 +139,9 @@ def eval_cmd(
 def data_inspect(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
     path: Annotated[Path, typer.Option(help="Official JSON / JSON-lines file, or Parquet.")],
-    distractors: Annotated[int | None, typer.Option(
-        help="Keep this many distractor documents beside the gold ones.")] = None,
+    distractors: Annotated[
+        int | None, typer.Option(help="Keep this many distractor documents beside the gold ones.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Load a data file and report rows loaded and skipped, tiers and prompt lengths."""
@@ -122,8 +149,10 @@ def data_inspect(
     if as_json:
         print(json.dumps(summary, sort_keys=True))
         return
-    console.print(f"[bold]{dataset}[/] {path}: loaded {summary['loaded']} of {summary['total']} "
-                  f"rows, skipped {summary['skipped']}")
+    console.print(
+        f"[bold]{dataset}[/] {path}: loaded {summary['loaded']} of {summary['total']} "
+        f"rows, skipped {summary['skipped']}"
+    )
     for reason, n in summary["skipped_reasons"].items():
         console.print(f"  skipped {n}: {reason}")
     table = Table(title="difficulty tiers")
@@ -134,8 +163,10 @@ def data_inspect(
     console.print(table)
     p = summary["prompt_words"]
     if p:
-        console.print(f"student prompt length (words): mean {p['mean']:.0f}, median "
-                      f"{p['median']:.0f}, p95 {p['p95']:.0f}, max {p['max']}")
+        console.print(
+            f"student prompt length (words): mean {p['mean']:.0f}, median "
+            f"{p['median']:.0f}, p95 {p['p95']:.0f}, max {p['max']}"
+        )
 
 
 def inspect_summary(dataset: str, path: Path, distractors: int | None = None) -> dict[str, Any]:
@@ -152,12 +183,20 @@ def inspect_summary(dataset: str, path: Path, distractors: int | None = None) ->
     )
     stats = {}
     if lengths:
-        stats = {"mean": statistics.fmean(lengths), "median": statistics.median(lengths),
-                 "p95": lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
-                 "max": lengths[-1], "min": lengths[0]}
+        stats = {
+            "mean": statistics.fmean(lengths),
+            "median": statistics.median(lengths),
+            "p95": lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
+            "max": lengths[-1],
+            "min": lengths[0],
+        }
     return {
-        "dataset": dataset, "path": str(path), "total": res.total, "loaded": len(res.examples),
-        "skipped": sum(res.skipped.values()), "skipped_reasons": dict(res.skipped),
+        "dataset": dataset,
+        "path": str(path),
+        "total": res.total,
+        "loaded": len(res.examples),
+        "skipped": sum(res.skipped.values()),
+        "skipped_reasons": dict(res.skipped),
         "tiers": dict(sorted(Counter(ex.tier for ex in res.examples).items(), key=_tier_order)),
         "prompt_words": stats,
     }
@@ -168,10 +207,16 @@ def teach(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
     path: Annotated[Path, typer.Option(help="Data file.")],
     out: Annotated[Path, typer.Option(help="Output folder (a datasets save_to_disk folder).")],
-    mode: Annotated[str, typer.Option(help="mbt-s (synthesize) or mbt-r (rewrite drafts).")] = "mbt-s",
+    mode: Annotated[
+        str, typer.Option(help="mbt-s (synthesize) or mbt-r (rewrite drafts).")
+    ] = "mbt-s",
     teacher: Annotated[str, typer.Option(help="Teacher backend (structured here).")] = "structured",
-    drafts: Annotated[Path | None, typer.Option(
-        help="For mbt-r: a rollout/score folder of a run (columns example_id, completion).")] = None,
+    drafts: Annotated[
+        Path | None,
+        typer.Option(
+            help="For mbt-r: a rollout/score folder of a run (columns example_id, completion)."
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
     seed: int = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -184,8 +229,10 @@ def teach(
     if mode not in ("mbt-s", "mbt-r"):
         fail(f"--mode must be mbt-s or mbt-r (got {mode!r})")
     if teacher != "structured":
-        fail("`teach` runs the structured teacher; LLM teachers run inside `train` "
-             "(teacher.backend=openai|vllm)")
+        fail(
+            "`teach` runs the structured teacher; LLM teachers run inside `train` "
+            "(teacher.backend=openai|vllm)"
+        )
     if not path.is_file():
         fail(f"--path: file not found: {path}")
     examples = load_examples(dataset, path, limit=limit).examples
@@ -200,23 +247,32 @@ def teach(
     results = StructuredTeacher(seed=seed).teach(requests)
     rows = [{**r.__dict__, "trace": r.trace or "", "usage": json.dumps(r.usage)} for r in results]
     save_rows(rows, out)
-    reasons = Counter(reason.split(":")[0] for r in results if not r.verified for reason in r.reasons)
-    summary = {"total": len(results), "verified": sum(r.verified for r in results),
-               "rejected": sum(not r.verified for r in results), "rejected_reasons": dict(reasons),
-               "out": str(out)}
+    reasons = Counter(
+        reason.split(":")[0] for r in results if not r.verified for reason in r.reasons
+    )
+    summary = {
+        "total": len(results),
+        "verified": sum(r.verified for r in results),
+        "rejected": sum(not r.verified for r in results),
+        "rejected_reasons": dict(reasons),
+        "out": str(out),
+    }
     if as_json:
         print(json.dumps(summary, sort_keys=True))
     else:
-        console.print(f"{summary['verified']} of {summary['total']} traces verified, "
-                      f"{summary['rejected']} rejected {dict(reasons) or ''}; written to {out}")
+        console.print(
+            f"{summary['verified']} of {summary['total']} traces verified, "
+            f"{summary['rejected']} rejected {dict(reasons) or ''}; written to {out}"
+        )
 
 
 @app.command()
 def judge(
     run: Annotated[Path, typer.Option(help="A run directory.")],
     round_: Annotated[int, typer.Option("--round", help="The round whose eval to judge.")],
-    judges: Annotated[str, typer.Option(
-        help="Comma list of correctness, answer_hit, rrp, mqi.")] = "correctness,rrp,mqi",
+    judges: Annotated[
+        str, typer.Option(help="Comma list of correctness, answer_hit, rrp, mqi.")
+    ] = "correctness,rrp,mqi",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Add LLM-judge metrics to a finished round (endpoint: the run's teacher.base_url/model)."""

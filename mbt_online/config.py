@@ -1,8 +1,8 @@
 """Typed run configuration: pydantic schema, YAML files and dotted command-line overrides.
 
 The schema is the single source of truth for every knob. Unknown keys, wrong types and out-of-range
-values fail before any work starts, naming the full dotted key path and what is allowed, so a typo in
-a sweep never silently trains with a default.
+values fail before any work starts, naming the full dotted key path and what is allowed, so a typo
+in a sweep never silently trains with a default.
 """
 
 from __future__ import annotations
@@ -236,12 +236,16 @@ class Config(Section):
         if self.world.min_hops > self.world.max_hops:
             raise ValueError("world.min_hops must be <= world.max_hops")
         if self.engine.handoff == "lora" and self.train.method != "lora":
-            raise ValueError("engine.handoff=lora needs train.method=lora (full fine-tuning "
-                             "produces no adapter); use reload or restart")
+            raise ValueError(
+                "engine.handoff=lora needs train.method=lora (full fine-tuning "
+                "produces no adapter); use reload or restart"
+            )
         for split in ("train", "eval"):
             s = getattr(self.data, split)
             if s.dataset != "world" and not s.path:
-                raise ValueError(f"data.{split}.path is required when data.{split}.dataset={s.dataset}")
+                raise ValueError(
+                    f"data.{split}.path is required when data.{split}.dataset={s.dataset}"
+                )
         return self
 
 

@@ -1,7 +1,8 @@
 """The online MBT loop, top to bottom.
 
     round 0:  EVAL the initial student (the baseline for AES and MQI)
-    round r:  ROLLOUT -> SCORE -> TEACH (+ verify) -> BUILD (SFT rows, DPO pairs) -> TRAIN -> HANDOFF -> EVAL
+    round r:  ROLLOUT -> SCORE -> TEACH (+ verify) -> BUILD (SFT rows, DPO pairs)
+              -> TRAIN (SFT, then DPO) -> HANDOFF (new weights into vLLM) -> EVAL
 
 Each stage reads its inputs from disk and writes `runs/<name>/round-<r>/<stage>/` atomically, then
 marks itself done in `state.json`; `train(..., resume=True)` skips what is done. Everything a stage
@@ -63,24 +64,43 @@ def train(cfg: Config, run_dir: Path | None = None, resume: bool = False) -> Pat
     return run_dir
 
 
-def evaluate_round(run_dir: Path, round_: int | None = None) -> dict[str, Any]:
-    """Re-evaluate a finished round's model on the run's held-out questions (the `eval` command)."""
-    cfg = load_config(Path(run_dir) / "config.yaml")
-    state = RunState.load(Path(run_dir))
-    if not state.models:
-        raise ConfigError(f"{run_dir}: no round has finished yet")
-    round_ = max(int(r) for r in state.models) if round_ is None else round_
-    if str(round_) not in state.models:
-        raise ConfigError(f"{run_dir}: round {round_} has no model; rounds: {sorted(state.models)}")
-    _, eval_examples = load_data(cfg)
+def evaluate_round(
+    run_dir: Path,
+    round_: int | None = None,
+    dataset: str | None = None,
+    path: Path | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate a round's model (round 0 = the initial student) with the run's eval sampling, on
+    the run's held-out questions or on any data file (the `eval` command)."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    state = RunState.load(run_dir)
+    done = sorted(int(r) for r in state.models)
+    round_ = (done[-1] if done else 0) if round_ is None else round_
+    if round_ != 0 and str(round_) not in state.models:
+        raise ConfigError(f"{run_dir}: round {round_} has no trained model; trained rounds: {done}")
+    if dataset:
+        from mbt_online.data import load_examples
+
+        if path is None or not Path(path).is_file():
+            raise ConfigError(f"--path: file not found: {path}")
+        res = load_examples(dataset, path, limit=limit, distractors=cfg.data.eval.distractors)
+        examples = res.examples
+    else:
+        examples = load_data(cfg)[1][:limit]
+    model = resolve_student(cfg) if round_ == 0 else state.models[str(round_)]
     from mbt_online.engine import Engine
 
-    engine = make_engine(cfg, state.models[str(round_)], Engine)
+    engine = make_engine(cfg, model, Engine)
     try:
-        rows = rollout_rows(engine, eval_examples, cfg, cfg.eval.sampling, round_)
+        rows = rollout_rows(engine, examples, cfg, cfg.eval.sampling, 10_000 + round_)
     finally:
         engine.close()
-    return summarize(rows, cfg, read_metrics(Path(run_dir)), prefix="eval")
+    out = summarize(rows, cfg, read_metrics(run_dir), prefix="eval")
+    out["eval/cover"] = out["eval/accuracy"]
+    out.update(round=round_, questions=len(examples))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,8 +124,10 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"run directory {run_dir} is not writable ({e.strerror}); "
-                          "pass --run-dir or set run.runs_dir to a writable folder") from None
+        raise ConfigError(
+            f"run directory {run_dir} is not writable ({e.strerror}); "
+            "pass --run-dir or set run.runs_dir to a writable folder"
+        ) from None
     dump_config(cfg, run_dir / "config.yaml")
     RunState(path=run_dir / artifacts.STATE_FILE).save()
 
@@ -128,11 +150,22 @@ def load_data(cfg: Config) -> tuple[list[Example], list[Example]]:
         else:
             from mbt_online.data import load_examples
 
-            res = load_examples(s.dataset, s.path, limit=s.limit, offset=s.offset,
-                                distractors=s.distractors, shuffle=s.shuffle, seed=cfg.run.seed)
+            res = load_examples(
+                s.dataset,
+                s.path,
+                limit=s.limit,
+                offset=s.offset,
+                distractors=s.distractors,
+                shuffle=s.shuffle,
+                seed=cfg.run.seed,
+            )
             if res.skipped:
-                log.warning("data.%s: skipped %d malformed rows: %s", split,
-                            sum(res.skipped.values()), dict(res.skipped))
+                log.warning(
+                    "data.%s: skipped %d malformed rows: %s",
+                    split,
+                    sum(res.skipped.values()),
+                    dict(res.skipped),
+                )
             examples = res.examples
         if not examples:
             raise ConfigError(f"data.{split}: no usable examples in {s.path or 'the world'}")
@@ -153,8 +186,10 @@ def resolve_student(cfg: Config) -> str:
     try:
         return str(Path(resolve_model(name)).resolve())
     except ValueError:
-        raise ConfigError(f"student.model: {name!r} is not 'bootstrap', a known model "
-                          f"({', '.join(KNOWN_MODELS)}) or an existing model folder") from None
+        raise ConfigError(
+            f"student.model: {name!r} is not 'bootstrap', a known model "
+            f"({', '.join(KNOWN_MODELS)}) or an existing model folder"
+        ) from None
     except ModelFetchError as e:
         raise ConfigError(f"student.model: could not fetch {name!r}: {e}") from None
 
@@ -180,8 +215,9 @@ def make_engine(cfg: Config, model_dir: str, engine_cls: Any) -> Any:
 class Session:
     """What lives across rounds: the live engine, the tracker and the model lineage."""
 
-    def __init__(self, cfg: Config, run_dir: Path, state: RunState, tracker: Tracker,
-                 initial: str) -> None:
+    def __init__(
+        self, cfg: Config, run_dir: Path, state: RunState, tracker: Tracker, initial: str
+    ) -> None:
         self.cfg, self.run_dir, self.state, self.tracker = cfg, run_dir, state, tracker
         self.initial = initial
         self.engine: Any = None
@@ -226,21 +262,37 @@ class Session:
             questions = round_questions(train_ex, r, cfg.loop.questions_per_round)
             start_model = self.model_at(r - 1)
             with timed("rollout", timings):
-                raw = self.stage(r, "rollout", lambda: generate_rows(
-                    self.ensure_engine(start_model), questions, cfg, cfg.rollout, r))
+                raw = self.stage(
+                    r,
+                    "rollout",
+                    lambda: generate_rows(
+                        self.ensure_engine(start_model), questions, cfg, cfg.rollout, r
+                    ),
+                )
             with timed("score", timings):
                 scored = self.stage(r, "score", lambda: score_rows(raw, examples, cfg))
             with timed("teach", timings):
-                taught = self.stage(r, "teach", lambda: teach_rows(scored, examples, cfg, r, self.run_dir))
+                taught = self.stage(
+                    r, "teach", lambda: teach_rows(scored, examples, cfg, r, self.run_dir)
+                )
             with timed("build", timings):
                 self.build(r, scored, taught, examples)
             with timed("train", timings):
                 metrics.update(self.train_round(r, start_model))
             metrics.update(rollout_metrics(scored, taught))
         with timed("eval", timings):
-            eval_rows = self.stage(r, "eval", lambda: rollout_rows(
-                self.ensure_engine(self.model_at(r)), eval_ex, cfg, cfg.eval.sampling, 10_000 + r),
-                mark=False)
+            eval_rows = self.stage(
+                r,
+                "eval",
+                lambda: rollout_rows(
+                    self.ensure_engine(self.model_at(r)),
+                    eval_ex,
+                    cfg,
+                    cfg.eval.sampling,
+                    10_000 + r,
+                ),
+                mark=False,
+            )
         metrics.update(summarize(eval_rows, cfg, read_metrics(self.run_dir), prefix="eval"))
         metrics.update(timings)
         write_round_metrics(self.run_dir, metrics)
@@ -277,8 +329,9 @@ class Session:
         sft = sft_rows(scored, taught, examples, cfg) if cfg.train.sft.enabled else []
         pairs = []
         if cfg.train.dpo.enabled:
-            pairs = dpo_pairs(scored, teacher_candidates(taught, examples, cfg, self.initial),
-                              examples, cfg)
+            pairs = dpo_pairs(
+                scored, teacher_candidates(taught, examples, cfg, self.initial), examples, cfg
+            )
         save_rows(sft, stage_dir(self.run_dir, r, "build") / "sft")
         save_rows(pairs, stage_dir(self.run_dir, r, "build") / "dpo")
         log.info("round %d: built %d SFT rows and %d DPO pairs", r, len(sft), len(pairs))
@@ -303,8 +356,9 @@ class Session:
             metrics.update(res.metrics)
         if cfg.train.dpo.enabled and len(pairs):
             ref = self.initial if cfg.train.dpo.reference == "initial" else model
-            res = train_dpo(model, ref, pairs, out / "dpo", cfg.train, seed=cfg.run.seed + r,
-                            bf16=bf16)
+            res = train_dpo(
+                model, ref, pairs, out / "dpo", cfg.train, seed=cfg.run.seed + r, bf16=bf16
+            )
             adapter_base, model, adapter = model, str(res.model_dir), res.adapter_dir
             metrics.update(res.metrics)
         # a LoRA adapter belongs to the model its stage started from, not to the initial student
@@ -329,18 +383,31 @@ def _load_dataset(path: Path) -> Any:
 # stage bodies
 
 
-def generate_rows(engine: Any, examples: list[Example], cfg: Config, sampling: Any,
-                  seed_offset: int) -> list[dict[str, Any]]:
+def generate_rows(
+    engine: Any, examples: list[Example], cfg: Config, sampling: Any, seed_offset: int
+) -> list[dict[str, Any]]:
     """ROLLOUT: K samples per question from the current student, as raw generations."""
-    messages = [student_messages(ex, metacognitive=cfg.student.use_metacognitive_prompt)
-                for ex in examples]
+    messages = [
+        student_messages(ex, metacognitive=cfg.student.use_metacognitive_prompt) for ex in examples
+    ]
     outs = engine.generate(
-        messages, n=sampling.samples, temperature=sampling.temperature, top_p=sampling.top_p,
-        top_k=sampling.top_k, max_tokens=sampling.max_tokens, seed=sampling.seed + seed_offset,
+        messages,
+        n=sampling.samples,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        max_tokens=sampling.max_tokens,
+        seed=sampling.seed + seed_offset,
     )
     return [
-        {"example_id": ex.id, "sample": k, "completion": c.text, "finish_reason": c.finish_reason,
-         "tokens": c.completion_tokens, "prompt_tokens": c.prompt_tokens}
+        {
+            "example_id": ex.id,
+            "sample": k,
+            "completion": c.text,
+            "finish_reason": c.finish_reason,
+            "tokens": c.completion_tokens,
+            "prompt_tokens": c.prompt_tokens,
+        }
         for ex, completions in zip(examples, outs, strict=True)
         for k, c in enumerate(completions)
     ]
@@ -351,8 +418,9 @@ def score_rows(raw: list[dict], examples: dict[str, Example], cfg: Config) -> li
     return [scored_row(examples[r["example_id"]], r, cfg) for r in raw]
 
 
-def rollout_rows(engine: Any, examples: list[Example], cfg: Config, sampling: Any,
-                 seed_offset: int) -> list[dict[str, Any]]:
+def rollout_rows(
+    engine: Any, examples: list[Example], cfg: Config, sampling: Any, seed_offset: int
+) -> list[dict[str, Any]]:
     """Generate and score in one go (EVAL and the `eval` command)."""
     raw = generate_rows(engine, examples, cfg, sampling, seed_offset)
     return score_rows(raw, {ex.id: ex for ex in examples}, cfg)
@@ -362,11 +430,21 @@ def scored_row(ex: Example, raw: dict[str, Any], cfg: Config) -> dict[str, Any]:
     text, finish_reason, tokens = raw["completion"], raw["finish_reason"], raw["tokens"]
     d, components, total = score(text, finish_reason, tokens, ex, cfg.reward)
     return {
-        **raw, "question": ex.question, "answer": ex.answer, "tier": ex.tier,
-        "trace": _trace(text), "predicted": d.answer or "", "correct": d.correct,
-        "truncated": d.truncated, "answer_inclusive": d.answer_inclusive_error,
-        "redundancy": d.redundancy, "over_budget": d.over_budget, "phases": d.phases,
-        "reward": total, "components": json.dumps(components), "diagnostics": json.dumps(asdict(d)),
+        **raw,
+        "question": ex.question,
+        "answer": ex.answer,
+        "tier": ex.tier,
+        "trace": _trace(text),
+        "predicted": d.answer or "",
+        "correct": d.correct,
+        "truncated": d.truncated,
+        "answer_inclusive": d.answer_inclusive_error,
+        "redundancy": d.redundancy,
+        "over_budget": d.over_budget,
+        "phases": d.phases,
+        "reward": total,
+        "components": json.dumps(components),
+        "diagnostics": json.dumps(asdict(d)),
     }
 
 
@@ -376,8 +454,9 @@ def _trace(text: str) -> str:
     return split_trace(text)
 
 
-def teach_rows(scored: list[dict], examples: dict[str, Example], cfg: Config,
-               r: int, run_dir: Path) -> list[dict[str, Any]]:
+def teach_rows(
+    scored: list[dict], examples: dict[str, Example], cfg: Config, r: int, run_dir: Path
+) -> list[dict[str, Any]]:
     """Ask the configured teacher for MBT-R rewrites / MBT-S syntheses; every output is verified."""
     from mbt_online.selection import teach_requests
 
@@ -409,9 +488,10 @@ def make_teacher(cfg: Config, r: int, run_dir: Path) -> Any:
     return pick_teacher(cfg, round_=r, cache_dir=run_dir / "cache" / "llm")
 
 
-def teacher_candidates(taught: list[dict], examples: dict[str, Example], cfg: Config,
-                       tokenizer_dir: str) -> dict[str, list[tuple[str, float]]]:
-    """Verified teacher traces as SFT targets, scored with the student's reward (for DPO margins)."""
+def teacher_candidates(
+    taught: list[dict], examples: dict[str, Example], cfg: Config, tokenizer_dir: str
+) -> dict[str, list[tuple[str, float]]]:
+    """Verified teacher traces as DPO chosen candidates, scored with the student reward."""
     from transformers import AutoTokenizer
 
     from mbt_online.prompts import format_target
@@ -442,8 +522,9 @@ def summarize(rows: list[dict], cfg: Config, history: list[dict], prefix: str) -
     base = next((m for m in history if m.get("round") == 0), None)
     base_acc = base[f"{prefix}/accuracy"] if base else agg["accuracy"]
     base_tok = base[f"{prefix}/mean_tokens"] if base else agg["mean_tokens"]
-    agg["aes"] = aes(agg["accuracy"], agg["mean_tokens"], base_acc, base_tok,
-                     cfg.aes.a, cfg.aes.b, cfg.aes.c)
+    agg["aes"] = aes(
+        agg["accuracy"], agg["mean_tokens"], base_acc, base_tok, cfg.aes.a, cfg.aes.b, cfg.aes.c
+    )
     agg["mqi"] = mqi(agg["mqi_level"], base_tok, agg["mean_tokens"])
     comps = [json.loads(r["components"]) for r in rows]
     out = {f"{prefix}/{k}": v for k, v in agg.items()}
@@ -486,15 +567,27 @@ def sample_table(rows: list[dict], n: int) -> list[dict[str, Any]]:
     """A few completions with their reward components, for the per-round wandb table."""
     picked = random.Random(0).sample(rows, min(n, len(rows)))
     return [
-        {"example_id": r["example_id"], "question": r["question"], "answer": r["answer"],
-         "predicted": r["predicted"], "completion": r["completion"], "reward": r["reward"],
-         "components": r["components"], "phases": ", ".join(r["phases"])}
+        {
+            "example_id": r["example_id"],
+            "question": r["question"],
+            "answer": r["answer"],
+            "predicted": r["predicted"],
+            "completion": r["completion"],
+            "reward": r["reward"],
+            "components": r["components"],
+            "phases": ", ".join(r["phases"]),
+        }
         for r in picked
     ]
 
 
-HEADLINE = ("eval/accuracy", "eval/mean_tokens", "eval/degeneration_rate",
-            "eval/answer_inclusive_rate", "eval/aes")
+HEADLINE = (
+    "eval/accuracy",
+    "eval/mean_tokens",
+    "eval/degeneration_rate",
+    "eval/answer_inclusive_rate",
+    "eval/aes",
+)
 
 
 def format_headline(metrics: dict[str, Any]) -> str:

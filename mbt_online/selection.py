@@ -35,7 +35,9 @@ def is_failing(row: Row) -> bool:
     )
 
 
-def teach_requests(rows: list[Row], examples: dict[str, Example], cfg: Config) -> list[TeachRequest]:
+def teach_requests(
+    rows: list[Row], examples: dict[str, Example], cfg: Config
+) -> list[TeachRequest]:
     """MBT-S: one synthesis per question; MBT-R: rewrite the lowest-reward (failing) drafts."""
     mode, out = cfg.teacher.mode, []
     for qid, group in by_question(rows).items():

@@ -1,7 +1,8 @@
 """Run tracking: wandb (offline by default) plus a local `metrics.jsonl` and `run.log`.
 
 The local files are the source of truth (reports and resume read them); wandb mirrors them so users
-get dashboards. Metric names are grouped by prefix: rollout/, reward/, teacher/, train/, eval/, timing/.
+get dashboards. Metric names are grouped by prefix:
+rollout/, reward/, teacher/, train/, eval/, timing/.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ def setup_logging(run_dir: Path) -> None:
     fh.setFormatter(fmt)
     fh._mbt_run_log = True  # type: ignore[attr-defined]
     root.addHandler(fh)
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               for h in root.handlers):
+    if not any(
+        isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+        for h in root.handlers
+    ):
         sh = logging.StreamHandler()
         sh.setFormatter(fmt)
         root.addHandler(sh)
@@ -103,7 +106,9 @@ class Tracker:
         self.run.define_metric("round")
         self.run.define_metric("*", step_metric="round")
 
-    def log_round(self, metrics: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> None:
+    def log_round(
+        self, metrics: dict[str, Any], samples: list[dict[str, Any]] | None = None
+    ) -> None:
         if self.run is None:
             return
         import wandb
@@ -113,8 +118,12 @@ class Tracker:
             columns = list(samples[0].keys())
             table = wandb.Table(columns=columns)
             for s in samples:
-                table.add_data(*[s[c] if isinstance(s[c], int | float | str) else json.dumps(s[c])
-                                 for c in columns])
+                table.add_data(
+                    *[
+                        s[c] if isinstance(s[c], int | float | str) else json.dumps(s[c])
+                        for c in columns
+                    ]
+                )
             payload["samples/completions"] = table
         self.run.log(payload)
 

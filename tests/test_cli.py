@@ -17,12 +17,14 @@ SAMPLES = {
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mbt_online", *args], capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "mbt_online", *args], capture_output=True, text=True
+    )
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["data", "inspect"], ["teach"],
-                                 ["judge"], ["models", "fetch"]])
+@pytest.mark.parametrize(
+    "cmd", [[], ["train"], ["eval"], ["data", "inspect"], ["teach"], ["judge"], ["models", "fetch"]]
+)
 def test_every_command_has_help(cmd):
     out = cli(*cmd, "--help")
     assert out.returncode == 0, out.stderr
@@ -63,8 +65,18 @@ def test_data_inspect_bad_arguments(tmp_path):
 def test_teach_mbt_s_verifies_most_of_each_sample(dataset, tmp_path):
     from datasets import load_from_disk
 
-    out = cli("teach", "--dataset", dataset, "--path", str(SAMPLES[dataset]), "--mode", "mbt-s",
-              "--out", str(tmp_path / "t"), "--json")
+    out = cli(
+        "teach",
+        "--dataset",
+        dataset,
+        "--path",
+        str(SAMPLES[dataset]),
+        "--mode",
+        "mbt-s",
+        "--out",
+        str(tmp_path / "t"),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["verified"] >= 0.95 * summary["total"]
@@ -74,8 +86,17 @@ def test_teach_mbt_s_verifies_most_of_each_sample(dataset, tmp_path):
 
 
 def test_teach_mbt_r_needs_drafts(tmp_path):
-    out = cli("teach", "--dataset", "hotpotqa", "--path", str(SAMPLES["hotpotqa"]), "--mode",
-              "mbt-r", "--out", str(tmp_path / "t"))
+    out = cli(
+        "teach",
+        "--dataset",
+        "hotpotqa",
+        "--path",
+        str(SAMPLES["hotpotqa"]),
+        "--mode",
+        "mbt-r",
+        "--out",
+        str(tmp_path / "t"),
+    )
     assert out.returncode == 2 and "--drafts" in out.stderr
 
 

@@ -23,9 +23,16 @@ def write(tmp_path: Path, data: dict) -> Path:
 
 
 def test_overrides_are_typed_and_nested(tmp_path):
-    cfg = load_config(write(tmp_path, {"loop": {"rounds": 1}}),
-                      ["loop.rounds=3", "teacher.mode=mbt-s", "train.dpo.enabled=false",
-                       "rollout.temperature=0.9", "tracking.tags=[a, b]"])
+    cfg = load_config(
+        write(tmp_path, {"loop": {"rounds": 1}}),
+        [
+            "loop.rounds=3",
+            "teacher.mode=mbt-s",
+            "train.dpo.enabled=false",
+            "rollout.temperature=0.9",
+            "tracking.tags=[a, b]",
+        ],
+    )
     assert cfg.loop.rounds == 3
     assert cfg.teacher.mode == "mbt-s"
     assert cfg.train.dpo.enabled is False
@@ -55,9 +62,13 @@ def test_wrong_type_and_literal_name_allowed_values(tmp_path):
 
 
 def test_out_of_range_values(tmp_path):
-    with pytest.raises(ConfigError, match=r"rollout.top_p: Input should be less than or equal to 1"):
+    with pytest.raises(
+        ConfigError, match=r"rollout.top_p: Input should be less than or equal to 1"
+    ):
         load_config(write(tmp_path, {}), ["rollout.top_p=1.5"])
-    with pytest.raises(ConfigError, match=r"loop.rounds: Input should be greater than or equal to 0"):
+    with pytest.raises(
+        ConfigError, match=r"loop.rounds: Input should be greater than or equal to 0"
+    ):
         load_config(write(tmp_path, {}), ["loop.rounds=-1"])
 
 

@@ -23,18 +23,34 @@ def tiny_overrides(model_dir: Path, runs_dir: Path, **extra: str) -> list[str]:
     """Two rounds on a small slice of MuSiQue with the structured teacher: a real-data run that
     finishes in well under a minute with a 2-layer student."""
     base = {
-        "run.name": "tiny", "run.runs_dir": str(runs_dir), "run.seed": 0,
-        "data.train.dataset": "musique", "data.train.path": str(MUSIQUE),
-        "data.train.limit": 8, "data.train.distractors": 1,
-        "data.eval.dataset": "musique", "data.eval.path": str(MUSIQUE),
-        "data.eval.offset": 90, "data.eval.limit": 6, "data.eval.distractors": 1,
-        "student.model": str(model_dir), "student.max_model_len": 1536,
-        "rollout.samples": 2, "rollout.max_tokens": 48, "rollout.temperature": 1.0,
-        "eval.sampling.max_tokens": 48, "loop.rounds": 2,
+        "run.name": "tiny",
+        "run.runs_dir": str(runs_dir),
+        "run.seed": 0,
+        "data.train.dataset": "musique",
+        "data.train.path": str(MUSIQUE),
+        "data.train.limit": 8,
+        "data.train.distractors": 1,
+        "data.eval.dataset": "musique",
+        "data.eval.path": str(MUSIQUE),
+        "data.eval.offset": 90,
+        "data.eval.limit": 6,
+        "data.eval.distractors": 1,
+        "student.model": str(model_dir),
+        "student.max_model_len": 1536,
+        "rollout.samples": 2,
+        "rollout.max_tokens": 48,
+        "rollout.temperature": 1.0,
+        "eval.sampling.max_tokens": 48,
+        "loop.rounds": 2,
         "reward.default_budget": 400,
-        "train.sft.batch_size": 4, "train.sft.max_length": 1536, "train.sft.epochs": 1,
-        "train.dpo.batch_size": 4, "train.dpo.max_length": 1536, "train.dpo.margin": 0.1,
-        "tracking.wandb_mode": "offline", "tracking.table_rows": 4,
+        "train.sft.batch_size": 4,
+        "train.sft.max_length": 1536,
+        "train.sft.epochs": 1,
+        "train.dpo.batch_size": 4,
+        "train.dpo.max_length": 1536,
+        "train.dpo.margin": 0.1,
+        "tracking.wandb_mode": "offline",
+        "tracking.table_rows": 4,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
@@ -60,8 +76,13 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path):
     metrics = read_jsonl(run / "metrics.jsonl")
     assert [m["round"] for m in metrics] == [0, 1, 2]
     for m in metrics:
-        for key in ("eval/accuracy", "eval/mean_tokens", "eval/degeneration_rate",
-                    "eval/answer_inclusive_rate", "eval/aes"):
+        for key in (
+            "eval/accuracy",
+            "eval/mean_tokens",
+            "eval/degeneration_rate",
+            "eval/answer_inclusive_rate",
+            "eval/aes",
+        ):
             assert key in m
         assert 0 <= m["eval/accuracy"] <= 1 and m["eval/mean_tokens"] > 0
     assert metrics[0]["eval/aes"] == pytest.approx(0.0)  # round 0 is its own baseline
@@ -89,6 +110,15 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path):
     offline = list((run / "wandb" / "wandb").glob("offline-run-*"))
     assert offline, "an offline wandb run is written"
 
+    # the eval command on any data file: round 2's student, and round 0 = the untrained one
+    again = loop.evaluate_round(run, 2)
+    assert again["eval/accuracy"] == pytest.approx(metrics[2]["eval/accuracy"])
+    assert again["eval/mean_tokens"] == pytest.approx(metrics[2]["eval/mean_tokens"])
+    other = loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3)
+    assert other["questions"] == 3 and other["round"] == 0
+    for key in ("cover", "em", "f1", "answer_inclusive_rate", "degeneration_rate", "mean_tokens"):
+        assert f"eval/{key}" in other
+
 
 @pytest.mark.slow
 def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, tmp_path):
@@ -98,8 +128,12 @@ def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, 
 
     def start(runs: Path) -> subprocess.Popen:
         args = tiny_overrides(tiny_model_dir, runs, **extra)
-        return subprocess.Popen([sys.executable, "-m", "mbt_online", "train", *args], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "mbt_online", "train", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     killed = tmp_path / "killed"
     proc = start(killed)
@@ -116,8 +150,12 @@ def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, 
     state = json.loads((killed / "tiny" / "state.json").read_text())
     assert "round-1/build" in state["completed"] and "round-1/train" not in state["completed"]
 
-    resumed = subprocess.run([sys.executable, "-m", "mbt_online", "train", "--resume",
-                              str(killed / "tiny")], env=env, capture_output=True, text=True)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mbt_online", "train", "--resume", str(killed / "tiny")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in (killed / "tiny" / "run.log").read_text()
 
@@ -127,25 +165,32 @@ def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, 
 
     a, b = killed / "tiny", clean / "tiny"
     assert without_timing(read_jsonl(a / "metrics.jsonl")) == without_timing(
-        read_jsonl(b / "metrics.jsonl"))
+        read_jsonl(b / "metrics.jsonl")
+    )
     from datasets import load_from_disk
 
     for stage in ("round-1/score", "round-1/teach", "round-1/eval"):
         assert load_from_disk(str(a / stage)).to_list() == load_from_disk(str(b / stage)).to_list()
     from safetensors.torch import load_file
 
-    wa = load_file(str(Path(json.loads((a / "state.json").read_text())["models"]["1"])
-                       / "model.safetensors"))
-    wb = load_file(str(Path(json.loads((b / "state.json").read_text())["models"]["1"])
-                       / "model.safetensors"))
+    wa = load_file(
+        str(Path(json.loads((a / "state.json").read_text())["models"]["1"]) / "model.safetensors")
+    )
+    wb = load_file(
+        str(Path(json.loads((b / "state.json").read_text())["models"]["1"]) / "model.safetensors")
+    )
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 
 
 def test_preflight_errors_stop_before_work(tmp_path, tiny_model_dir):
     from mbt_online import loop
 
-    cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path,
-                                           **{"data.train.path": str(tmp_path / "missing.json")}))
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            tiny_model_dir, tmp_path, **{"data.train.path": str(tmp_path / "missing.json")}
+        ),
+    )
     with pytest.raises(ConfigError, match="data.train.path: file not found"):
         loop.train(cfg)
     assert not (tmp_path / "tiny").exists()
@@ -163,13 +208,27 @@ def test_preflight_errors_stop_before_work(tmp_path, tiny_model_dir):
 
 
 def test_cli_reports_wrong_key_and_existing_run(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "mbt_online", "train", "loop.roundz=2"],
-                         capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "mbt_online", "train", "loop.roundz=2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 2
     assert "loop.roundz: unknown key" in out.stderr and "rounds" in out.stderr
 
     (tmp_path / "runs" / "x").mkdir(parents=True)
     (tmp_path / "runs" / "x" / "state.json").write_text("{}")
-    out = subprocess.run([sys.executable, "-m", "mbt_online", "train", "run.name=x",
-                          f"run.runs_dir={tmp_path / 'runs'}"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mbt_online",
+            "train",
+            "run.name=x",
+            f"run.runs_dir={tmp_path / 'runs'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "--resume" in out.stderr
