@@ -46,10 +46,19 @@ def _save_empty(tmp: Path) -> None:
     Dataset.from_dict({}).save_to_disk(str(tmp))
 
 
-def load_rows(path: Path) -> list[dict[str, Any]]:
-    from datasets import load_from_disk
+def load_dataset_dir(path: Path) -> Any:
+    """`load_from_disk`, except that an empty stage output (no data files, which `datasets` cannot
+    read back) is an empty Dataset."""
+    from datasets import Dataset, load_from_disk
 
-    return load_from_disk(str(path)).to_list()
+    state = Path(path) / "state.json"
+    if state.exists() and not json.loads(state.read_text()).get("_data_files"):
+        return Dataset.from_list([])
+    return load_from_disk(str(path))
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    return load_dataset_dir(path).to_list()
 
 
 def replace_dir(tmp: Path, out: Path) -> None:

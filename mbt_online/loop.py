@@ -345,8 +345,8 @@ class Session:
         metrics_file = out / "train_metrics.json"
         if self.state.done(r, "train"):
             return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        sft = _load_dataset(stage_dir(self.run_dir, r, "build") / "sft")
-        pairs = _load_dataset(stage_dir(self.run_dir, r, "build") / "dpo")
+        sft = artifacts.load_dataset_dir(stage_dir(self.run_dir, r, "build") / "sft")
+        pairs = artifacts.load_dataset_dir(stage_dir(self.run_dir, r, "build") / "dpo")
         metrics: dict[str, float] = {"train/sft_rows": len(sft), "train/dpo_pairs": len(pairs)}
         bf16 = cfg.student.dtype == "bfloat16"
         model, adapter, adapter_base = start_model, None, start_model
@@ -371,12 +371,6 @@ class Session:
         self.state.models[str(r)] = model
         self.state.mark(r, "train")
         return metrics
-
-
-def _load_dataset(path: Path) -> Any:
-    from datasets import load_from_disk
-
-    return load_from_disk(str(path))
 
 
 # ---------------------------------------------------------------------------------------------

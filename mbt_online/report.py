@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from mbt_online.artifacts import load_rows, stage_dir
+
 # (metric key, chart title); reward/* components are discovered and appended after these.
 CURVES = (
     ("eval/accuracy", "Accuracy"),
@@ -296,13 +298,9 @@ def read_wandb_runs(files: list[Path]) -> list[RunData]:
 
 
 def load_stage(run_dir: Path, round_: int, stage: str) -> list[dict[str, Any]]:
-    """A stage's rows (datasets.save_to_disk folder) or [] when the stage never ran."""
-    folder = run_dir / f"round-{round_}" / stage
-    if not (folder / "dataset_info.json").exists() and not (folder / "state.json").exists():
-        return []
-    from datasets import load_from_disk
-
-    return load_from_disk(str(folder)).to_list()
+    """A stage's rows, or [] when the stage never ran."""
+    folder = stage_dir(run_dir, round_, stage)
+    return load_rows(folder) if (folder / "state.json").exists() else []
 
 
 def artifact_rounds(run_dir: Path) -> list[int]:
@@ -339,14 +337,28 @@ def _fmt(value: Any, kind: str) -> str:
 
 
 def curve_metrics(runs: list[RunData]) -> list[tuple[str, str]]:
-    """The charts to draw: the fixed eval curves, then every reward component any run logged."""
+    """The charts to draw: the fixed eval curves, then each reward component any run logged.
+
+    The loop logs the reward of the eval samples as reward/eval_<component> (every round, so
+    untrained baselines have it too) and of the training rollouts as reward/<component>.
+    """
     present = {k for r in runs for row in r.rows for k in row}
-    rewards = sorted(
-        (k for k in present if k.startswith("reward/")),
-        key=lambda k: (REWARD_ORDER.index(k[7:]) if k[7:] in REWARD_ORDER else 99, k),
-    )
-    wanted = [*CURVES, *[(k, f"Reward: {k[7:].replace('_', ' ')}") for k in rewards]]
-    return [(k, title) for k, title in wanted if k in present]
+
+    def order(key: str) -> tuple[int, int, str]:
+        name = key.removeprefix("reward/")
+        is_eval = name.startswith("eval_")
+        comp = name.removeprefix("eval_")
+        rank = REWARD_ORDER.index(comp) if comp in REWARD_ORDER else len(REWARD_ORDER)
+        return (0 if is_eval else 1, rank, comp)
+
+    def title(key: str) -> str:
+        name = key.removeprefix("reward/")
+        where = "eval" if name.startswith("eval_") else "rollouts"
+        return f"Reward ({where}): {name.removeprefix('eval_').replace('_', ' ')}"
+
+    rewards = sorted((k for k in present if k.startswith("reward/")), key=order)
+    wanted = [*CURVES, *[(k, title(k)) for k in rewards]]
+    return [(k, t) for k, t in wanted if k in present]
 
 
 def run_colors(runs: list[RunData]) -> dict[str, str]:
@@ -411,7 +423,9 @@ def render_table(runs: list[RunData]) -> str:
     best: dict[str, float] = {}
     for key, _, _, higher in cols:
         values = [f[key] for f in finals.values() if _is_number(f.get(key))]
-        best[key] = max(values) if higher else min(values)
+        # a column where every run ties marks nothing
+        if len(set(values)) > 1:
+            best[key] = max(values) if higher else min(values)
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _, _ in cols)
     body = []
     for run in runs:
@@ -419,7 +433,7 @@ def render_table(runs: list[RunData]) -> str:
         cells = []
         for key, _, kind, _ in cols:
             text = _fmt(final.get(key), kind)
-            is_best = _is_number(final.get(key)) and final[key] == best[key] and len(runs) > 1
+            is_best = _is_number(final.get(key)) and final[key] == best.get(key)
             cells.append(f'<td class="{"best" if is_best else ""}">{text}</td>')
         rnd = final.get("round", "–")
         body.append(f"<tr><th>{html.escape(run.name)}</th><td>{rnd}</td>{''.join(cells)}</tr>")
@@ -563,14 +577,18 @@ def render_round_samples(run_dir: Path, round_: int, max_samples: int) -> str:
 
 
 def render_traces(runs: list[RunData], max_samples: int) -> str:
-    """A trace browser: pick a run and a round; one pre-rendered block per (run, round)."""
-    blocks, rounds = [], set()
+    """A trace browser: pick a run and a round; one pre-rendered block per (run, round).
+
+    Choosing a run jumps to its latest round with samples: that is what a reader looks at first.
+    """
+    blocks, latest, rounds = [], {}, set()
     for i, run in enumerate(runs):
         if run.source != "run":
             continue
         for r in artifact_rounds(run.path):
             content = render_round_samples(run.path, r, max_samples)
             if content:
+                latest[i] = r
                 rounds.add(r)
                 blocks.append(
                     f'<div class="trace-set" data-run="{i}" data-round="{r}" hidden>{content}</div>'
@@ -578,13 +596,12 @@ def render_traces(runs: list[RunData], max_samples: int) -> str:
     if not blocks:
         return "<p>No per-round samples (only run directories carry them).</p>"
     run_opts = "".join(
-        f'<option value="{i}">{html.escape(r.name)}</option>'
-        for i, r in enumerate(runs)
-        if r.source == "run"
+        f'<option value="{i}" data-latest="{r}">{html.escape(runs[i].name)}</option>'
+        for i, r in latest.items()
     )
-    last = max(rounds)  # the latest round is what a reader usually wants to see first
+    first = latest[next(iter(latest))]
     round_opts = "".join(
-        f'<option value="{r}"{" selected" if r == last else ""}>round {r}</option>'
+        f'<option value="{r}"{" selected" if r == first else ""}>round {r}</option>'
         for r in sorted(rounds)
     )
     return (
@@ -607,7 +624,10 @@ TRACE_JS = """
     });
     document.getElementById('trace-none').hidden = any;
   }
-  run.addEventListener('change', show); rnd.addEventListener('change', show); show();
+  run.addEventListener('change', function () {
+    rnd.value = run.options[run.selectedIndex].dataset.latest; show();
+  });
+  rnd.addEventListener('change', show); show();
 })();
 """
 

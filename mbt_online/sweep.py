@@ -264,7 +264,13 @@ def _member(sweep: Sweep, spec: dict, own: list[str], extras: list[str], combo: 
         _override("tracking.group", sweep.group),
         _override("tracking.tags", tags),
     ]
-    return Member(name, sweep.overrides + extras + own + grid_overrides + sweep_set)
+    return Member(name, _last_per_key(sweep.overrides + extras + own + grid_overrides + sweep_set))
+
+
+def _last_per_key(overrides: list[str]) -> list[str]:
+    """Drop overrides a later one of the same key replaces: same config, readable manifests."""
+    last = {_key_value(o)[0]: i for i, o in enumerate(overrides)}
+    return [o for i, o in enumerate(overrides) if last[_key_value(o)[0]] == i]
 
 
 def _key_value(item: str) -> tuple[str, Any]:

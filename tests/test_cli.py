@@ -23,7 +23,18 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(
-    "cmd", [[], ["train"], ["eval"], ["data", "inspect"], ["teach"], ["judge"], ["models", "fetch"]]
+    "cmd",
+    [
+        [],
+        ["train"],
+        ["eval"],
+        ["data", "inspect"],
+        ["teach"],
+        ["judge"],
+        ["models", "fetch"],
+        ["sweep"],
+        ["report"],
+    ],
 )
 def test_every_command_has_help(cmd):
     out = cli(*cmd, "--help")
@@ -108,3 +119,21 @@ def test_models_fetch_unknown_name():
 def test_judge_rejects_unknown_judge(tmp_path):
     out = cli("judge", "--run", str(tmp_path), "--round", "0", "--judges", "correctness,vibes")
     assert out.returncode == 2 and "unknown vibes" in out.stderr
+
+
+def test_sweep_dry_run_lists_the_paper_rows():
+    out = cli("sweep", "configs/sweeps/paper-baselines.yaml", "--dry-run", "loop.rounds=1")
+    assert out.returncode == 0, out.stderr
+    names = [
+        line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("- name")
+    ]
+    assert names == [
+        "base",
+        "metacog",
+        "self-distill_no-dpo",
+        "self-distill_dpo",
+        "mbt-s_no-dpo",
+        "mbt-s_dpo",
+        "mbt-r_no-dpo",
+        "mbt-r_dpo",
+    ]

@@ -232,3 +232,13 @@ def test_cli_reports_wrong_key_and_existing_run(tmp_path):
         text=True,
     )
     assert out.returncode == 2 and "--resume" in out.stderr
+
+
+def test_empty_stage_outputs_read_back_empty(tmp_path):
+    from mbt_online.artifacts import load_dataset_dir, load_rows, save_rows
+
+    save_rows([], tmp_path / "teach")
+    assert load_rows(tmp_path / "teach") == []
+    assert len(load_dataset_dir(tmp_path / "teach")) == 0
+    save_rows([{"a": 1}], tmp_path / "teach")  # a rerun replaces the old output atomically
+    assert load_rows(tmp_path / "teach") == [{"a": 1}]

@@ -14,6 +14,7 @@ import pytest
 
 from mbt_online.config import dump_config, validate
 from mbt_online.report import (
+    REWARD_ORDER,
     curve_metrics,
     find_runs,
     read_wandb_runs,
@@ -47,6 +48,7 @@ def metrics_row(r: int, acc: float, tokens: float) -> dict:
         "eval/rrp": 0.5,
         "eval/mqi": 1.0 + r,
         "timing/eval": 1.5,
+        **{f"reward/eval_{c}": 0.05 * (r + 1) for c in COMPONENTS},
     }
     if r > 0:
         row.update({f"reward/{c}": 0.1 * r for c in COMPONENTS})
@@ -169,6 +171,20 @@ def test_torn_metrics_line_is_skipped(tmp_path):
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"round": 2, "eval/accu')
     assert find_runs([run])[0].rounds == [0, 1]
+
+
+def test_empty_stage_and_unstarted_round_do_not_break_the_traces(tmp_path):
+    from datasets import Dataset
+
+    run = make_run_dir(tmp_path, "self-distill", [0.5, 0.6], [100.0, 90.0])
+    shutil.rmtree(run / "round-1" / "teach")
+    Dataset.from_dict({}).save_to_disk(
+        str(run / "round-1" / "teach")
+    )  # what teacher.mode=none leaves
+    (run / "round-2" / "rollout").mkdir(parents=True)  # a round cut before any stage finished
+    page = write_report([run], tmp_path / "r.html").read_text()
+    assert page.count('class="trace-set"') == 2
+    assert "self-distill student sample 1 r1" in page and 'class="teacher"' not in page
 
 
 def test_missing_path_or_no_run_is_an_error(tmp_path):
@@ -296,27 +312,26 @@ def test_final_round_table_is_hand_checked(sweep_dir):
         "1.00",
     ]
     best = {name: [v for b, v in c if b] for name, c in cells.items()}
-    assert best["mbt-s_no-dpo"] == ["70.0", "70.0", "75.0", "3.3", "6.7", "0.400", "0.500", "3.00"]
-    assert best["mbt-r_dpo"] == ["80", "3.3", "6.7", "0.500", "3.00"]  # fewest tokens; ties bold
-    assert best["base"] == ["0.500"]
+    assert best["mbt-s_no-dpo"] == ["70.0", "70.0", "75.0", "3.3", "6.7", "0.400", "3.00"]
+    assert best["mbt-r_dpo"] == ["80", "3.3", "6.7", "3.00"]  # fewest tokens; ties bold
+    assert best["base"] == []  # RRP is 0.5 everywhere: a column where all tie marks nothing
 
 
 def test_curves_cover_eval_metrics_and_each_reward_component(sweep_dir):
-    keys = [k for k, _ in curve_metrics(find_runs([sweep_dir]))]
-    assert keys == [
+    charts = curve_metrics(find_runs([sweep_dir]))
+    components = [c.replace("_", " ") for c in REWARD_ORDER]
+    assert [k for k, _ in charts] == [
         "eval/accuracy",
         "eval/mean_tokens",
         "eval/degeneration_rate",
         "eval/answer_inclusive_rate",
         "eval/aes",
-        "reward/total",
-        "reward/correct",
-        "reward/format",
-        "reward/degenerate",
-        "reward/answer_inclusive",
-        "reward/redundancy",
-        "reward/over_budget",
-        "reward/phases",
+        *[f"reward/eval_{c}" for c in REWARD_ORDER],
+        *[f"reward/{c}" for c in REWARD_ORDER],
+    ]
+    assert [t for _, t in charts[5:]] == [
+        *[f"Reward (eval): {c}" for c in components],
+        *[f"Reward (rollouts): {c}" for c in components],
     ]
 
 
@@ -324,7 +339,7 @@ def test_report_is_self_contained_with_traces(sweep_dir, tmp_path):
     out = write_report([sweep_dir], tmp_path / "r" / "report.html")
     page = out.read_text()
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", page)  # nothing fetched
-    assert page.count("Plotly.newPlot") == 13 and 'data-charts="13"' in page
+    assert page.count("Plotly.newPlot") == 21 and 'data-charts="21"' in page
     assert len(re.findall(r"<script type=\"text/javascript\">/\*\*\s*\n\* plotly\.js", page)) == 1
     # one line per run in the accuracy chart, with its points
     acc = re.search(r'data-metric="eval/accuracy">(.*?)</div>\s*</div>', page, re.S).group(1)
@@ -387,17 +402,23 @@ def chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-def browse(report: Path, tmp: Path) -> tuple[str, list[str]]:
-    """(DOM after scripts ran, console errors) of a copy of the page with the error hook."""
+def browse(report: Path, tmp: Path, then: str = "") -> tuple[str, list[str]]:
+    """(DOM after scripts ran, console errors) of a copy of the page with the error hook;
+    `then` is JavaScript run after the page's own scripts (a user's clicks)."""
     probe = tmp / ("probe-" + report.name)
-    probe.write_text(report.read_text().replace("<head>", "<head>" + ERROR_HOOK, 1))
+    page = report.read_text().replace("<head>", "<head>" + ERROR_HOOK, 1)
+    probe.write_text(page.replace("</body>", f"<script>{then}</script></body>", 1))
     res = chromium(probe, tmp, "--dump-dom")
     console = [line for line in res.stderr.splitlines() if "CONSOLE" in line]
     errors = [line for line in console if re.search(r"Uncaught|PAGE_ERROR|CONSOLE_ERROR", line)]
     return res.stdout, errors
 
 
-def check_rendered(report: Path, tmp: Path) -> None:
+def visible_traces(dom: str) -> list[tuple[str, str]]:
+    return re.findall(r'<div class="trace-set" data-run="(\d+)" data-round="(\d+)">', dom)
+
+
+def check_rendered(report: Path, tmp: Path) -> str:
     """Every chart drew its SVG, the tables are there, nothing failed in the console; screenshot."""
     dom, errors = browse(report, tmp)
     assert errors == []
@@ -407,12 +428,12 @@ def check_rendered(report: Path, tmp: Path) -> None:
     assert dom.count('class="main-svg"') >= n_charts
     assert len(re.findall(r'class="scatterlayer', dom)) == n_charts  # plotted lines, not empty axes
     assert 'id="final-table"' in dom
-    visible = re.findall(r'<div class="trace-set" data-run="(\d+)" data-round="(\d+)">', dom)
-    assert len(visible) == 1  # the browser shows exactly one run/round, the rest stay hidden
+    assert len(visible_traces(dom)) == 1  # one run/round shows, the rest stay hidden
     shot = tmp / (report.stem + ".png")
     chromium(report, tmp, "--window-size=1400,2400", f"--screenshot={shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 30_000  # charts and tables, not a blank page
+    return dom
 
 
 @needs_chromium
@@ -429,22 +450,42 @@ def test_error_hook_catches_broken_pages(tmp_path):
 
 @needs_chromium
 def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
-    check_rendered(write_report([sweep_dir], tmp_path / "report.html"), tmp_path)
+    report = write_report([sweep_dir], tmp_path / "report.html")
+    dom = check_rendered(report, tmp_path)
+    assert visible_traces(dom) == [("0", "2")]  # first run, its latest round
+    # picking the base run (index 2, round 0 only) jumps to its round; then round 1 has none
+    pick = (
+        "var s = document.getElementById('trace-run'); s.value = '2';"
+        "s.dispatchEvent(new Event('change'));"
+    )
+    dom, errors = browse(report, tmp_path, pick)
+    assert errors == [] and visible_traces(dom) == [("2", "0")]
+    assert '<p id="trace-none" class="muted" hidden="">' in dom
+    pick += "var r = document.getElementById('trace-round'); r.value = '1';"
+    pick += "r.dispatchEvent(new Event('change'));"
+    dom, errors = browse(report, tmp_path, pick)
+    assert errors == [] and visible_traces(dom) == []
+    assert '<p id="trace-none" class="muted">No samples' in dom
 
 
 @needs_chromium
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_paper_baselines_sweep_then_report_in_chromium(tmp_path, monkeypatch):
-    """The issue's check: run the paper-baselines sweep (one round for time), report, render."""
+    """The issue's check: run the paper-baselines sweep (one round, fewer questions, for time),
+    report it, render the page."""
     pytest.importorskip("vllm")
     from mbt_online.sweep import run_sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = Path(__file__).parents[1] / "configs" / "sweeps" / "paper-baselines.yaml"
-    out = run_sweep(sweep, tmp_path / "sweep", ["loop.rounds=1", "tracking.wandb_mode=offline"])
+    smaller = ["loop.rounds=1", "data.train.limit=32", "data.eval.limit=40"]
+    out = run_sweep(sweep, tmp_path / "sweep", [*smaller, "tracking.wandb_mode=offline"])
     runs = find_runs([out])
-    assert len(runs) == 8 and all(r.rows for r in runs)
-    assert {r.name: r.rounds[-1] for r in runs}["mbt-r_dpo"] == 1
+    trained = [f"{m}_{d}" for m in ("self-distill", "mbt-s", "mbt-r") for d in ("no-dpo", "dpo")]
+    assert [r.name for r in runs] == ["base", "metacog", *trained]
+    assert [r.rounds[-1] for r in runs] == [0, 0, 1, 1, 1, 1, 1, 1]
+    assert all(json.loads((r.path / "state.json").read_text())["finished"] for r in runs)
     report = write_report([out], tmp_path / "report.html")
     check_rendered(report, tmp_path)
     # a wandb offline copy of a member reads back with the same accuracy curve

@@ -137,6 +137,7 @@ def test_precedence_extras_beat_shared_but_not_member_pins(tmp_path, caplog):
     assert overrides_of(pinned)["loop.rounds"] == 0
     assert overrides_of(free)["loop.rounds"] == 1
     assert overrides_of(free)["rollout.samples"] == 2
+    assert [o for o in pinned.overrides if o.startswith("loop.rounds=")] == ["loop.rounds=0"]
     cfg = member_config(load_sweep(path), free, tmp_path / "sw")
     assert (cfg.loop.rounds, cfg.rollout.samples, cfg.run.name) == (1, 2, "free")
     assert cfg.run.runs_dir == str(tmp_path / "sw")
