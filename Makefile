@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test lint clean
+.PHONY: install quickstart test lint clean browser
 
 install: $(STAMP)
 
@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml Makefile
 quickstart: install
 	$(VENV)/bin/mbt-online data inspect --dataset hotpotqa --path ../shared/data/hotpotqa/hotpot_dev_distractor_sample.json
 
-test: install
+test: install browser
 	$(PY) -m pytest tests
+
+# Headless Chromium for the report's rendering test (Debian package; skipped there when absent).
+browser:
+	-@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 lint: install
 	$(VENV)/bin/ruff check mbt_online tests scripts

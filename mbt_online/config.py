@@ -45,6 +45,17 @@ class DataSplit(Section):
 class DataConfig(Section):
     train: DataSplit = DataSplit()
     eval: DataSplit = DataSplit(world_seed=1000)
+    # more benchmark files appended to a split (e.g. all three benchmarks in one run)
+    train_more: list[DataSplit] = Field(default_factory=list)
+    eval_more: list[DataSplit] = Field(default_factory=list)
+
+    def splits(self, which: str | None = None) -> list[tuple[str, DataSplit]]:
+        """(dotted name, split) for the train and/or eval sources, in load order."""
+        out = []
+        for split in ("train", "eval") if which is None else (which,):
+            out.append((split, getattr(self, split)))
+            out += [(f"{split}_more.{i}", s) for i, s in enumerate(getattr(self, f"{split}_more"))]
+        return out
 
 
 class WorldConfig(Section):
@@ -144,6 +155,8 @@ class TeacherConfig(Section):
     # lowest reward first, at most `rewrites_per_question` per question
     rewrite: Literal["failing", "all"] = "failing"
     rewrites_per_question: int = Field(default=1, ge=1)
+    # verify's length cap in student tokens; None = the largest reward budget
+    budget_tokens: int | None = Field(default=None, ge=1)
 
 
 class LoraConfig(Section):

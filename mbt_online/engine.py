@@ -136,6 +136,8 @@ class Engine:
             self._llm_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         else:
             _set_cpu_env(kvcache_gib)
+        # vLLM's INFO lines (hundreds per start) drown the run's own log; export it to see them
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         self.enable_lora = enable_lora
         self._llm: Any = None
         self._start(model_path)

@@ -12,6 +12,7 @@ train (TRL), tracking.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -133,20 +134,23 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
 
 
 def check_data_paths(cfg: Config) -> None:
-    for split in ("train", "eval"):
-        s = getattr(cfg.data, split)
+    for name, s in cfg.data.splits():
         if s.dataset != "world" and not Path(s.path).is_file():
-            raise ConfigError(f"data.{split}.path: file not found: {s.path}")
+            raise ConfigError(f"data.{name}.path: file not found: {s.path}")
 
 
 def load_data(cfg: Config) -> tuple[list[Example], list[Example]]:
-    out = []
-    for split in ("train", "eval"):
-        s = getattr(cfg.data, split)
+    return load_split(cfg, "train"), load_split(cfg, "eval")
+
+
+def load_split(cfg: Config, which: str) -> list[Example]:
+    """All of a split's sources, concatenated; malformed rows are skipped and counted in the log."""
+    examples: list[Example] = []
+    for name, s in cfg.data.splits(which):
         if s.dataset == "world":
             from mbt_online.world import world_split
 
-            examples = world_split(s, cfg.world, split)
+            part = world_split(s, cfg.world, which)
         else:
             from mbt_online.data import load_examples
 
@@ -162,16 +166,16 @@ def load_data(cfg: Config) -> tuple[list[Example], list[Example]]:
             if res.skipped:
                 log.warning(
                     "data.%s: skipped %d malformed rows: %s",
-                    split,
+                    name,
                     sum(res.skipped.values()),
                     dict(res.skipped),
                 )
-            examples = res.examples
-        if not examples:
-            raise ConfigError(f"data.{split}: no usable examples in {s.path or 'the world'}")
-        log.info("data.%s: %d questions (%s)", split, len(examples), s.dataset)
-        out.append(examples)
-    return out[0], out[1]
+            part = res.examples
+        log.info("data.%s: %d questions (%s)", name, len(part), s.dataset)
+        examples += part
+    if not examples:
+        raise ConfigError(f"data.{which}: no usable examples")
+    return examples
 
 
 def resolve_student(cfg: Config) -> str:
@@ -273,7 +277,9 @@ class Session:
                 scored = self.stage(r, "score", lambda: score_rows(raw, examples, cfg))
             with timed("teach", timings):
                 taught = self.stage(
-                    r, "teach", lambda: teach_rows(scored, examples, cfg, r, self.run_dir)
+                    r,
+                    "teach",
+                    lambda: teach_rows(scored, examples, cfg, r, self.run_dir, self.initial),
                 )
             with timed("build", timings):
                 self.build(r, scored, taught, examples)
@@ -449,7 +455,12 @@ def _trace(text: str) -> str:
 
 
 def teach_rows(
-    scored: list[dict], examples: dict[str, Example], cfg: Config, r: int, run_dir: Path
+    scored: list[dict],
+    examples: dict[str, Example],
+    cfg: Config,
+    r: int,
+    run_dir: Path,
+    tokenizer_dir: str,
 ) -> list[dict[str, Any]]:
     """Ask the configured teacher for MBT-R rewrites / MBT-S syntheses; every output is verified."""
     from mbt_online.selection import teach_requests
@@ -457,7 +468,7 @@ def teach_rows(
     if cfg.teacher.mode == "none":
         return []
     requests = teach_requests(scored, examples, cfg)
-    teacher = make_teacher(cfg, r, run_dir)
+    teacher = make_teacher(cfg, r, run_dir, tokenizer_dir)
     results = []
     try:
         for i in tqdm(range(0, len(requests), 32), desc=f"teach round {r}", unit="batch"):
@@ -475,22 +486,38 @@ def teach_rows(
     return rows
 
 
-def make_teacher(cfg: Config, r: int, run_dir: Path) -> Any:
-    """The configured backend; LLM requests are cached in the run so a resume does not pay twice."""
+def make_teacher(cfg: Config, r: int, run_dir: Path, tokenizer_dir: str) -> Any:
+    """The configured backend, verifying length in the student's tokens; LLM requests are cached
+    in the run so a resume does not pay twice."""
     from mbt_online.llm_teacher import make_teacher as pick_teacher
 
-    return pick_teacher(cfg, round_=r, cache_dir=run_dir / "cache" / "llm")
+    budget = cfg.teacher.budget_tokens or max(
+        [cfg.reward.default_budget, *cfg.reward.budgets.values()]
+    )
+    tok = student_tokenizer(tokenizer_dir)
+    return pick_teacher(
+        cfg,
+        round_=r,
+        cache_dir=run_dir / "cache" / "llm",
+        budget_tokens=budget,
+        count_tokens=lambda text: len(tok(text, add_special_tokens=False)["input_ids"]),
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def student_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
 
 
 def teacher_candidates(
     taught: list[dict], examples: dict[str, Example], cfg: Config, tokenizer_dir: str
 ) -> dict[str, list[tuple[str, float]]]:
     """Verified teacher traces as DPO chosen candidates, scored with the student reward."""
-    from transformers import AutoTokenizer
-
     from mbt_online.prompts import format_target
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok = student_tokenizer(tokenizer_dir)
     out: dict[str, list[tuple[str, float]]] = {}
     for t in taught:
         if not t["verified"]:
