@@ -164,10 +164,12 @@ def build_student(cfg: Config, out_dir: Path) -> dict:
         max_positions=cfg.student.max_model_len,
         seed=b.seed,
     )
+    _set_rope_theta(out_dir, READER_ROPE_THETA)
     data = [encode_row(tok, row, b.max_length) for row in rows]
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    install_reader(model, seed=b.seed)
     losses = train_lm(model, data, cfg)
     model.save_pretrained(out_dir, safe_serialization=True)
     kinds: dict[str, int] = {}
@@ -183,6 +185,93 @@ def build_student(cfg: Config, out_dir: Path) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4),
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# The reader circuit
+#
+# Looking a fact up in the documents is in-context copying, which transformers do with an induction
+# circuit: a layer-0 head that attends to the previous token, and a layer-1 head that finds an
+# earlier position whose previous token is the current token and copies what stands there. Trained
+# from random weights, a small model sits on a loss plateau for ~1,000 steps (~3.5M tokens here)
+# before that circuit forms: more than the whole CPU budget. So the bootstrap starts the student
+# with the circuit set by hand (a structured initialization, no pretrained weights) and training
+# refines it into fact lookup; every other weight starts random as usual.
+#
+# Layout of the residual stream (head size d): dim 0 a constant channel (positional heads read
+# it), dims 1..d-1 the token embedding, dims d..2d-2 the previous token (written by layer 0).
+
+READER_ROPE_THETA = 1e6  # slow rotary pairs stay nearly static over the context: content matching
+
+
+def _set_rope_theta(model_dir: Path, theta: float) -> None:
+    """A larger RoPE base than `modeling`'s default, recorded in config.json for every loader."""
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["rope_parameters"] = {"rope_type": "default", "rope_theta": theta}
+    config.pop("rope_theta", None)
+    path.write_text(json.dumps(config, indent=2))
+
+
+def install_reader(model: Any, seed: int = 0, *, const: float = 1.0, token_std: float = 0.3,
+                   sharp_pos: float = 6.5, sharp_match: float = 3.0, copy_gain: float = 4.0) -> None:
+    """Set layer 0 head 0 to a previous-token head and layer 1 head 0 to an induction head.
+
+    Needs >= 2 layers, hidden_size >= 2 * head_dim and a head_dim of at least 32.
+    """
+    cfg = model.config
+    d, hidden = cfg.head_dim, cfg.hidden_size
+    if cfg.num_hidden_layers < 2 or hidden < 2 * d or d < 32:
+        raise ValueError("the reader circuit needs >= 2 layers and hidden_size >= 2 * head_dim")
+    gen = torch.Generator().manual_seed(seed)
+    tok_dims = torch.arange(1, d)
+    prev_dims = torch.arange(d, 2 * d - 1)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb.zero_()
+        emb[:, 0] = const
+        emb[:, 1:d] = torch.randn(emb.shape[0], d - 1, generator=gen) * token_std
+        rms = math.sqrt((const**2 + (d - 1) * token_std**2) / hidden)
+        x_const, x_tok = const / rms, token_std / rms  # their sizes after RMSNorm
+        layers = model.model.layers
+        _previous_token_head(layers[0].self_attn, d, x_const, sharp_pos, tok_dims, prev_dims)
+        _induction_head(layers[1].self_attn, d, x_tok, sharp_match, copy_gain, tok_dims,
+                        prev_dims, gen)
+        for layer in layers:  # quiet MLPs at the start, so they do not blur the subspaces
+            layer.mlp.down_proj.weight.mul_(0.1)
+
+
+def _clear_head(attn: Any, d: int) -> None:
+    for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+        proj.weight[:d, :] = 0
+    attn.o_proj.weight[:, :d] = 0
+
+
+def _previous_token_head(attn, d, x_const, sharp, tok_dims, prev_dims) -> None:
+    """Query and key come from the constant channel, so the score depends on position only:
+    with RoPE, sum_m cos(theta_m * (i - j - 1)) over the fast pairs peaks at j = i - 1."""
+    _clear_head(attn, d)
+    half = d // 2
+    for m in range(4):
+        theta = READER_ROPE_THETA ** (-2 * m / d)
+        attn.k_proj.weight[m, 0] = sharp / x_const
+        attn.q_proj.weight[m, 0] = sharp * math.cos(theta) / x_const
+        attn.q_proj.weight[m + half, 0] = -sharp * math.sin(theta) / x_const
+    attn.v_proj.weight[torch.arange(d - 1), tok_dims] = 1.0
+    attn.o_proj.weight[prev_dims, torch.arange(d - 1)] = 1.0
+
+
+def _induction_head(attn, d, x_tok, sharp, gain, tok_dims, prev_dims, gen) -> None:
+    """Query: the current token; key: the previous token (from layer 0), both through the same
+    random projection onto the slow rotary pairs; value: the token itself, added to the stream."""
+    _clear_head(attn, d)
+    half = d // 2
+    static = torch.cat([torch.arange(half // 2, half), torch.arange(half + half // 2, d)])
+    proj = torch.linalg.qr(torch.randn(d - 1, len(static), generator=gen))[0].T * sharp / x_tok
+    attn.q_proj.weight[static[:, None], tok_dims[None, :]] = proj
+    attn.k_proj.weight[static[:, None], prev_dims[None, :]] = proj
+    attn.v_proj.weight[torch.arange(d - 1), tok_dims] = 1.0
+    attn.o_proj.weight[tok_dims, torch.arange(d - 1)] = gain
 
 
 def encode_row(tok: Any, row: dict, max_length: int) -> tuple[list[int], list[int]]:

@@ -82,12 +82,12 @@ class BootstrapConfig(Section):
     worlds: int = Field(default=12, ge=1)
     questions_per_world: int = Field(default=200, ge=1)
     vocab_size: int = Field(default=1600, ge=300)
-    hidden_size: int = Field(default=128, ge=32)
-    layers: int = Field(default=3, ge=1)
-    heads: int = Field(default=4, ge=1)
+    hidden_size: int = Field(default=128, ge=64)
+    layers: int = Field(default=2, ge=2)  # the reader circuit spans two layers
+    heads: int = Field(default=2, ge=1)  # head size hidden/heads: >= 32, at most hidden/2
     max_length: int = Field(default=448, ge=64)  # prompt + completion tokens; loops are cut here
     epochs: float = Field(default=1.0, gt=0)
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=8, ge=1)
     learning_rate: float = Field(default=3e-3, gt=0)
     seed: int = 0
 

@@ -42,7 +42,7 @@ def tiny_overrides(model_dir: Path, runs_dir: Path, **extra: str) -> list[str]:
         "rollout.temperature": 1.0,
         "eval.sampling.max_tokens": 48,
         "loop.rounds": 2,
-        "reward.default_budget": 400,
+        "reward.default_budget": 400, "teacher.budget_tokens": 4000,
         "train.sft.batch_size": 4,
         "train.sft.max_length": 1536,
         "train.sft.epochs": 1,

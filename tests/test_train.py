@@ -145,6 +145,8 @@ def test_bf16_is_opt_in_and_threads_are_restored() -> None:
     assert _common_args("x", 0, bf16=True)["bf16"] is (
         torch.cuda.is_bf16_supported() if cuda else True
     )
+    if torch.set_num_threads.__name__ == "skip_set_num_threads":
+        pytest.skip("a vLLM engine earlier in this process pinned torch's thread count")
     before = torch.get_num_threads()
     with _torch_threads(1):
         assert torch.get_num_threads() == 1

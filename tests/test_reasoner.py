@@ -1,0 +1,103 @@
+"""The simulated unregulated reasoner: its behaviours look as intended and occur at config rates."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from mbt_online.config import BootstrapConfig, WorldConfig
+from mbt_online.metrics import diagnose, extract_answer, split_trace
+from mbt_online.reasoner import LOOP_CUE, draw_kind, hop_line, unregulated_trace
+from mbt_online.world import generate_world, make_examples
+
+CFG = WorldConfig(entities_per_kind=20, distractors=3)
+EXAMPLES = make_examples(generate_world(11, CFG), 60, 0, CFG)
+
+
+def traces_of(kind: str, n: int = 12) -> list[tuple]:
+    rates = BootstrapConfig(
+        p_loop=float(kind == "loop"),
+        p_distractor_switch=float(kind == "distractor_switch"),
+        p_overthink=float(kind == "overthink"),
+    )
+    rng = random.Random(0)
+    return [(ex, *unregulated_trace(ex, rng, rates)) for ex in EXAMPLES[:n]]
+
+
+def test_clean_traces_follow_every_hop_and_answer_right():
+    for ex, text, kind in traces_of("clean"):
+        assert kind == "clean"
+        assert extract_answer(text) == ex.answer
+        for hop in ex.hops:
+            assert hop_line(hop) in text
+        assert text.startswith("<think>\n") and text.endswith(f"<answer>{ex.answer}</answer>")
+
+
+def test_overthinking_is_right_but_longer():
+    clean = {ex.id: len(t.split()) for ex, t, _ in traces_of("clean")}
+    for ex, text, kind in traces_of("overthink"):
+        assert kind == "overthink"
+        assert extract_answer(text) == ex.answer
+        assert len(text.split()) > clean[ex.id] + 5
+        assert "double-check" in text
+
+
+def test_distractor_switch_is_an_answer_inclusive_error():
+    for ex, text, kind in traces_of("distractor_switch"):
+        assert kind == "distractor_switch"
+        final = extract_answer(text)
+        assert final != ex.answer
+        # the wrong answer comes from an off-chain document's look-alike sentence
+        off_chain = " ".join(x for t, x in ex.documents if t not in ex.supporting_titles)
+        assert final in off_chain
+        d = diagnose(text, "stop", len(text.split()), ex.answers, budget=200)
+        assert d.reached and d.answer_inclusive_error and d.correct == 0.0
+
+
+def test_loops_never_close_and_run_long():
+    for ex, text, kind in traces_of("loop"):
+        assert kind == "loop"
+        assert "</think>" not in text and extract_answer(text) is None
+        assert len(text.split()) >= 400
+        assert text.count(LOOP_CUE) >= 3
+        d = diagnose(text, "length", 320, ex.answers, budget=200)
+        assert d.truncated and d.repetition > 0.5
+
+
+def test_some_loops_stop_before_reaching_the_answer():
+    reached = [ex.answer in split_trace(t) for ex, t, _ in traces_of("loop", n=60)]
+    assert 0.25 < sum(reached) / len(reached) < 0.95
+
+
+@pytest.mark.parametrize(
+    "rates", [(0.3, 0.25, 0.15), (0.1, 0.5, 0.0), (0.0, 0.0, 0.0), (0.5, 0.2, 0.3)]
+)
+def test_behaviour_rates_match_config(rates):
+    p_loop, p_switch, p_over = rates
+    cfg = BootstrapConfig(p_loop=p_loop, p_distractor_switch=p_switch, p_overthink=p_over)
+    rng = random.Random(1)
+    n = 3000
+    kinds = Counter(unregulated_trace(EXAMPLES[i % 60], rng, cfg, loop_words=20)[1] for i in range(n))
+    expected = {
+        "loop": p_loop,
+        "distractor_switch": p_switch,
+        "overthink": p_over,
+        "clean": 1 - p_loop - p_switch - p_over,
+    }
+    for kind, p in expected.items():
+        tol = 4 * (p * (1 - p) / n) ** 0.5 + 1e-9
+        assert abs(kinds[kind] / n - p) <= tol, (kind, kinds[kind] / n, p)
+
+
+def test_draw_kind_is_seeded():
+    cfg = BootstrapConfig()
+    a = [draw_kind(random.Random(5), cfg) for _ in range(3)]
+    b = [draw_kind(random.Random(5), cfg) for _ in range(3)]
+    assert a == b
+
+
+def test_rates_over_one_are_rejected():
+    with pytest.raises(ValueError, match="must be <= 1"):
+        BootstrapConfig(p_loop=0.5, p_distractor_switch=0.4, p_overthink=0.2)
