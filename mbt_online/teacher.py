@@ -961,6 +961,32 @@ def _correction(
 # The teacher
 
 
+def _assemble(
+    ex: Example,
+    steps: list[_Step],
+    rng: random.Random,
+    terse: int,
+    head: list[str],
+    after: int,
+    pitfall: str,
+    facts: dict[int, list[str]],
+) -> str:
+    """The shared body of MBT-S and MBT-R: one execution paragraph per hop (led by the draft's
+    kept findings for MBT-R), the pitfall or correction after hop `after`, then verification."""
+    paragraphs = list(head)
+    for k in range(len(steps)):
+        lead = " ".join(facts.get(k, []))
+        paragraphs.append(_execution(ex, steps, k, rng, terse, lead=lead))
+        if k == after:
+            paragraphs.append(pitfall)
+    if not steps:
+        paragraphs.append(pitfall)
+    if _is_comparison(ex) and len(steps) >= 2:
+        paragraphs.append(_comparison(ex, steps, rng))
+    paragraphs.append(_verification(ex, steps, rng))
+    return "\n\n".join(paragraphs)
+
+
 class StructuredTeacher:
     """Rule-based MBT teacher over gold annotations; deterministic per (seed, example, mode)."""
 
@@ -987,18 +1013,9 @@ class StructuredTeacher:
         when a trace is over budget.
         """
         steps = _steps(ex)
-        paragraphs = [_understanding(ex, steps, rng, terse), _planning(ex, steps, rng)]
+        head = [_understanding(ex, steps, rng, terse), _planning(ex, steps, rng)]
         after, pitfall = _pitfall(ex, steps, rng)
-        for k in range(len(steps)):
-            paragraphs.append(_execution(ex, steps, k, rng, terse))
-            if k == after:
-                paragraphs.append(pitfall)
-        if not steps:
-            paragraphs.append(pitfall)
-        if _is_comparison(ex) and len(steps) >= 2:
-            paragraphs.append(_comparison(ex, steps, rng))
-        paragraphs.append(_verification(ex, steps, rng))
-        return "\n\n".join(paragraphs)
+        return _assemble(ex, steps, rng, terse, head, after, pitfall, {})
 
     def rewrite(self, ex: Example, draft: str, rng: random.Random, terse: int = 0) -> str:
         """MBT-R: keep the draft's supported findings, drop its loops and restatements, turn its
@@ -1008,7 +1025,7 @@ class StructuredTeacher:
         sentences, dropped = _dedupe(split_sentences(body))
         slip = _slip(ex, steps, sentences, final)
         facts = _draft_facts(ex, steps, sentences, slip)
-        paragraphs = [_understanding(ex, steps, rng, terse), _planning(ex, steps, rng)]
+        head = [_understanding(ex, steps, rng, terse), _planning(ex, steps, rng)]
         after, pitfall = _pitfall(ex, steps, rng)
         if slip and steps:
             after, pitfall = _slip_step(steps, slip), _correction(ex, steps, slip, rng, terse)
@@ -1016,17 +1033,7 @@ class StructuredTeacher:
             k = max(facts)
             ref = _ref(ex, steps[k].doc, steps[k].title)
             after, pitfall = k, _pick(rng, _LOOP, ref=ref)
-        for k in range(len(steps)):
-            lead = " ".join(facts.get(k, []))
-            paragraphs.append(_execution(ex, steps, k, rng, terse, lead=lead))
-            if k == after:
-                paragraphs.append(pitfall)
-        if not steps:
-            paragraphs.append(pitfall)
-        if _is_comparison(ex) and len(steps) >= 2:
-            paragraphs.append(_comparison(ex, steps, rng))
-        paragraphs.append(_verification(ex, steps, rng))
-        return "\n\n".join(paragraphs)
+        return _assemble(ex, steps, rng, terse, head, after, pitfall, facts)
 
     def teach(self, requests: list[TeachRequest]) -> list[TeachResult]:
         """Write and verify one trace per request; retry a rejected one with a fresh draw (and
