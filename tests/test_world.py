@@ -141,11 +141,19 @@ def test_name_pools_are_large_enough_and_checked():
 
 
 def test_parse_sentence_and_question_chain_round_trip():
-    subject, rel, obj = parse_sentence("The mayor of Alder Falls is Ada Vale.")
-    assert (subject, rel.name, obj) == ("Alder Falls", "mayor", "Ada Vale")
-    start, chain = question_chain(
-        "What is the country of the home city of the employer of Ada Vale?"
-    )
+    subject, rel, obj = parse_sentence("Port Alder mayor Ada Vale.")
+    assert (subject, rel.name, obj) == ("Port Alder", "mayor", "Ada Vale")
+    start, chain = question_chain("What is Ada Vale's employer's location's country?")
     assert start == "Ada Vale"
     assert [r.name for r in chain] == ["works_for", "based_in", "located_in"]
+    assert question_chain("Who is the mayor of Port Alder?")[1][0].name == "mayor"  # hop question
     assert question_chain("Who wrote Hamlet?") is None
+    assert question_chain("What is Ada Vale's favourite?") is None
+
+
+def test_chains_never_repeat_a_relation_or_an_entity():
+    for ex in make_examples(generate_world(9, CFG), 60, 2, CFG):
+        rels = [parse_sentence(h.evidence)[1].name for h in ex.hops]
+        assert len(set(rels)) == len(rels)
+        entities = [h.title for h in ex.hops] + [ex.answer]
+        assert len(set(entities)) == len(entities)
