@@ -76,14 +76,14 @@ class BootstrapConfig(Section):
     part of the student's cache key.
     """
 
-    p_loop: float = Field(default=0.3, ge=0, le=1)
-    p_distractor_switch: float = Field(default=0.3, ge=0, le=1)
+    p_loop: float = Field(default=0.45, ge=0, le=1)
+    p_distractor_switch: float = Field(default=0.2, ge=0, le=1)
     p_overthink: float = Field(default=0.15, ge=0, le=1)
-    worlds: int = Field(default=12, ge=1)
+    worlds: int = Field(default=24, ge=1)
     questions_per_world: int = Field(default=200, ge=1)
     vocab_size: int = Field(default=1600, ge=300)
     hidden_size: int = Field(default=128, ge=64)
-    layers: int = Field(default=2, ge=2)  # the reader circuit spans two layers
+    layers: int = Field(default=3, ge=2)  # the reader circuit takes two; the rest is free
     heads: int = Field(default=2, ge=1)  # head size hidden/heads: >= 32, at most hidden/2
     max_length: int = Field(default=448, ge=64)  # prompt + completion tokens; loops are cut here
     epochs: float = Field(default=1.0, gt=0)

@@ -5,9 +5,15 @@ student learns its habits from these traces, so their mix (config `bootstrap.p_*
 the untrained student overthinks, switches to a distractor after reaching the answer
 (answer-inclusive error) or loops until the length cap (degeneration).
 
-Every trace starts the same way: restate the goal, then one line per hop, "The <relation> of
-<subject>: <document sentence>". After the answer is first stated the trace branches, so the four
-behaviours differ at one learnable decision point that SFT and DPO can later move.
+The style is terse on purpose: a student of a few hundred thousand weights, trained for two CPU
+minutes, can only produce it because every word is either fixed wording, a copy from a fixed
+place in the line above, or a copy of what follows the same two words elsewhere in the context:
+    We need Ida Vale's employer's location?
+    Ida Vale's employer: Ida Vale employer House Flint.
+    ...'s employer's location: House Flint location Port Alder.
+    ...'s location? So the answer is Port Alder.
+After the answer is first stated the trace branches, so the four behaviours differ at one
+learnable decision point that SFT and DPO can later move.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Literal, Protocol
 
 from mbt_online.data import Example, Hop
 from mbt_online.prompts import format_target
-from mbt_online.world import Relation, parse_sentence, question_chain, split_sentences
+from mbt_online.world import parse_sentence, question_chain, split_sentences
 
 TraceKind = Literal["clean", "overthink", "distractor_switch", "loop"]
 TRACE_KINDS: tuple[TraceKind, ...] = ("clean", "overthink", "distractor_switch", "loop")
@@ -60,44 +66,54 @@ def unregulated_trace(
     """
     kind = draw_kind(rng, rates)
     head = [_goal_line(ex)]
-    steps = [hop_line(h) for h in ex.hops]
-    said = f"So the answer is {ex.answer}."
+    steps = hop_lines(ex)
+    said = f"{_last_step(ex)} So the answer is {ex.answer}."
     if kind == "loop":
         return _loop(head, steps, said, rng, loop_words), kind
     lines = [*head, *steps, said]
     final = ex.answer
     if kind == "distractor_switch":
-        switch = _switch_lines(ex, rng)
+        switch = _switch_lines(ex)
         if switch is None:
             kind = "overthink"
         else:
             lines += switch[0]
             final = switch[1]
     if kind == "overthink":
-        lines += _recheck_lines(ex, steps, said, rng)
+        lines += _recheck_lines(ex, rng)
     return format_target("\n".join(lines), final), kind
 
 
-def hop_line(hop: Hop) -> str:
-    """'The employer of Tom Vale: Tom Vale works for Quarry Mills.'"""
-    noun = _noun(hop.question)
-    return f"The {noun} of {hop.title}: {hop.evidence}"
-
-
-def _noun(hop_question: str) -> str:
-    parsed = question_chain(hop_question)
-    if parsed is None:
-        raise ValueError(f"not a world hop question: {hop_question!r}")
-    return parsed[1][0].noun
-
-
-def _goal_line(ex: Example) -> str:
+def _nouns(ex: Example) -> list[str]:
     parsed = question_chain(ex.question)
     if parsed is None:
         raise ValueError(f"not a world question: {ex.question!r}")
-    start, chain = parsed
-    nouns = " of the ".join(r.noun for r in reversed(chain))
-    return f"We need the {nouns} of {start}."
+    return [r.noun for r in parsed[1]]
+
+
+def _goal_line(ex: Example) -> str:
+    """'We need Ida Vale's employer's location?': the question's path, copied."""
+    start = ex.hops[0].title
+    return f"We need {start}" + "".join(f"'s {n}" for n in _nouns(ex)) + "?"
+
+
+def hop_lines(ex: Example) -> list[str]:
+    """One line per hop: the step in the path, then the document's fact that takes it."""
+    nouns = _nouns(ex)
+    lines = []
+    for i, hop in enumerate(ex.hops):
+        path = f"{hop.title}'s {nouns[0]}" if i == 0 else f"...'s {nouns[i - 1]}'s {nouns[i]}"
+        lines.append(f"{path}: {hop.evidence}")
+    return lines
+
+
+def hop_line(hop: Hop) -> str:
+    """The fact of one hop as the trace quotes it (the document sentence)."""
+    return hop.evidence
+
+
+def _last_step(ex: Example) -> str:
+    return f"...'s {_nouns(ex)[-1]}?"
 
 
 def _loop(head: list[str], steps: list[str], said: str, rng: random.Random, words: int) -> str:
@@ -111,8 +127,8 @@ def _loop(head: list[str], steps: list[str], said: str, rng: random.Random, word
     return "<think>\n" + "\n".join(lines)
 
 
-def _look_alike(ex: Example) -> tuple[Relation, str, str] | None:
-    """(relation, subject, object) of an off-chain sentence with the last hop's relation."""
+def _look_alike(ex: Example) -> tuple[str, str] | None:
+    """(sentence, object) of an off-chain fact with the last hop's relation and another answer."""
     last = ex.hops[-1]
     parsed = parse_sentence(last.evidence)
     if parsed is None:
@@ -125,30 +141,24 @@ def _look_alike(ex: Example) -> tuple[Relation, str, str] | None:
         for sentence in split_sentences(text):
             fact = parse_sentence(sentence)
             if fact and fact[1] == rel and fact[2] != ex.answer and fact[0] != last.title:
-                return rel, fact[0], fact[2]
+                return sentence, fact[2]
     return None
 
 
-def _switch_lines(ex: Example, rng: random.Random) -> tuple[list[str], str] | None:
-    """Keep exploring after the answer, adopt a look-alike document and drop the right answer."""
+def _switch_lines(ex: Example) -> tuple[list[str], str] | None:
+    """Keep exploring after the answer, adopt a look-alike fact and drop the right answer."""
     found = _look_alike(ex)
     if found is None:
         return None
-    rel, subject, wrong = found
-    lines = [
-        f"Wait, maybe the {rel.noun} comes from {subject} instead.",
-        f"The {rel.noun} of {subject}: {rel.sentence(subject, wrong)}",
-        f"So the answer is {wrong}.",
-    ]
-    return lines, wrong
+    sentence, wrong = found
+    return [f"Wait, maybe {sentence}", f"So the answer is {wrong}."], wrong
 
 
-def _recheck_lines(ex: Example, steps: list[str], said: str, rng: random.Random) -> list[str]:
-    """Redundant re-verification: repeat hops, glance at an irrelevant document, restate."""
-    lines = [RECHECK_CUE, *steps[rng.randint(0, len(steps) - 1) :]]
-    others = [(t, x) for t, x in ex.documents if t not in set(ex.supporting_titles)]
+def _recheck_lines(ex: Example, rng: random.Random) -> list[str]:
+    """Redundant re-verification: restate facts, glance at an irrelevant document, restate."""
+    facts = [h.evidence for h in ex.hops]
+    lines = [RECHECK_CUE, *facts[rng.randint(0, len(facts) - 1) :]]
+    others = [x for t, x in ex.documents if t not in set(ex.supporting_titles)]
     if others:
-        title, text = rng.choice(others)
-        lines += [f"Maybe {title} matters too: {split_sentences(text)[0]}"]
-        lines += ["That does not change anything."]
-    return [*lines, said]
+        lines += [f"Also {split_sentences(rng.choice(others))[0]} Not needed."]
+    return [*lines, f"So the answer is {ex.answer}."]

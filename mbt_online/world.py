@@ -4,12 +4,17 @@ It exists so the default run can show the whole method with no hub and no GPU: f
 per world, so a student can only answer by reading the documents, and every question's gold chain
 is known exactly, which the structured teacher, the rewards and the tests rely on.
 
-Two choices keep it learnable by a tiny student trained in minutes:
+Its shape is chosen so a tiny student trained in two CPU minutes can learn to read it:
 - every name is two words from small closed pools, so a tokenizer trained on world text makes each
-  name word a single token, and looking a name up in the documents is a short copy;
+  name word a single token; the last word is the distinctive one ("Port Alder", "Ida Vale");
+- documents are fact sheets, one fact per sentence as "<subject> <relation> <object>."
+  ("Ida Vale employer House Flint."), so the two words before an object (subject's last word,
+  relation) locate it: a lookup is a copy;
+- questions read hop by hop from left to right ("What is Ida Vale's employer's location?");
 - held-out (eval) worlds use other *combinations* of the same words: a name combination belongs to
   the train or the eval side by the parity of its word indices. No entity is shared between the two
   sides, yet no eval token is unseen in training.
+Hop sub-questions stay plain English ("What is the employer of Ida Vale?") for the teacher.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ class Relation:
     name: str
     subject: str  # entity kind
     object: str  # entity kind
-    noun: str  # how questions name it: "the employer of X"
+    noun: str  # how questions and documents name it: "X's employer", "X employer Y."
     template: str  # the document sentence, with {s} and {o}
 
     def sentence(self, subject: str, obj: str) -> str:
@@ -42,61 +47,67 @@ class Relation:
 
 
 RELATIONS: tuple[Relation, ...] = (
-    Relation("born_in", "person", "city", "birthplace", "{s} was born in {o}."),
-    Relation("works_for", "person", "company", "employer", "{s} works for {o}."),
-    Relation("based_in", "company", "city", "home city", "{s} is based in {o}."),
-    Relation("founded_by", "company", "person", "founder", "{s} was founded by {o}."),
-    Relation("located_in", "city", "country", "country", "{s} is located in {o}."),
-    Relation("mayor", "city", "person", "mayor", "The mayor of {s} is {o}."),
-    Relation("capital", "country", "city", "capital", "The capital of {s} is {o}."),
-    Relation("leader", "country", "person", "leader", "The leader of {s} is {o}."),
+    Relation("born_in", "person", "city", "birthplace", "{s} birthplace {o}."),
+    Relation("works_for", "person", "company", "employer", "{s} employer {o}."),
+    Relation("based_in", "company", "city", "location", "{s} location {o}."),
+    Relation("founded_by", "company", "person", "founder", "{s} founder {o}."),
+    Relation("located_in", "city", "country", "country", "{s} country {o}."),
+    Relation("mayor", "city", "person", "mayor", "{s} mayor {o}."),
+    Relation("capital", "country", "city", "capital", "{s} capital {o}."),
+    Relation("leader", "country", "person", "leader", "{s} leader {o}."),
 )
 RELATION_BY_NAME = {r.name: r for r in RELATIONS}
 RELATION_BY_NOUN = {r.noun: r for r in RELATIONS}
 
-# Name pools: (first words, second words) per kind. Every word appears on both sides of the
-# train/eval split; only the combinations differ.
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+# Name pools: (first words, last words) per kind. Every word appears on both sides of the
+# train/eval split; only the combinations differ. The LAST word of a name is the distinctive one
+# (a root), so "<last word> <relation>" is a near-unique key for a fact in a question's documents.
 NAME_POOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "person": (
-        (
-            "Ada", "Ben", "Cora", "Dan", "Eli", "Fay", "Gus", "Hal", "Ida", "Jon", "Kit", "Lea",
-            "Max", "Nia", "Otto", "Pia", "Rex", "Sam", "Tia", "Uma", "Vic", "Wes", "Yara", "Zoe",
+        _words(
+            "Ada Ben Cora Dan Eli Fay Gus Hal Ida Jon Kit Lea Max Nia Otto Pia Rex Sam "
+            "Tia Uma Vic Wes Yara Zoe"
         ),
-        (
-            "Vale", "Crane", "Moss", "Reed", "Frost", "Hale", "Finch", "Stone", "Wren", "Marsh",
-            "Pike", "Quill", "Rook", "Thorn", "Birch", "Cole", "Dale", "Fenn", "Gale", "Holt",
-            "Lark", "Nash", "Oakes", "Penn",
+        _words(
+            "Vale Crane Moss Reed Frost Hale Finch Stone Wren Marsh Pike Quill Rook Thorn "
+            "Birch Cole Dale Fenn Gale Holt Lark Nash Oakes Penn"
         ),
     ),
     "company": (
-        (
-            "Amber", "Bolt", "Cedar", "Delta", "Ember", "Flint", "Granite", "Helix", "Iron",
-            "Jade", "Kite", "Lumen", "Maple", "Nova", "Onyx", "Pine", "Quartz", "Raven", "Sable",
-            "Tide", "Umber", "Vortex", "Willow", "Xenon", "Yew", "Zephyr", "Apex", "Beacon",
-            "Cobalt", "Dune",
+        _words("Studio House Club Bank Hotel Market"),
+        _words(
+            "Amber Bolt Cedar Delta Ember Flint Granite Helix Iron Jade Kite Lumen Maple "
+            "Nova Onyx Pine Quartz Raven Sable Tide Umber Vortex Willow Xenon Yew Zephyr "
+            "Apex Beacon Cobalt Dune"
         ),
-        ("Mills", "Labs", "Works", "Foods", "Motors", "Bank"),
     ),
     "city": (
-        (
-            "Alder", "Brindle", "Corvin", "Dunmore", "Elmsby", "Farrow", "Glen", "Harrow",
-            "Ivel", "Jarrow", "Kessel", "Lunden", "Merrow", "Norvik", "Orrin", "Pellam", "Rydal",
-            "Selby", "Tarrow", "Ulden", "Varne", "Wexley", "Yarrow", "Zennor", "Ashby", "Bramble",
-            "Calder", "Dovey", "Eskdale", "Fenwick",
+        _words("Port Lake Fort Mount Glen Cape"),
+        _words(
+            "Alder Brindle Corvin Dunmore Elmsby Farrow Garth Harrow Ivel Jarrow Kessel "
+            "Lunden Merrow Norvik Orrin Pellam Rydal Selby Tarrow Ulden Varne Wexley "
+            "Yarrow Zennor Ashby Bramble Calder Dovey Eskdale Fenwick"
         ),
-        ("Falls", "Harbor", "Ford", "Hill", "Bay", "Crossing"),
     ),
     "country": (
-        (
-            "Arvia", "Belmar", "Corva", "Dravia", "Estra", "Falmor", "Galdra", "Hesper", "Istra",
-            "Jorva", "Kaldor", "Lumbria", "Morva", "Norland", "Ostra", "Pavia", "Quenta", "Rovia",
-            "Solvia", "Tavor", "Ulmar", "Vesna", "Wendia", "Zarov",
+        _words("North South East West Upper"),
+        _words(
+            "Arvia Belmar Corva Dravia Estra Falmor Galdra Hesper Istra Jorva Kaldor "
+            "Lumbria Morva Norland Ostra Pavia Quenta Rovia Solvia Tavor Ulmar Vesna "
+            "Wendia Zarov"
         ),
-        ("Republic", "Kingdom", "Union", "Isles", "Federation"),
     ),
 }
 
-_QUESTION_RE = re.compile(r"^(?:What|Who) is the (?P<chain>.+) of (?P<start>[^?]+)\?$")
+_QUESTION_RE = re.compile(
+    r"^(?:What|Who) is (?P<start>[A-Z]\w* [A-Z]\w*)(?P<chain>(?:'s [a-z]+)+)\?$"
+)
+_HOP_RE = re.compile(r"^(?:What|Who) is the (?P<noun>[a-z]+) of (?P<start>[^?]+)\?$")
 
 
 @dataclass
@@ -139,7 +150,8 @@ def generate_world(seed: int, cfg: WorldConfig, purpose: Purpose = "train") -> W
     n = cfg.entities_per_kind
     if n > max_entities_per_kind():
         raise ValueError(
-            f"world.entities_per_kind={n} exceeds the name pools (at most {max_entities_per_kind()})"
+            f"world.entities_per_kind={n} exceeds the name pools "
+            f"(at most {max_entities_per_kind()})"
         )
     rng = random.Random(f"world:{purpose}:{seed}")
     names = {kind: rng.sample(name_pool(kind, purpose), n) for kind in KINDS}
@@ -165,8 +177,8 @@ def _document(world: World, entity: str) -> str:
 def parse_sentence(sentence: str) -> tuple[str, Relation, str] | None:
     """(subject, relation, object) of one world document sentence, or None."""
     for rel in RELATIONS:
-        pattern = re.escape(rel.template).replace(r"\{s\}", "(?P<s>.+?)").replace(
-            r"\{o\}", "(?P<o>.+?)"
+        pattern = (
+            re.escape(rel.template).replace(r"\{s\}", "(?P<s>.+?)").replace(r"\{o\}", "(?P<o>.+?)")
         )
         m = re.fullmatch(pattern, sentence.strip())
         if m:
@@ -179,32 +191,36 @@ def split_sentences(text: str) -> list[str]:
 
 
 def question_chain(question: str) -> tuple[str, list[Relation]] | None:
-    """Start entity and relations, first hop first, of a world question; None if not one."""
+    """Start entity and relations, first hop first, of a world question or hop question."""
     m = _QUESTION_RE.match(question)
-    if not m:
-        return None
-    nouns = m["chain"].split(" of the ")
+    if m:
+        nouns = m["chain"].split("'s ")[1:]
+    else:
+        m = _HOP_RE.match(question)
+        if not m:
+            return None
+        nouns = [m["noun"]]
     if any(noun not in RELATION_BY_NOUN for noun in nouns):
         return None
-    return m["start"], [RELATION_BY_NOUN[noun] for noun in reversed(nouns)]
+    return m["start"], [RELATION_BY_NOUN[noun] for noun in nouns]
 
 
 def question_text(start: str, chain: list[Relation]) -> str:
-    """'What is the country of the birthplace of the employer of Tom Vale?' (first hop last)."""
+    """'What is Tom Vale's employer's location's country?': hops read left to right."""
     wh = "Who" if chain[-1].object == "person" else "What"
-    nouns = " of the ".join(r.noun for r in reversed(chain))
-    return f"{wh} is the {nouns} of {start}?"
+    return f"{wh} is {start}" + "".join(f"'s {r.noun}" for r in chain) + "?"
 
 
 def _sample_chain(world: World, k: int, rng: random.Random) -> tuple[list[str], list[Relation]]:
-    """A k-hop path that never revisits an entity (so every hop is a real step)."""
+    """A k-hop path that never revisits an entity nor repeats a relation (so every hop is a real
+    step, and each relation word names one hop of the question)."""
     while True:
         start = rng.choice(sorted(world.kind_of))
         path, rels = [start], []
         for _ in range(k):
             rel = rng.choice(world.relations_of(path[-1]))
             nxt = world.facts[(path[-1], rel.name)]
-            if nxt in path:
+            if nxt in path or rel in rels:
                 break
             path.append(nxt)
             rels.append(rel)

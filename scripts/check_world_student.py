@@ -53,27 +53,59 @@ def report(cfg, path: str, n: int) -> None:
     split = cfg.data.eval.model_copy(update={"limit": n})
     examples = world_split(split, cfg.world, "eval")
     s = cfg.eval.sampling
-    engine = Engine(path, dtype=cfg.student.dtype, max_model_len=cfg.student.max_model_len,
-                    seed=s.seed, kvcache_gib=cfg.engine.kvcache_gib)
+    engine = Engine(
+        path,
+        dtype=cfg.student.dtype,
+        max_model_len=cfg.student.max_model_len,
+        seed=s.seed,
+        kvcache_gib=cfg.engine.kvcache_gib,
+    )
     start = time.perf_counter()
-    outs = engine.generate([student_messages(ex) for ex in examples], n=1,
-                           temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                           max_tokens=s.max_tokens, seed=s.seed, progress=False)
+    outs = engine.generate(
+        [student_messages(ex) for ex in examples],
+        n=1,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        max_tokens=s.max_tokens,
+        seed=s.seed,
+        progress=False,
+    )
     gen_s = time.perf_counter() - start
     engine.close()
     comps = [o[0] for o in outs]
-    diags = [diagnose(c.text, c.finish_reason, c.completion_tokens, ex.answers,
-                      cfg.reward.default_budget) for c, ex in zip(comps, examples, strict=True)]
+    diags = [
+        diagnose(
+            c.text, c.finish_reason, c.completion_tokens, ex.answers, cfg.reward.default_budget
+        )
+        for c, ex in zip(comps, examples, strict=True)
+    ]
     agg = aggregate(diags, [ex.tier for ex in examples])
-    print(f"generation: {len(examples)} questions in {gen_s:.1f} s (T={s.temperature}, "
-          f"max_tokens={s.max_tokens})")
-    for key in ("accuracy", "degeneration_rate", "answer_inclusive_rate", "mean_tokens",
-                "format_rate", "easy/accuracy", "medium/accuracy", "hard/accuracy"):
+    print(
+        f"generation: {len(examples)} questions in {gen_s:.1f} s (T={s.temperature}, "
+        f"max_tokens={s.max_tokens})"
+    )
+    for key in (
+        "accuracy",
+        "degeneration_rate",
+        "answer_inclusive_rate",
+        "mean_tokens",
+        "format_rate",
+        "easy/accuracy",
+        "medium/accuracy",
+        "hard/accuracy",
+    ):
         print(f"  {key:24s} {agg.get(key, float('nan')):.3f}")
+    derived = [
+        all(h.evidence in c.text for h in ex.hops) for c, ex in zip(comps, examples, strict=True)
+    ]
+    print(f"  {'chain_derived':24s} {sum(derived) / len(derived):.3f}  (every hop's fact stated)")
     print(f"  behaviours: {dict(_behaviours(comps))}")
     for c, ex in list(zip(comps, examples, strict=True))[:3]:
-        print(f"--- {ex.question} (gold {ex.answer}; {c.finish_reason}, "
-              f"{c.completion_tokens} tokens)\n{c.text[:800]}")
+        print(
+            f"--- {ex.question} (gold {ex.answer}; {c.finish_reason}, "
+            f"{c.completion_tokens} tokens)\n{c.text[:800]}"
+        )
 
 
 def _behaviours(comps) -> Counter:

@@ -79,7 +79,9 @@ def test_behaviour_rates_match_config(rates):
     cfg = BootstrapConfig(p_loop=p_loop, p_distractor_switch=p_switch, p_overthink=p_over)
     rng = random.Random(1)
     n = 3000
-    kinds = Counter(unregulated_trace(EXAMPLES[i % 60], rng, cfg, loop_words=20)[1] for i in range(n))
+    kinds = Counter(
+        unregulated_trace(EXAMPLES[i % 60], rng, cfg, loop_words=20)[1] for i in range(n)
+    )
     expected = {
         "loop": p_loop,
         "distractor_switch": p_switch,
