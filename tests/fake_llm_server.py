@@ -13,6 +13,7 @@ It records every payload and Authorization header, and the peak number of reques
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 import time
@@ -39,9 +40,21 @@ class FakeLLMServer:
         self.max_inflight = 0
         self.dead = False  # after "die": whatever still reaches a handler is dropped
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._httpd = self._bind(port)
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+
+    def _bind(self, port: int) -> ThreadingHTTPServer:
+        """Bind, retrying briefly when a restart on a fixed port finds it still held (the dead
+        server's socket closing, or a busy suite's client briefly owning it as a source port)."""
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                return ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+            except OSError as e:
+                if port == 0 or e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
