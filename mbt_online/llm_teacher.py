@@ -294,7 +294,7 @@ def make_teacher(
     t = cfg.teacher
     seed = cfg.run.seed * 1000 + round_
     if t.backend == "structured":
-        return StructuredTeacher(seed, budget_tokens, count_tokens, t.max_tries)
+        return StructuredTeacher(seed, budget_tokens, count_tokens, t.max_tries, t.style)
     if t.backend == "openai":
         cache = cache_dir or Path(cfg.run.runs_dir) / cfg.run.name / "cache" / "llm"
         client = make_client(t, cache_dir=cache)

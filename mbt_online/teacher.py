@@ -961,6 +961,23 @@ def _correction(
 # The teacher
 
 
+def _concise(ex: Example, steps: list[_Step], rng: random.Random, slip: _Slip | None) -> str:
+    """The five phases in one short line each, quoting the fact lines verbatim: for students that
+    copy well but must learn to stop (the synthetic world), where a long monologue would teach
+    length instead of regulation. MBT-R passes the draft's slip to be corrected explicitly."""
+    lines = [f"We need to find: {ex.question}", f"Plan: {len(steps) or 'a few'} hops."]
+    lines += [s.evidence for s in steps]
+    lines[-1] += f" This gives {ex.answer}."
+    if slip is not None:
+        lines.append(f"Wait, not {slip.text}: the chain does not lead there.")
+    else:
+        others = _lookalikes(ex, steps)
+        title = ex.documents[rng.choice(others) - 1][0] if others else "another document"
+        lines.append(f"Wait, {title} is not on the chain.")
+    lines.append(f"Check: {ex.answer} fits.")
+    return "\n".join(lines)
+
+
 def _assemble(
     ex: Example,
     steps: list[_Step],
@@ -998,9 +1015,13 @@ class StructuredTeacher:
         budget_tokens: int | None = None,
         count_tokens: Callable[[str], int] | None = None,
         max_tries: int = 3,
+        style: str = "full",
     ) -> None:
         if max_tries < 1:
             raise ValueError("max_tries must be at least 1")
+        if style not in ("full", "concise"):
+            raise ValueError(f"style must be full or concise (got {style!r})")
+        self.style = style
         self.seed = seed
         self.budget_tokens = budget_tokens
         self.count_tokens = count_tokens or count_words
@@ -1035,12 +1056,23 @@ class StructuredTeacher:
             after, pitfall = k, _pick(rng, _LOOP, ref=ref)
         return _assemble(ex, steps, rng, terse, head, after, pitfall, facts)
 
+    def concise(self, ex: Example, draft: str | None, rng: random.Random) -> str:
+        """Concise style: MBT-S when `draft` is None, else MBT-R correcting the draft's slip."""
+        steps = _steps(ex)
+        slip = None
+        if draft is not None:
+            body, final = _split_draft(draft)
+            slip = _slip(ex, steps, _dedupe(split_sentences(body))[0], final)
+        return _concise(ex, steps, rng, slip)
+
     def teach(self, requests: list[TeachRequest]) -> list[TeachResult]:
         """Write and verify one trace per request; retry a rejected one with a fresh draw (and
         a terser one after an over-budget rejection) up to `max_tries`."""
         return [self._teach_one(r) for r in requests]
 
     def _write(self, req: TeachRequest, rng: random.Random, terse: int) -> str:
+        if self.style == "concise" and req.mode in ("mbt-s", "mbt-r"):
+            return self.concise(req.example, req.draft if req.mode == "mbt-r" else None, rng)
         if req.mode == "mbt-s":
             return self.synthesize(req.example, rng, terse)
         if req.mode == "mbt-r":

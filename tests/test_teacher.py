@@ -364,3 +364,22 @@ def test_unknown_mode_and_bad_max_tries_fail_loudly() -> None:
         StructuredTeacher().teach([TeachRequest(chain_example(), "mbt-x")])  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         StructuredTeacher(max_tries=0)
+
+
+def test_concise_style_is_short_verified_and_corrects_the_draft():
+    from mbt_online.config import load_config
+    from mbt_online.world import world_split
+
+    cfg = load_config()
+    exs = world_split(cfg.data.train, cfg.world, "train")[:30]
+    teacher = StructuredTeacher(seed=0, style="concise", budget_tokens=60)
+    wrong = "<think>\nSo the answer is Nobody Known.\n</think>\n\n<answer>Nobody Known</answer>"
+    synth = teacher.teach([TeachRequest(ex, "mbt-s") for ex in exs])
+    fixed = teacher.teach([TeachRequest(ex, "mbt-r", draft=wrong) for ex in exs])
+    assert all(r.verified for r in synth + fixed)
+    full = StructuredTeacher(seed=0).teach([TeachRequest(ex, "mbt-s") for ex in exs])
+    words = [len(r.trace.split()) for r in synth]
+    assert max(words) < min(len(r.trace.split()) for r in full)  # shorter than the monologue
+    assert all("Wait, not Nobody Known" in r.trace for r in fixed)
+    with pytest.raises(ValueError, match="style"):
+        StructuredTeacher(style="terse")
