@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 quickstart: install
-	$(VENV)/bin/mbt-online data inspect --dataset hotpotqa --path ../shared/data/hotpotqa/hotpot_dev_distractor_sample.json
+	$(VENV)/bin/mbt-online train run.name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: install browser
 	$(PY) -m pytest tests
