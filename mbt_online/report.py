@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from mbt_online.artifacts import load_rows, stage_dir
+from mbt_online.config import RewardWeights
 
 # (metric key, chart title); reward/* components are discovered and appended after these.
 CURVES = (
@@ -28,16 +29,8 @@ CURVES = (
     ("eval/answer_inclusive_rate", "Answer-inclusive rate"),
     ("eval/aes", "AES (vs round 0)"),
 )
-REWARD_ORDER = (
-    "total",
-    "correct",
-    "format",
-    "degenerate",
-    "answer_inclusive",
-    "redundancy",
-    "over_budget",
-    "phases",
-)
+# every reward component the config can weight, so a new component shows up without edits here
+REWARD_ORDER = ("total", *RewardWeights.model_fields)
 # (metric key, column header, format, higher is better): the paper's final-round table.
 TABLE = (
     ("eval/accuracy", "Acc. (%)", "pct", True),
