@@ -25,8 +25,11 @@ TARGET_GIB = 4.0
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--keep-cache", action="store_true",
-                    help="reuse the user's student cache (measures a second run)")
+    ap.add_argument(
+        "--keep-cache",
+        action="store_true",
+        help="reuse the user's student cache (measures a second run)",
+    )
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_args()
 
@@ -34,8 +37,14 @@ def main() -> int:
     env = dict(os.environ)
     if not args.keep_cache:
         env["MBT_ONLINE_CACHE"] = str(work / "cache")
-    cmd = [sys.executable, "-m", "mbt_online", "train", f"run.runs_dir={work / 'runs'}",
-           *args.overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mbt_online",
+        "train",
+        f"run.runs_dir={work / 'runs'}",
+        *args.overrides,
+    ]
     print("running:", " ".join(cmd), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env)
