@@ -27,12 +27,14 @@ from mbt_online import artifacts
 from mbt_online.artifacts import RunState, load_rows, save_rows, stage_dir
 from mbt_online.config import Config, ConfigError, dump_config, load_config
 from mbt_online.data import Example
-from mbt_online.metrics import aes, aggregate, mqi
+from mbt_online.metrics import aes, aggregate, mqi, split_trace
 from mbt_online.prompts import student_messages
 from mbt_online.rewards import score
 from mbt_online.tracking import Tracker, read_metrics, setup_logging, timed, write_round_metrics
 
 log = logging.getLogger("mbt_online")
+# the HF tokenizers' thread pool warns (and can deadlock) once TRL's data workers fork
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 STAGES = ("rollout", "score", "teach", "build", "train", "eval")
 
@@ -434,7 +436,7 @@ def scored_row(ex: Example, raw: dict[str, Any], cfg: Config) -> dict[str, Any]:
         "question": ex.question,
         "answer": ex.answer,
         "tier": ex.tier,
-        "trace": _trace(text),
+        "trace": split_trace(text),
         "predicted": d.answer or "",
         "correct": d.correct,
         "truncated": d.truncated,
@@ -446,12 +448,6 @@ def scored_row(ex: Example, raw: dict[str, Any], cfg: Config) -> dict[str, Any]:
         "components": json.dumps(components),
         "diagnostics": json.dumps(asdict(d)),
     }
-
-
-def _trace(text: str) -> str:
-    from mbt_online.metrics import split_trace
-
-    return split_trace(text)
 
 
 def teach_rows(
@@ -547,12 +543,18 @@ def summarize(rows: list[dict], cfg: Config, history: list[dict], prefix: str) -
         agg["accuracy"], agg["mean_tokens"], base_acc, base_tok, cfg.aes.a, cfg.aes.b, cfg.aes.c
     )
     agg["mqi"] = mqi(agg["mqi_level"], base_tok, agg["mean_tokens"])
-    comps = [json.loads(r["components"]) for r in rows]
     out = {f"{prefix}/{k}": v for k, v in agg.items()}
-    for key in comps[0] if comps else []:
-        out[f"reward/{prefix}_{key}"] = sum(c[key] for c in comps) / len(comps)
-    if rows:
-        out[f"reward/{prefix}_total"] = sum(r["reward"] for r in rows) / len(rows)
+    out.update(reward_means(rows, f"{prefix}_"))
+    return out
+
+
+def reward_means(rows: list[dict], prefix: str = "") -> dict[str, float]:
+    """Mean of every reward component and of the weighted total, as reward/<prefix><name>."""
+    if not rows:
+        return {}
+    comps = [json.loads(r["components"]) for r in rows]
+    out = {f"reward/{prefix}{key}": sum(c[key] for c in comps) / len(rows) for key in comps[0]}
+    out[f"reward/{prefix}total"] = sum(r["reward"] for r in rows) / len(rows)
     return out
 
 
@@ -566,10 +568,8 @@ def rollout_metrics(scored: list[dict], taught: list[dict]) -> dict[str, float]:
         "rollout/degeneration_rate": sum(r["truncated"] for r in scored) / n,
         "rollout/answer_inclusive_rate": sum(r["answer_inclusive"] for r in scored) / n,
     }
-    comps = [json.loads(r["components"]) for r in scored]
-    for key in comps[0] if comps else []:
-        out[f"reward/{key}"] = sum(c[key] for c in comps) / n
-    out["reward/total"] = sum(r["reward"] for r in scored) / n
+    out.update(reward_means(scored))
+    out.setdefault("reward/total", 0.0)
     out["teacher/requests"] = len(taught)
     if taught:
         out["teacher/accepted"] = sum(t["verified"] for t in taught)
@@ -613,6 +613,3 @@ HEADLINE = (
 
 def format_headline(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k.split('/')[1]}={metrics[k]:.3f}" for k in HEADLINE if k in metrics)
-
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
