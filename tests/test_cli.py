@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from conftest import SHARED_DATA
+from test_sweep import PAPER_NAMES
 
 SAMPLES = {
     "hotpotqa": SHARED_DATA / "hotpotqa" / "hotpot_dev_distractor_sample.json",
@@ -127,13 +128,4 @@ def test_sweep_dry_run_lists_the_paper_rows():
     names = [
         line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("- name")
     ]
-    assert names == [
-        "base",
-        "metacog",
-        "self-distill_no-dpo",
-        "self-distill_dpo",
-        "mbt-s_no-dpo",
-        "mbt-s_dpo",
-        "mbt-r_no-dpo",
-        "mbt-r_dpo",
-    ]
+    assert names == PAPER_NAMES
