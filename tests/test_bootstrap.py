@@ -122,7 +122,9 @@ def test_built_student_loads_with_transformers_and_answers_in_format(tmp_path):
     from mbt_online.prompts import student_messages
     from mbt_online.world import world_split
 
-    cfg = tiny()
+    # One epoch of 12 steps learned the format under some thread counts only (CI saw 'ssss'); four
+    # epochs put P(<think> first) at 0.77-0.94 across 1-4 torch threads.
+    cfg = tiny(bootstrap__epochs=4.0)
     bootstrap.build_student(cfg, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["rope_parameters"]["rope_theta"] == bootstrap.READER_ROPE_THETA
@@ -134,7 +136,7 @@ def test_built_student_loads_with_transformers_and_answers_in_format(tmp_path):
     )["input_ids"]
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=4, do_sample=False)
-    assert tok.decode(out[0, ids.shape[1] :]).startswith("<think>")  # learned in 12 steps
+    assert tok.decode(out[0, ids.shape[1] :]).startswith("<think>")
 
 
 def test_encode_row_masks_the_prompt_and_ends_finished_traces_only(tmp_path):
