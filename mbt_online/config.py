@@ -155,8 +155,9 @@ class TeacherConfig(Section):
     # lowest reward first, at most `rewrites_per_question` per question
     rewrite: Literal["failing", "all"] = "failing"
     rewrites_per_question: int = Field(default=1, ge=1)
-    # structured teacher: "full" monologue paragraphs, or "concise" one line per phase
-    style: Literal["full", "concise"] = "full"
+    # structured teacher: "full" monologue paragraphs, "concise" one line per phase, or
+    # "student": the world student's own line style plus short phase cues (concise elsewhere)
+    style: Literal["full", "concise", "student"] = "full"
     # verify's length cap in student tokens; None = the largest reward budget
     budget_tokens: int | None = Field(default=None, ge=1)
 

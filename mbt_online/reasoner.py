@@ -8,12 +8,13 @@ the untrained student overthinks, switches to a distractor after reaching the an
 The style is terse on purpose: a student of a few hundred thousand weights, trained for two CPU
 minutes, can only produce it because every word is either fixed wording, a copy from a fixed
 place in the line above, or a copy of what follows the same two words elsewhere in the context:
-    We need Ida Vale's employer's location?
+    We need to find Ida Vale's employer's location? Plan: follow each hop.
     Ida Vale's employer: Ida Vale employer House Flint.
     ...'s employer's location: House Flint location Port Alder.
     ...'s location? So the answer is Port Alder.
-After the answer is first stated the trace branches, so the four behaviours differ at one
-learnable decision point that SFT and DPO can later move.
+It understands and plans (the goal line) and executes; what it lacks is monitoring: after the
+answer is first stated the trace branches, so the four behaviours differ at one learnable decision
+point that SFT and DPO can later move.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ TRACE_KINDS: tuple[TraceKind, ...] = ("clean", "overthink", "distractor_switch",
 
 LOOP_CUE = "Let me check again."
 RECHECK_CUE = "Let me double-check."
+PLAN = "Plan: follow each hop."
 
 
 class Rates(Protocol):
@@ -65,9 +67,8 @@ def unregulated_trace(
     falls back to overthinking when the example has no look-alike document.
     """
     kind = draw_kind(rng, rates)
-    head = [_goal_line(ex)]
-    steps = hop_lines(ex)
-    said = f"{_last_step(ex)} So the answer is {ex.answer}."
+    goal, *steps, said = clean_lines(ex)
+    head = [goal]
     if kind == "loop":
         return _loop(head, steps, said, rng, loop_words), kind
     lines = [*head, *steps, said]
@@ -84,6 +85,20 @@ def unregulated_trace(
     return format_target("\n".join(lines), final), kind
 
 
+def is_world_question(ex: Example) -> bool:
+    """Whether the example is a world chain this reasoner (and so the world student) can write."""
+    return ex.source == "world" and bool(ex.hops) and question_chain(ex.question) is not None
+
+
+def clean_lines(ex: Example) -> list[str]:
+    """The clean derivation in the student's own wording: goal, one line per hop, the answer.
+
+    MBT-R's teacher for the world student rewrites into exactly these lines (plus its phase
+    lines), so SFT moves the decision after the answer instead of relearning how to read.
+    """
+    return [_goal_line(ex), *hop_lines(ex), f"{_last_step(ex)} So the answer is {ex.answer}."]
+
+
 def _nouns(ex: Example) -> list[str]:
     parsed = question_chain(ex.question)
     if parsed is None:
@@ -92,9 +107,9 @@ def _nouns(ex: Example) -> list[str]:
 
 
 def _goal_line(ex: Example) -> str:
-    """'We need Ida Vale's employer's location?': the question's path, copied."""
+    """The question's path, copied, and a fixed plan: the phases the reasoner does have."""
     start = ex.hops[0].title
-    return f"We need {start}" + "".join(f"'s {n}" for n in _nouns(ex)) + "?"
+    return f"We need to find {start}" + "".join(f"'s {n}" for n in _nouns(ex)) + f"? {PLAN}"
 
 
 def hop_lines(ex: Example) -> list[str]:

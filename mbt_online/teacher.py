@@ -30,8 +30,10 @@ from mbt_online.metrics import (
     split_sentences,
     split_trace,
 )
+from mbt_online.reasoner import clean_lines, is_world_question
 
 Mode = Literal["mbt-s", "mbt-r"]
+STYLES = ("full", "concise", "student")
 
 
 @dataclass
@@ -978,6 +980,15 @@ def _concise(ex: Example, steps: list[_Step], rng: random.Random, slip: _Slip | 
     return "\n".join(lines)
 
 
+def _in_student_words(ex: Example, slip: _Slip | None) -> str:
+    """MBT-R for a student with a fixed line style (the world student): its own clean lines (goal
+    and plan, one line per hop, the answer) and then one check that names a wrong final answer
+    as the mistake, or finds none, and stops. SFT thus moves the decision after the first answer
+    instead of teaching new wording the student would have to learn to read with."""
+    wrong = f"{slip.text} was wrong" if slip is not None else "no mistake"
+    return "\n".join([*clean_lines(ex), f"Check: {wrong}, {ex.answer} fits."])
+
+
 def _assemble(
     ex: Example,
     steps: list[_Step],
@@ -1019,8 +1030,8 @@ class StructuredTeacher:
     ) -> None:
         if max_tries < 1:
             raise ValueError("max_tries must be at least 1")
-        if style not in ("full", "concise"):
-            raise ValueError(f"style must be full or concise (got {style!r})")
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)} (got {style!r})")
         self.style = style
         self.seed = seed
         self.budget_tokens = budget_tokens
@@ -1065,12 +1076,26 @@ class StructuredTeacher:
             slip = _slip(ex, steps, _dedupe(split_sentences(body))[0], final)
         return _concise(ex, steps, rng, slip)
 
+    def student_words(self, ex: Example, draft: str | None) -> str:
+        """Student style: the world student's own lines (MBT-S: no slip to name); examples it
+        cannot write (real data) fall back to the concise style."""
+        if not is_world_question(ex):
+            return self.concise(ex, draft, random.Random(f"{self.seed}|{ex.id}"))
+        slip = None
+        if draft is not None:
+            body, final = _split_draft(draft)
+            slip = _slip(ex, _steps(ex), _dedupe(split_sentences(body))[0], final)
+        # only a wrong final answer is named: a detour through a distractor is simply cut
+        return _in_student_words(ex, slip if slip and slip.kind == "answer" else None)
+
     def teach(self, requests: list[TeachRequest]) -> list[TeachResult]:
         """Write and verify one trace per request; retry a rejected one with a fresh draw (and
         a terser one after an over-budget rejection) up to `max_tries`."""
         return [self._teach_one(r) for r in requests]
 
     def _write(self, req: TeachRequest, rng: random.Random, terse: int) -> str:
+        if self.style == "student" and req.mode in ("mbt-s", "mbt-r"):
+            return self.student_words(req.example, req.draft if req.mode == "mbt-r" else None)
         if self.style == "concise" and req.mode in ("mbt-s", "mbt-r"):
             return self.concise(req.example, req.draft if req.mode == "mbt-r" else None, rng)
         if req.mode == "mbt-s":

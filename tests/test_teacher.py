@@ -383,3 +383,32 @@ def test_concise_style_is_short_verified_and_corrects_the_draft():
     assert all("Wait, not Nobody Known" in r.trace for r in fixed)
     with pytest.raises(ValueError, match="style"):
         StructuredTeacher(style="terse")
+
+
+def test_student_style_keeps_the_students_lines_and_stops_after_one_check():
+    from mbt_online.config import load_config
+    from mbt_online.metrics import extract_answer
+    from mbt_online.reasoner import clean_lines, unregulated_trace
+    from mbt_online.world import world_split
+
+    cfg = load_config()
+    exs = world_split(cfg.data.train, cfg.world, "train")[:40]
+    teacher = StructuredTeacher(seed=0, style="student", budget_tokens=80)
+    rng = random.Random(0)
+    drafts = [unregulated_trace(ex, rng, cfg.bootstrap) for ex in exs]
+    fixed = teacher.teach([TeachRequest(ex, "mbt-r", draft=d) for ex, (d, _) in zip(exs, drafts)])
+    assert all(r.verified for r in fixed), [r.reasons for r in fixed if not r.verified]
+    for ex, (draft, kind), r in zip(exs, drafts, fixed):
+        goal, *hops, said = clean_lines(ex)
+        lines = r.trace.splitlines()
+        assert lines[0].startswith(goal) and lines[-1].startswith("Check: ")
+        assert lines[-2] == said and all(h in lines for h in hops)  # the draft's own wording
+        final = extract_answer(draft)
+        assert ("was wrong" in lines[-1]) == (final is not None and final != ex.answer)
+        assert (final not in (None, ex.answer)) == (kind == "distractor_switch")
+        assert "Let me" not in r.trace and "Wait, maybe" not in r.trace
+    # real data has no line style to keep: concise there
+    real = chain_example()
+    assert teacher.student_words(real, None) == teacher.concise(
+        real, None, random.Random(f"0|{real.id}")
+    )
