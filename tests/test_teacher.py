@@ -396,9 +396,11 @@ def test_student_style_keeps_the_students_lines_and_stops_after_one_check():
     teacher = StructuredTeacher(seed=0, style="student", budget_tokens=80)
     rng = random.Random(0)
     drafts = [unregulated_trace(ex, rng, cfg.bootstrap) for ex in exs]
-    fixed = teacher.teach([TeachRequest(ex, "mbt-r", draft=d) for ex, (d, _) in zip(exs, drafts)])
+    fixed = teacher.teach(
+        [TeachRequest(ex, "mbt-r", draft=d) for ex, (d, _) in zip(exs, drafts, strict=True)]
+    )
     assert all(r.verified for r in fixed), [r.reasons for r in fixed if not r.verified]
-    for ex, (draft, kind), r in zip(exs, drafts, fixed):
+    for ex, (draft, kind), r in zip(exs, drafts, fixed, strict=True):
         goal, *hops, said = clean_lines(ex)
         lines = r.trace.splitlines()
         assert lines[0].startswith(goal) and lines[-1].startswith("Check: ")
