@@ -119,6 +119,7 @@ def dpo_pairs(
                         "prompt": student_messages(ex, metacognitive=metacog),
                         "chosen": [{"role": "assistant", "content": text}],
                         "rejected": [{"role": "assistant", "content": rej["completion"]}],
+                        "rejected_truncated": bool(rej["truncated"]),
                         "margin": reward - rej["reward"],
                     }
                 )

@@ -68,8 +68,11 @@ def sft_rows(items: Iterable[tuple[Messages, str]]) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def dpo_pairs(items: Iterable[tuple[Messages, str, str]]) -> Dataset:
-    """(prompt messages, chosen text, rejected text) -> TRL's conversational preference rows."""
+def dpo_pairs(
+    items: Iterable[tuple[Messages, str, str]], rejected_truncated: Iterable[bool] | None = None
+) -> Dataset:
+    """(prompt messages, chosen text, rejected text) -> TRL's conversational preference rows;
+    `rejected_truncated` flags rejected traces that hit the length cap (see `dpo_trainer`)."""
     rows = [
         {
             "prompt": list(prompt),
@@ -78,6 +81,9 @@ def dpo_pairs(items: Iterable[tuple[Messages, str, str]]) -> Dataset:
         }
         for prompt, chosen, rejected in items
     ]
+    if rejected_truncated is not None:
+        for row, flag in zip(rows, rejected_truncated, strict=True):
+            row["rejected_truncated"] = bool(flag)
     return Dataset.from_list(rows)
 
 
@@ -204,7 +210,7 @@ def dpo_trainer(
         beta=hp.beta,
     )
     model, tokenizer = _load_policy(model_dir)
-    return DPOTrainer(
+    trainer = DPOTrainer(
         model=model,
         ref_model=_load_reference(model_dir, ref_model_dir, lora, args.bf16),
         args=args,
@@ -212,6 +218,28 @@ def dpo_trainer(
         processing_class=tokenizer,
         peft_config=_peft_config(cfg.lora) if lora else None,
     )
+    trainer.train_dataset = _unfinished_rejections(trainer.train_dataset, tokenizer.eos_token_id)
+    return trainer
+
+
+def _unfinished_rejections(tokenized: Dataset, eos_id: int | None) -> Dataset:
+    """Cut the end-of-turn token the chat template appends to a rejected trace that never ended.
+
+    A trace that ran into the length cap has no end-of-turn; rendered as a chat turn it gets one,
+    and DPO would then push that token down: the student learns not to stop, and starts rambling
+    after `</answer>`, the opposite of what MBT trains. Rows flagged `rejected_truncated` lose it
+    (and the template's text after it).
+    """
+    if "rejected_truncated" not in tokenized.column_names or eos_id is None:
+        return tokenized
+
+    def cut(row: dict[str, Any]) -> dict[str, Any]:
+        ids = row["rejected_ids"]
+        if row["rejected_truncated"] and eos_id in ids:
+            row["rejected_ids"] = ids[: len(ids) - 1 - ids[::-1].index(eos_id)]
+        return row
+
+    return tokenized.map(cut)
 
 
 def _in_memory(rows: Dataset) -> Dataset:

@@ -24,6 +24,7 @@ from mbt_online.train import (
     _load_reference,
     _torch_threads,
     dpo_pairs,
+    dpo_trainer,
     sft_rows,
     sft_trainer,
     train_dpo,
@@ -283,6 +284,19 @@ def test_dpo_raises_chosen_over_rejected_vs_reference(
     assert m["train/dpo_loss_last"] < m["train/dpo_loss_first"]
     expected = {METRICS_FILE, "model"} | ({"adapter"} if method == "lora" else set())
     assert {p.name for p in (tmp_path / "out").iterdir()} == expected
+
+
+def test_dpo_rejected_that_hit_the_cap_gets_no_end_of_turn(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # Both rows reject the same text; only the flagged one was cut off by the length cap.
+    pairs = dpo_pairs([(PROMPT, TARGET, REJECTED)] * 2, rejected_truncated=[True, False])
+    trainer = dpo_trainer(tiny_model_dir, None, pairs, _cfg(), 0, tmp_path)
+    eos = trainer.processing_class.eos_token_id
+    cut, finished = trainer.train_dataset["rejected_ids"]
+    assert eos in finished and eos not in cut
+    assert finished[: len(cut)] == cut and finished[len(cut)] == eos
+    assert all(eos in ids for ids in trainer.train_dataset["chosen_ids"])
 
 
 @pytest.mark.slow
