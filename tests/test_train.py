@@ -177,6 +177,8 @@ def test_sft_collated_labels_mask_the_prompt(tiny_model_dir: Path, tmp_path: Pat
     tok = trainer.processing_class
     for i, (prompt, completion) in enumerate([(PROMPT, TARGET), (PROMPT[1:], REJECTED)]):
         p_ids, c_ids = _encode(tok, prompt, completion)
+        assert tok.decode(c_ids[-2:]) == "<|im_end|>\n"
+        c_ids = c_ids[:-1]  # the template's newline after the end of turn is not trained
         ids, labels = batch["input_ids"][i].tolist(), batch["labels"][i].tolist()
         n = len(p_ids) + len(c_ids)
         assert ids[:n] == p_ids + c_ids  # right-padded: sequence first, then pads
@@ -184,7 +186,7 @@ def test_sft_collated_labels_mask_the_prompt(tiny_model_dir: Path, tmp_path: Pat
         assert labels[len(p_ids) : n] == c_ids
         assert all(label == -100 for label in labels[n:])
         # the supervised part is exactly the assistant turn, closed by <|im_end|>
-        assert tok.decode(c_ids) == completion + "<|im_end|>\n"
+        assert tok.decode(c_ids) == completion + "<|im_end|>"
 
 
 @pytest.mark.slow
@@ -286,7 +288,7 @@ def test_dpo_raises_chosen_over_rejected_vs_reference(
     assert {p.name for p in (tmp_path / "out").iterdir()} == expected
 
 
-def test_dpo_rejected_that_hit_the_cap_gets_no_end_of_turn(
+def test_dpo_turns_end_at_end_of_turn_and_a_capped_rejection_has_none(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     # Both rows reject the same text; only the flagged one was cut off by the length cap.
@@ -294,9 +296,8 @@ def test_dpo_rejected_that_hit_the_cap_gets_no_end_of_turn(
     trainer = dpo_trainer(tiny_model_dir, None, pairs, _cfg(), 0, tmp_path)
     eos = trainer.processing_class.eos_token_id
     cut, finished = trainer.train_dataset["rejected_ids"]
-    assert eos in finished and eos not in cut
-    assert finished[: len(cut)] == cut and finished[len(cut)] == eos
-    assert all(eos in ids for ids in trainer.train_dataset["chosen_ids"])
+    assert eos not in cut and finished == [*cut, eos]  # nothing of the template after the end
+    assert all(ids[-1] == eos for ids in trainer.train_dataset["chosen_ids"])
 
 
 @pytest.mark.slow
