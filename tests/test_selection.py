@@ -43,7 +43,8 @@ ROWS = [
 
 
 def cfg(*overrides: str):
-    return load_config(None, list(overrides))
+    """The default config with one rewrite per question, whatever the quickstart ships with."""
+    return load_config(None, ["teacher.rewrites_per_question=1", *overrides])
 
 
 def test_failing_means_wrong_collapsed_or_wasteful():
