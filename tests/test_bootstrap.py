@@ -227,7 +227,9 @@ def test_vllm_serves_the_student_like_transformers(tmp_path):
     from mbt_online.prompts import student_messages
     from mbt_online.world import world_split
 
-    cfg = tiny()
+    # trained past the near-ties of a 12-step student, where fp32 rounding differences between
+    # the two implementations pick different tokens (CI saw "Ostra Ostra" then byte soup)
+    cfg = tiny(bootstrap__epochs=4.0)
     bootstrap.build_student(cfg, tmp_path)
     exs = world_split(cfg.data.eval.model_copy(update={"limit": 2}), cfg.world, "eval")
     chats = [student_messages(ex) for ex in exs]
