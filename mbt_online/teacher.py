@@ -980,6 +980,15 @@ def _concise(ex: Example, steps: list[_Step], rng: random.Random, slip: _Slip | 
     return "\n".join(lines)
 
 
+def _draft_slip(ex: Example, steps: list[_Step], draft: str | None) -> _Slip | None:
+    """The draft's error for the short styles (None for MBT-S, which has no draft): its deduped
+    sentences and final answer, judged against the gold chain."""
+    if draft is None:
+        return None
+    body, final = _split_draft(draft)
+    return _slip(ex, steps, _dedupe(split_sentences(body))[0], final)
+
+
 def _in_student_words(ex: Example, slip: _Slip | None) -> str:
     """MBT-R for a student with a fixed line style (the world student): its own clean lines (goal
     and plan, one line per hop, the answer) and then one check that names a wrong final answer
@@ -1070,21 +1079,14 @@ class StructuredTeacher:
     def concise(self, ex: Example, draft: str | None, rng: random.Random) -> str:
         """Concise style: MBT-S when `draft` is None, else MBT-R correcting the draft's slip."""
         steps = _steps(ex)
-        slip = None
-        if draft is not None:
-            body, final = _split_draft(draft)
-            slip = _slip(ex, steps, _dedupe(split_sentences(body))[0], final)
-        return _concise(ex, steps, rng, slip)
+        return _concise(ex, steps, rng, _draft_slip(ex, steps, draft))
 
     def student_words(self, ex: Example, draft: str | None) -> str:
         """Student style: the world student's own lines (MBT-S: no slip to name); examples it
         cannot write (real data) fall back to the concise style."""
         if not is_world_question(ex):
             return self.concise(ex, draft, random.Random(f"{self.seed}|{ex.id}"))
-        slip = None
-        if draft is not None:
-            body, final = _split_draft(draft)
-            slip = _slip(ex, _steps(ex), _dedupe(split_sentences(body))[0], final)
+        slip = _draft_slip(ex, _steps(ex), draft)
         # only a wrong final answer is named: a detour through a distractor is simply cut
         return _in_student_words(ex, slip if slip and slip.kind == "answer" else None)
 
