@@ -21,7 +21,6 @@ import gc
 import json
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from mbt_online.config import LoraConfig, TrainConfig
 
 Messages = list[dict[str, str]]
 METRICS_FILE = "train_metrics.json"
+SCRATCH = "trainer-scratch"  # TRL output_dir; removed when the stage ends
 
 
 @dataclass
@@ -107,7 +107,7 @@ def train_sft(
     out_dir = Path(out_dir)
     if len(rows) == 0:
         return _nothing_to_train(model_dir, out_dir, "sft")
-    with _torch_threads(cfg.threads), tempfile.TemporaryDirectory(dir=_mkdir(out_dir)) as tmp:
+    with _torch_threads(cfg.threads), _scratch(out_dir) as tmp:
         trainer = sft_trainer(model_dir, _in_memory(rows), cfg, seed, tmp, bf16=bf16)
         metrics = _fit(trainer, "sft", len(rows))
         metrics.update(_sft_metrics(trainer.state.log_history))
@@ -136,7 +136,7 @@ def train_dpo(
     out_dir = Path(out_dir)
     if len(pairs) == 0:
         return _nothing_to_train(model_dir, out_dir, "dpo")
-    with _torch_threads(cfg.threads), tempfile.TemporaryDirectory(dir=_mkdir(out_dir)) as tmp:
+    with _torch_threads(cfg.threads), _scratch(out_dir) as tmp:
         trainer = dpo_trainer(
             model_dir, ref_model_dir, _in_memory(pairs), cfg, seed, tmp, bf16=bf16
         )
@@ -451,6 +451,19 @@ def _nothing_to_train(model_dir: str | Path, out_dir: Path, stage: str) -> Train
 
 def _write_metrics(out_dir: Path, metrics: dict[str, float]) -> None:
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def _scratch(out_dir: Path) -> Iterator[str]:
+    """The trainer's scratch folder, at a fixed place so a resumed stage clears what a killed one
+    left there (a random temp name would be orphaned beside the stage's output)."""
+    tmp = out_dir / SCRATCH
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield str(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _mkdir(path: Path) -> Path:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from mbt_online.config import TrainConfig
 from mbt_online.train import (
     METRICS_FILE,
+    SCRATCH,
     _common_args,
     _load_reference,
     _torch_threads,
@@ -192,6 +193,8 @@ def test_sft_collated_labels_mask_the_prompt(tiny_model_dir: Path, tmp_path: Pat
 @pytest.mark.slow
 def test_sft_teaches_the_target(tiny_model_dir: Path, tmp_path: Path) -> None:
     rows = sft_rows([(PROMPT, TARGET)] * 32)
+    stale = tmp_path / SCRATCH / "checkpoint-3"  # what a run killed mid-stage leaves behind
+    stale.mkdir(parents=True)
     before = _completion_logprob(tiny_model_dir, PROMPT, TARGET)
     top1_before, run_before = _target_reproduction(tiny_model_dir, PROMPT, TARGET)
     res = train_sft(tiny_model_dir, rows, tmp_path, _cfg(epochs=10.0), seed=0)
@@ -205,7 +208,7 @@ def test_sft_teaches_the_target(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert top1_before < 0.1 and top1_after > 0.6, (top1_before, top1_after)
     # the free greedy continuation now spells out a long stretch of the target (random init: ~1)
     assert run_before <= 2 and run_after >= 10, (run_before, run_after)
-    assert {p.name for p in tmp_path.iterdir()} == {METRICS_FILE, "model"}
+    assert {p.name for p in tmp_path.iterdir()} == {METRICS_FILE, "model"}  # scratch cleared
     assert json.loads((tmp_path / METRICS_FILE).read_text()) == pytest.approx(m)
 
 
