@@ -72,13 +72,15 @@ class BootstrapConfig(Section):
     """The embedded world's tiny student: trained from scratch on simulated unregulated traces.
 
     The p_* rates are the behaviour mix of the training traces (clean traces take the rest); the
-    sampled student shows them at a lower rate, since T < 1 sharpens toward clean. Every field is
-    part of the student's cache key.
+    sampled student shows them at a lower rate, since T < 1 sharpens toward clean. Clean traces
+    are rare (5%) as in the reasoning models MBT targets: with 20% the student's own best sample
+    was usually already clean, and self-distillation needed no teacher. Every field is part of
+    the student's cache key.
     """
 
     p_loop: float = Field(default=0.45, ge=0, le=1)
     p_distractor_switch: float = Field(default=0.2, ge=0, le=1)
-    p_overthink: float = Field(default=0.15, ge=0, le=1)
+    p_overthink: float = Field(default=0.3, ge=0, le=1)
     worlds: int = Field(default=24, ge=1)
     questions_per_world: int = Field(default=200, ge=1)
     vocab_size: int = Field(default=1600, ge=300)
