@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import logging
 import shutil
 import sys
 import time
@@ -31,7 +32,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig as PeftLoraConfig
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
-from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import PrinterCallback, TrainerCallback
 from trl import DPOConfig as TrlDPOConfig
 from trl import DPOTrainer, SFTTrainer
 from trl import SFTConfig as TrlSFTConfig
@@ -40,6 +41,7 @@ from mbt_online.config import LoraConfig, TrainConfig
 
 Messages = list[dict[str, str]]
 METRICS_FILE = "train_metrics.json"
+log = logging.getLogger("mbt_online")
 SCRATCH = "trainer-scratch"  # TRL output_dir; removed when the stage ends
 
 
@@ -346,8 +348,40 @@ def _load_reference(
 # ---------------------------------------------------------------- running and saving
 
 
+class ProgressLog(TrainerCallback):
+    """A log line every `every_s` seconds and at the last step, for runs without a terminal.
+
+    Without a TTY the trainer's progress bar is off (it would fill log files with redraws), and a
+    SmolLM2 stage on a CPU trains for 20 minutes: `run.log` should still say how far it is.
+    """
+
+    def __init__(self, stage: str, every_s: float = 60.0) -> None:
+        self.stage, self.every_s = stage, every_s
+        self.start = self.last = time.perf_counter()
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any
+    ) -> None:
+        now, step, total = time.perf_counter(), state.global_step, state.max_steps
+        if not logs or "loss" not in logs or (now - self.last < self.every_s and step < total):
+            return
+        self.last, elapsed = now, now - self.start
+        eta = elapsed / step * (total - step) if step else float("nan")
+        log.info(
+            "%s step %d/%d loss %.4f (%.0fs, about %.0fs left)",
+            self.stage,
+            step,
+            total,
+            logs["loss"],
+            elapsed,
+            eta,
+        )
+
+
 def _fit(trainer: Any, stage: str, n_rows: int) -> dict[str, float]:
     trainer.remove_callback(PrinterCallback)  # the loop logs metrics; no per-step dict dumps
+    if trainer.args.disable_tqdm:
+        trainer.add_callback(ProgressLog(stage))
     start = time.perf_counter()
     out = trainer.train()
     return {

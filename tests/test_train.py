@@ -21,6 +21,7 @@ from mbt_online.config import TrainConfig
 from mbt_online.train import (
     METRICS_FILE,
     SCRATCH,
+    ProgressLog,
     _common_args,
     _load_reference,
     _torch_threads,
@@ -191,7 +192,10 @@ def test_sft_collated_labels_mask_the_prompt(tiny_model_dir: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_sft_teaches_the_target(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_sft_teaches_the_target(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="mbt_online")
     rows = sft_rows([(PROMPT, TARGET)] * 32)
     stale = tmp_path / SCRATCH / "checkpoint-3"  # what a run killed mid-stage leaves behind
     stale.mkdir(parents=True)
@@ -209,6 +213,8 @@ def test_sft_teaches_the_target(tiny_model_dir: Path, tmp_path: Path) -> None:
     # the free greedy continuation now spells out a long stretch of the target (random init: ~1)
     assert run_before <= 2 and run_after >= 10, (run_before, run_after)
     assert {p.name for p in tmp_path.iterdir()} == {METRICS_FILE, "model"}  # scratch cleared
+    # no terminal under pytest, so no progress bar: the last step is logged instead
+    assert any(r.getMessage().startswith("sft step 40/40 loss ") for r in caplog.records)
     assert json.loads((tmp_path / METRICS_FILE).read_text()) == pytest.approx(m)
 
 
@@ -333,3 +339,24 @@ def test_bf16_training_keeps_the_folder_dtype(tiny_model_dir: Path, tmp_path: Pa
     assert all(w.dtype == torch.bfloat16 for w in weights.values())
     start = _weights(bf16_dir)
     assert any(not torch.equal(weights[k], start[k]) for k in weights)
+
+
+def test_progress_log_speaks_at_most_every_interval_and_always_at_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from types import SimpleNamespace
+
+    def feed(cb: ProgressLog, steps: int) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mbt_online"):
+            for step in range(1, steps + 1):
+                state = SimpleNamespace(global_step=step, max_steps=steps)
+                cb.on_log(None, state, None, logs={"loss": 1.0 / step})
+                cb.on_log(None, state, None, logs={"train_runtime": 1.0})  # summary: ignored
+        return [r.getMessage() for r in caplog.records]
+
+    assert feed(ProgressLog("dpo", every_s=3600), 5) == [
+        "dpo step 5/5 loss 0.2000 (0s, about 0s left)"
+    ]
+    every = feed(ProgressLog("sft", every_s=0), 4)
+    assert [m.split(" loss")[0] for m in every] == [f"sft step {i}/4" for i in range(1, 5)]
