@@ -196,6 +196,9 @@ class DPOConfig(Section):
     chosen: Literal["teacher", "student_best"] = "teacher"
     reference: Literal["initial", "previous"] = "previous"
     max_pairs_per_question: int = Field(default=1, ge=1)
+    # weight of an NLL term on the chosen trace beside the DPO loss (RPO); 0 = plain DPO. DPO alone
+    # can lower the chosen trace's likelihood too, and the freed mass shows up as repetition
+    sft_weight: float = Field(default=0.0, ge=0)
 
 
 class TrainConfig(Section):

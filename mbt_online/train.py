@@ -212,6 +212,7 @@ def dpo_trainer(
         max_grad_norm=hp.max_grad_norm,
         max_length=hp.max_length,
         beta=hp.beta,
+        **_dpo_loss(hp.sft_weight),
     )
     model, tokenizer = _load_policy(model_dir)
     trainer = DPOTrainer(
@@ -224,6 +225,13 @@ def dpo_trainer(
     )
     trainer.train_dataset = _end_dpo_turns(trainer.train_dataset, tokenizer.eos_token_id)
     return trainer
+
+
+def _dpo_loss(sft_weight: float) -> dict[str, Any]:
+    """TRL's loss settings: plain DPO, or DPO plus NLL on the chosen trace (RPO) when weighted."""
+    if sft_weight <= 0:
+        return {"loss_type": ["sigmoid"]}
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, sft_weight]}
 
 
 def _through_end_of_turn(ids: list[int], eos_id: int, keep: bool = True) -> list[int]:

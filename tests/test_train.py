@@ -297,6 +297,25 @@ def test_dpo_raises_chosen_over_rejected_vs_reference(
     assert {p.name for p in (tmp_path / "out").iterdir()} == expected
 
 
+@pytest.mark.slow
+def test_dpo_sft_weight_adds_the_chosen_nll_and_keeps_the_chosen_likely(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    pairs = dpo_pairs([(PROMPT, TARGET, REJECTED)] * 16)
+    runs = {}
+    for weight in (0.0, 1.0):
+        cfg = _cfg()
+        cfg.dpo.sft_weight = weight
+        runs[weight] = train_dpo(tiny_model_dir, None, pairs, tmp_path / str(weight), cfg, seed=0)
+    plain, rpo = runs[0.0].metrics, runs[1.0].metrics
+    # step one: the DPO term is ln 2 either way; RPO adds the chosen trace's mean token NLL, which
+    # for an untrained model is near ln(vocab)
+    assert plain["train/dpo_loss_first"] == pytest.approx(math.log(2), abs=1e-4)
+    assert rpo["train/dpo_loss_first"] > math.log(2) + 2.0
+    chosen = {w: _completion_logprob(r.model_dir, PROMPT, TARGET) for w, r in runs.items()}
+    assert chosen[1.0] > chosen[0.0] + 5.0, chosen  # nats over the target
+
+
 def test_dpo_turns_end_at_end_of_turn_and_a_capped_rejection_has_none(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
