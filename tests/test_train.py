@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from difflib import SequenceMatcher
 from pathlib import Path
 
@@ -193,9 +194,14 @@ def test_sft_collated_labels_mask_the_prompt(tiny_model_dir: Path, tmp_path: Pat
 
 @pytest.mark.slow
 def test_sft_teaches_the_target(
-    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level("INFO", logger="mbt_online")
+    # a run without a terminal (log file, CI), whether or not pytest was started with -s
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     rows = sft_rows([(PROMPT, TARGET)] * 32)
     stale = tmp_path / SCRATCH / "checkpoint-3"  # what a run killed mid-stage leaves behind
     stale.mkdir(parents=True)
@@ -213,7 +219,7 @@ def test_sft_teaches_the_target(
     # the free greedy continuation now spells out a long stretch of the target (random init: ~1)
     assert run_before <= 2 and run_after >= 10, (run_before, run_after)
     assert {p.name for p in tmp_path.iterdir()} == {METRICS_FILE, "model"}  # scratch cleared
-    # no terminal under pytest, so no progress bar: the last step is logged instead
+    # no terminal, so no progress bar: the last step is logged instead
     assert any(r.getMessage().startswith("sft step 40/40 loss ") for r in caplog.records)
     assert json.loads((tmp_path / METRICS_FILE).read_text()) == pytest.approx(m)
 
