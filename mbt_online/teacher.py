@@ -460,6 +460,7 @@ _NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight"
 # What each terseness level keeps: (quoted evidence words, named distractors, monitoring sentences,
 # full "Document [i] (Title: t)" citations in execution). Level 0 is the normal trace; 1 and 2 are
 # the retries after an over-budget rejection.
+_CLIP_WORDS = 30  # concise style: longest evidence quote, in words
 _TERSE = ((45, 6, True, True), (25, 3, True, True), (12, 1, False, False))
 
 
@@ -964,13 +965,18 @@ def _correction(
 
 
 def _concise(ex: Example, steps: list[_Step], rng: random.Random, slip: _Slip | None) -> str:
-    """The five phases in one short line each, quoting the fact lines verbatim: for students that
-    copy well but must learn to stop (the synthetic world), where a long monologue would teach
-    length instead of regulation. MBT-R passes the draft's slip to be corrected explicitly."""
+    """The five phases in one short line each, quoting the evidence: for students that copy well
+    but must learn to stop, where a long monologue would teach length instead of regulation.
+    Quotes are clipped just after the step's finding: a small student copying a 150-word infobox
+    drifts or hits the length cap, and the answer it must extract should sit at the end of what
+    it just copied. MBT-R names the draft's slip when it is a name, not a garbled sentence."""
     lines = [f"We need to find: {ex.question}", f"Plan: {len(steps) or 'a few'} hops."]
-    lines += [s.evidence for s in steps]
-    lines[-1] += f" This gives {ex.answer}."
-    if slip is not None:
+    last = len(steps) - 1
+    lines += [_clip(s.evidence, ex.answer if k == last else s.answer) for k, s in enumerate(steps)]
+    # a yes/no answer counts only as a statement ("the answer is no"): "no" is in every trace
+    says = "So the answer is" if _is_yes_no(ex) else "This gives"
+    lines[-1] += f" {says} {ex.answer}."
+    if slip is not None and _nameable(slip.text, ex):
         lines.append(f"Wait, not {slip.text}: the chain does not lead there.")
     else:
         others = _lookalikes(ex, steps)
@@ -978,6 +984,39 @@ def _concise(ex: Example, steps: list[_Step], rng: random.Random, slip: _Slip | 
         lines.append(f"Wait, {title} is not on the chain.")
     lines.append(f"Check: {ex.answer} fits.")
     return "\n".join(lines)
+
+
+def _clip(evidence: str, focus: str, words: int = _CLIP_WORDS) -> str:
+    """The evidence sentence naming `focus` (the first sentence without one), cut after the
+    focus when longer than `words`; the words around it when the focus comes late."""
+    sentences = split_sentences(evidence) or [evidence]
+    sentence = next((s for s in sentences if focus and _mentions(s, focus)), sentences[0])
+    parts = sentence.split()
+    if len(parts) <= words:
+        return sentence
+    end = _end_of(parts, focus) if focus else words
+    if end is None or end > words:
+        return _quote(sentence, words, focus)
+    return " ".join(parts[: max(end, words // 2)]) + " ..."
+
+
+def _end_of(parts: list[str], phrase: str) -> int | None:
+    """The number of words up to and including the first occurrence of `phrase` in `parts`,
+    matched word by word after normalisation (articles and punctuation drop out on both sides)."""
+    target = _norm(phrase).split()
+    kept = [(i, _norm(w)) for i, w in enumerate(parts)]
+    kept = [(i, w) for i, w in kept if w]
+    words = [w for _, w in kept]
+    for j in range(len(words) - len(target) + 1):
+        if target and words[j : j + len(target)] == target:
+            return kept[j + len(target) - 1][0] + 1
+    return None
+
+
+def _nameable(text: str, ex: Example) -> bool:
+    """Whether a draft's wrong turn reads as a name to reject: short, and not the question's own
+    words (a garbled draft's "slip" is often a clause of the question)."""
+    return 0 < len(text.split()) <= 6 and _norm(text) not in _norm(ex.question)
 
 
 def _draft_slip(ex: Example, steps: list[_Step], draft: str | None) -> _Slip | None:

@@ -414,3 +414,37 @@ def test_student_style_keeps_the_students_lines_and_stops_after_one_check():
     assert teacher.student_words(real, None) == teacher.concise(
         real, None, random.Random(f"0|{real.id}")
     )
+
+
+@pytest.mark.parametrize("dataset", sorted(SAMPLES))
+def test_concise_style_on_real_data_clips_quotes_and_states_yes_no_answers(dataset: str):
+    from mbt_online.teacher import _CLIP_WORDS, _is_yes_no
+
+    teacher = StructuredTeacher(seed=0, style="concise", budget_tokens=256)
+    exs = examples(dataset)
+    results = teacher.teach([TeachRequest(ex, "mbt-s") for ex in exs])
+    assert all(r.verified for r in results), [r.reasons for r in results if not r.verified][:3]
+    docs = {ex.id: " ".join(text for _, text in ex.documents) for ex in exs}
+    for ex, r in zip(exs, results, strict=True):
+        lines = r.trace.splitlines()
+        evidence = lines[2:-2]
+        evidence[-1] = evidence[-1].rsplit(" This gives ", 1)[0].rsplit(" So the answer is ", 1)[0]
+        for line in evidence:
+            quote = line.removeprefix("... ").removesuffix(" ...")
+            assert len(quote.split()) <= _CLIP_WORDS
+            # copied from the documents, not paraphrased
+            assert " ".join(quote.split()[:4]) in " ".join(docs[ex.id].split())
+        if _is_yes_no(ex):
+            assert f"So the answer is {ex.answer}." in r.trace
+
+
+def test_concise_mbt_r_names_a_short_slip_but_not_a_garbled_one():
+    ex = next(e for e in examples("hotpotqa") if len(e.answer.split()) <= 3)
+    teacher = StructuredTeacher(seed=0, style="concise")
+    wrong = "<think>\nIt is Nobody Known.\n</think>\n\n<answer>Nobody Known</answer>"
+    garbled = f"<think>\n{ex.question}\n</think>\n\n<answer>{ex.question}</answer>"
+    named = teacher.concise(ex, wrong, random.Random(0))
+    assert "Wait, not Nobody Known: the chain does not lead there." in named
+    unnamed = teacher.concise(ex, garbled, random.Random(0))
+    assert "Wait, not" not in unnamed and "is not on the chain." in unnamed
+    assert verify(unnamed, ex).ok
