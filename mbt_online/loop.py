@@ -436,6 +436,7 @@ def scored_row(ex: Example, raw: dict[str, Any], cfg: Config) -> dict[str, Any]:
         "question": ex.question,
         "answer": ex.answer,
         "tier": ex.tier,
+        "source": ex.source,
         "trace": split_trace(text),
         "predicted": d.answer or "",
         "correct": d.correct,
@@ -545,6 +546,29 @@ def summarize(rows: list[dict], cfg: Config, history: list[dict], prefix: str) -
     agg["mqi"] = mqi(agg["mqi_level"], base_tok, agg["mean_tokens"])
     out = {f"{prefix}/{k}": v for k, v in agg.items()}
     out.update(reward_means(rows, f"{prefix}_"))
+    out.update(source_metrics(rows, diags, prefix))
+    return out
+
+
+SOURCE_KEYS = (
+    "accuracy",
+    "mean_tokens",
+    "tokens_per_correct",
+    "degeneration_rate",
+    "answer_inclusive_rate",
+)
+
+
+def source_metrics(rows: list[dict], diags: list[Any], prefix: str) -> dict[str, float]:
+    """<prefix>/<benchmark>/<metric> when the evaluation mixes benchmarks: targets are stated per
+    benchmark, and a pooled mean hides one that gets worse."""
+    sources = [r.get("source", "") for r in rows]
+    out: dict[str, float] = {}
+    if len(set(sources)) < 2:
+        return out
+    for source in sorted(set(sources) - {""}):
+        agg = aggregate([d for d, s in zip(diags, sources, strict=True) if s == source])
+        out.update({f"{prefix}/{source}/{k}": agg[k] for k in SOURCE_KEYS})
     return out
 
 

@@ -500,19 +500,22 @@ def aggregate(diags: list[TraceDiagnostics], tiers: list[str] | None = None) -> 
     An empty list gives zeros (with n = 0) rather than NaN so logging never breaks. first_reach is
     the mean over traces that reach the answer (1.0 when none do, RRP's "never" value).
     answer_inclusive_rate is over all traces (what a round log tracks), answer_inclusive_share over
-    wrong ones (the paper's "half of all errors" statistic). Traces with an empty tier name count
-    only in the overall numbers.
+    wrong ones (the paper's "half of all errors" statistic). tokens_per_correct is the mean length
+    of correct traces (0 when none is correct): mean_tokens alone rewards a student that answers
+    wrong quickly. Traces with an empty tier name count only in the overall numbers.
     """
     if tiers is not None and len(tiers) != len(diags):
         raise ValueError(f"got {len(tiers)} tiers for {len(diags)} traces")
     wrong = [d for d in diags if d.correct == 0.0]
     reaches = [d.first_reach for d in diags if d.first_reach is not None]
+    right = [float(d.tokens) for d in diags if d.correct > 0]
     out = {
         "n": float(len(diags)),
         "accuracy": _mean([d.correct for d in diags]),
         "em": _mean([d.em for d in diags]),
         "f1": _mean([d.f1 for d in diags]),
         "mean_tokens": _mean([float(d.tokens) for d in diags]),
+        "tokens_per_correct": _mean(right) if right else 0.0,
         "degeneration_rate": _mean([float(d.truncated) for d in diags]),
         "answer_inclusive_rate": _mean([float(d.answer_inclusive_error) for d in diags]),
         "answer_inclusive_share": _mean([float(d.answer_inclusive_error) for d in wrong]),

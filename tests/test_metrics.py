@@ -367,6 +367,7 @@ def test_aggregate_by_hand():
     assert agg["accuracy"] == pytest.approx(1 / 3)
     assert agg["em"] == pytest.approx(1 / 3)
     assert agg["mean_tokens"] == pytest.approx(300.0)
+    assert agg["tokens_per_correct"] == pytest.approx(100.0)  # only the right trace counts
     assert agg["degeneration_rate"] == pytest.approx(1 / 3)
     assert agg["answer_inclusive_rate"] == pytest.approx(1 / 3)  # 1 of 3 traces
     assert agg["answer_inclusive_share"] == pytest.approx(1 / 2)  # 1 of 2 wrong ones
@@ -383,7 +384,23 @@ def test_aggregate_edge_cases():
     empty = aggregate([])
     assert empty["n"] == 0.0 and empty["accuracy"] == 0.0 and empty["first_reach"] == 1.0
     diags = _diags()
+    assert aggregate(diags[1:])["tokens_per_correct"] == 0.0  # none correct: no NaN in the logs
     assert not any("/" in k for k in aggregate(diags))
     assert "/accuracy" not in aggregate(diags, tiers=["", "", "x"])
     with pytest.raises(ValueError, match="tiers"):
         aggregate(diags, tiers=["a"])
+
+
+def test_source_metrics_split_a_mixed_evaluation_by_benchmark():
+    from mbt_online.loop import source_metrics
+
+    right, inclusive, capped = _diags()
+    rows = [{"source": "hotpotqa"}, {"source": "2wikimultihopqa"}, {"source": "hotpotqa"}]
+    out = source_metrics(rows, [right, inclusive, capped], "eval")
+    assert out["eval/hotpotqa/accuracy"] == 0.5 and out["eval/2wikimultihopqa/accuracy"] == 0.0
+    assert out["eval/hotpotqa/tokens_per_correct"] == 100.0
+    assert out["eval/hotpotqa/degeneration_rate"] == 0.5
+    assert out["eval/2wikimultihopqa/answer_inclusive_rate"] == 1.0
+    assert out["eval/hotpotqa/mean_tokens"] == 350.0
+    one = [{"source": "hotpotqa"}] * 3  # a single benchmark: the pooled numbers say it all
+    assert source_metrics(one, [right, inclusive, capped], "eval") == {}
