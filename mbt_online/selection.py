@@ -129,8 +129,19 @@ def dpo_pairs(
 
 def round_questions(examples: list[Example], round_: int, per_round: int | None) -> list[Example]:
     """A rotating window over the training questions, so later rounds see new ones when the pool
-    is larger than a round."""
+    is larger than a round. A pool of several benchmarks is dealt round-robin first: a window
+    over the concatenated files would train round 1 on one benchmark alone."""
     if not per_round or per_round >= len(examples):
         return examples
-    start = ((round_ - 1) * per_round) % len(examples)
-    return (examples + examples)[start : start + per_round]
+    pool = _interleave(examples)
+    start = ((round_ - 1) * per_round) % len(pool)
+    return (pool + pool)[start : start + per_round]
+
+
+def _interleave(examples: list[Example]) -> list[Example]:
+    """Examples dealt one per source in turn, each source keeping its own order."""
+    queues: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        queues[ex.source].append(ex)
+    depth = max(len(q) for q in queues.values())
+    return [q[i] for i in range(depth) for q in queues.values() if i < len(q)]

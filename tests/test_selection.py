@@ -128,3 +128,18 @@ def test_round_questions_rotate():
     assert [e.id for e in round_questions(exs, 2, 2)] == ["2", "3"]
     assert [e.id for e in round_questions(exs, 3, 2)] == ["4", "0"]
     assert round_questions(exs, 1, None) == exs
+
+
+def test_round_questions_mix_benchmarks_in_every_round():
+    hotpot = [
+        Example(id=f"h{i}", question="", documents=[], answer="", source="hotpotqa")
+        for i in range(4)
+    ]
+    wiki = [
+        Example(id=f"w{i}", question="", documents=[], answer="", source="2wiki") for i in range(2)
+    ]
+    exs = hotpot + wiki  # as loaded: one file after the other
+    assert [e.id for e in round_questions(exs, 1, 3)] == ["h0", "w0", "h1"]
+    assert [e.id for e in round_questions(exs, 2, 3)] == ["w1", "h2", "h3"]
+    seen = [e.id for r in (1, 2) for e in round_questions(exs, r, 3)]
+    assert sorted(seen) == sorted(e.id for e in exs)  # two rounds cover the pool once
