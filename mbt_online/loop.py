@@ -27,7 +27,7 @@ from mbt_online import artifacts
 from mbt_online.artifacts import RunState, load_rows, save_rows, stage_dir
 from mbt_online.config import Config, ConfigError, dump_config, load_config
 from mbt_online.data import Example
-from mbt_online.metrics import aes, aggregate, mqi, split_trace
+from mbt_online.metrics import aes, aggregate, by_group, mqi, split_trace
 from mbt_online.prompts import student_messages
 from mbt_online.rewards import score
 from mbt_online.tracking import Tracker, read_metrics, setup_logging, timed, write_round_metrics
@@ -563,13 +563,9 @@ def source_metrics(rows: list[dict], diags: list[Any], prefix: str) -> dict[str,
     """<prefix>/<benchmark>/<metric> when the evaluation mixes benchmarks: targets are stated per
     benchmark, and a pooled mean hides one that gets worse."""
     sources = [r.get("source", "") for r in rows]
-    out: dict[str, float] = {}
     if len(set(sources)) < 2:
-        return out
-    for source in sorted(set(sources) - {""}):
-        agg = aggregate([d for d, s in zip(diags, sources, strict=True) if s == source])
-        out.update({f"{prefix}/{source}/{k}": agg[k] for k in SOURCE_KEYS})
-    return out
+        return {}
+    return {f"{prefix}/{k}": v for k, v in by_group(diags, sources, SOURCE_KEYS).items()}
 
 
 def reward_means(rows: list[dict], prefix: str = "") -> dict[str, float]:

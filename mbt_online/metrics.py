@@ -526,8 +526,17 @@ def aggregate(diags: list[TraceDiagnostics], tiers: list[str] | None = None) -> 
         "first_reach": _mean(reaches) if reaches else 1.0,
         "mqi_level": _mean([float(mqi_level(d.phases)) for d in diags]),
     }
-    for tier in sorted({t for t in tiers or [] if t}):
-        members = [d for d, t in zip(diags, tiers or [], strict=True) if t == tier]
-        out[f"{tier}/accuracy"] = _mean([d.correct for d in members])
-        out[f"{tier}/mean_tokens"] = _mean([float(d.tokens) for d in members])
+    out.update(by_group(diags, tiers or [], ("accuracy", "mean_tokens")))
+    return out
+
+
+def by_group(
+    diags: list[TraceDiagnostics], labels: list[str], keys: tuple[str, ...]
+) -> dict[str, float]:
+    """`<label>/<key>` for each non-empty label (a tier, a benchmark): `aggregate`'s `keys` over
+    the traces carrying that label."""
+    out: dict[str, float] = {}
+    for label in sorted({x for x in labels if x}):
+        agg = aggregate([d for d, x in zip(diags, labels, strict=True) if x == label])
+        out.update({f"{label}/{k}": agg[k] for k in keys})
     return out
