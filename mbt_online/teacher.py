@@ -969,12 +969,10 @@ def _concise(ex: Example, steps: list[_Step], rng: random.Random, slip: _Slip | 
     but must learn to stop, where a long monologue would teach length instead of regulation.
     Quotes are clipped just after the step's finding: a small student copying a 150-word infobox
     drifts or hits the length cap, and the answer it must extract should sit at the end of what
-    it just copied. Each hop is numbered and states what it found: a 135M student shown bare
-    quotes stopped after the first one and answered with whatever it had just copied; "Hop 1 ...
-    This gives <bridge>. Hop 2:" tells it there is another hop and what to look for in it.
-    MBT-R names the draft's slip when it is a name, not a garbled sentence."""
+    it just copied. MBT-R names the draft's slip when it is a name, not a garbled sentence."""
     lines = [f"We need to find: {ex.question}", f"Plan: {len(steps) or 'a few'} hops."]
-    lines += [_hop_line(ex, steps, k) for k in range(len(steps))]
+    last = len(steps) - 1
+    lines += [_clip(s.evidence, ex.answer if k == last else s.answer) for k, s in enumerate(steps)]
     # a yes/no answer counts only as a statement ("the answer is no"): "no" is in every trace
     says = "So the answer is" if _is_yes_no(ex) else "This gives"
     lines[-1] += f" {says} {ex.answer}."
@@ -986,14 +984,6 @@ def _concise(ex: Example, steps: list[_Step], rng: random.Random, slip: _Slip | 
         lines.append(f"Wait, {title} is not on the chain.")
     lines.append(f"Check: {ex.answer} fits.")
     return "\n".join(lines)
-
-
-def _hop_line(ex: Example, steps: list[_Step], k: int) -> str:
-    """Hop k+1's clipped quote; an intermediate hop also names its finding (the bridge), the
-    last hop's finding is the answer, stated by the caller."""
-    step, last = steps[k], k == len(steps) - 1
-    line = f"Hop {k + 1}: {_clip(step.evidence, ex.answer if last else step.answer)}"
-    return line if last or not step.answer else f"{line} This gives {step.answer}."
 
 
 def _clip(evidence: str, focus: str, words: int = _CLIP_WORDS) -> str:

@@ -372,7 +372,7 @@ def test_concise_style_is_short_verified_and_corrects_the_draft():
 
     cfg = load_config()
     exs = world_split(cfg.data.train, cfg.world, "train")[:30]
-    teacher = StructuredTeacher(seed=0, style="concise", budget_tokens=90)
+    teacher = StructuredTeacher(seed=0, style="concise", budget_tokens=60)
     wrong = "<think>\nSo the answer is Nobody Known.\n</think>\n\n<answer>Nobody Known</answer>"
     synth = teacher.teach([TeachRequest(ex, "mbt-s") for ex in exs])
     fixed = teacher.teach([TeachRequest(ex, "mbt-r", draft=wrong) for ex in exs])
@@ -428,15 +428,9 @@ def test_concise_style_on_real_data_clips_quotes_and_states_yes_no_answers(datas
     for ex, r in zip(exs, results, strict=True):
         lines = r.trace.splitlines()
         evidence = lines[2:-2]
-        assert lines[1] == f"Plan: {len(evidence)} hops."
-        for k, line in enumerate(evidence):
-            # numbered hops; MuSiQue annotates every hop's answer, so each hop states its finding
-            assert line.startswith(f"Hop {k + 1}: ")
-            if dataset == "musique":
-                assert " This gives " in line or " So the answer is " in line
-            quote = line.split(": ", 1)[1].rsplit(" This gives ", 1)[0]
-            quote = quote.rsplit(" So the answer is ", 1)[0]
-            quote = quote.removeprefix("... ").removesuffix(" ...")
+        evidence[-1] = evidence[-1].rsplit(" This gives ", 1)[0].rsplit(" So the answer is ", 1)[0]
+        for line in evidence:
+            quote = line.removeprefix("... ").removesuffix(" ...")
             assert len(quote.split()) <= _CLIP_WORDS
             # copied from the documents, not paraphrased
             assert " ".join(quote.split()[:4]) in " ".join(docs[ex.id].split())
