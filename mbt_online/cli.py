@@ -112,6 +112,15 @@ def eval_cmd(
     ] = None,
     path: Annotated[Path | None, typer.Option(help="The data file for --dataset.")] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N questions.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Sampling seed (default: the run's eval.sampling.seed).")
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Completions per question, metrics averaged (default: the run's)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Evaluate a round's student: cover, EM, F1, answer-inclusive and degeneration rates."""
@@ -120,7 +129,7 @@ def eval_cmd(
     if (dataset is None) != (path is None):
         fail("--dataset and --path go together")
     try:
-        metrics = evaluate_round(run, round_, dataset, path, limit)
+        metrics = evaluate_round(run, round_, dataset, path, limit, seed, samples)
     except ConfigError as e:
         fail(str(e))
     short = {k.removeprefix("eval/"): v for k, v in metrics.items()}

@@ -119,6 +119,9 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path):
     assert other["questions"] == 3 and other["round"] == 0
     for key in ("cover", "em", "f1", "answer_inclusive_rate", "degeneration_rate", "mean_tokens"):
         assert f"eval/{key}" in other
+    # several samples per question under another seed: metrics over all 6 completions
+    more = loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, seed=7, samples=2)
+    assert more["questions"] == 3 and more["eval/n"] == 6
 
 
 @pytest.mark.slow
