@@ -81,7 +81,9 @@ def evaluate_round(
     override the run's: with 30 questions a benchmark one question is 3 points, so a target is
     checked over several seeds or samples, not one draw."""
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
+    override = {"seed": seed, "samples": samples}
+    sampling = [f"eval.sampling.{k}={v}" for k, v in override.items() if v is not None]
+    cfg = load_config(run_dir / "config.yaml", sampling)  # validated like any override
     state = RunState.load(run_dir)
     done = sorted(int(r) for r in state.models)
     round_ = (done[-1] if done else 0) if round_ is None else round_
@@ -97,15 +99,11 @@ def evaluate_round(
     else:
         examples = load_data(cfg)[1][:limit]
     model = resolve_student(cfg) if round_ == 0 else state.models[str(round_)]
-    override = {"seed": seed, "samples": samples}
-    sampling = cfg.eval.sampling.model_copy(
-        update={k: v for k, v in override.items() if v is not None}
-    )
     from mbt_online.engine import Engine
 
     engine = make_engine(cfg, model, Engine)
     try:
-        rows = rollout_rows(engine, examples, cfg, sampling, 10_000 + round_)
+        rows = rollout_rows(engine, examples, cfg, cfg.eval.sampling, 10_000 + round_)
     finally:
         engine.close()
     out = summarize(rows, cfg, read_metrics(run_dir), prefix="eval")

@@ -122,6 +122,8 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path):
     # several samples per question under another seed: metrics over all 6 completions
     more = loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, seed=7, samples=2)
     assert more["questions"] == 3 and more["eval/n"] == 6
+    with pytest.raises(ConfigError, match="eval.sampling.samples"):
+        loop.evaluate_round(run, 0, samples=0)
 
 
 @pytest.mark.slow
