@@ -50,14 +50,26 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Resume the run in this directory where it stopped.")
     ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="With --resume: train up to this many rounds (extends a finished run from its "
+            "last model).",
+        ),
+    ] = None,
 ) -> None:
     """Run a multi-round MBT training run (the embedded synthetic world by default)."""
     from mbt_online import loop
 
     try:
+        if rounds is not None and not resume:
+            fail("--rounds extends a run with --resume; for a new run use loop.rounds=N")
         if resume:
             if overrides or config:
                 fail("--resume takes the run's own config.yaml; drop --config and overrides")
+            if rounds is not None:
+                loop.extend_run(resume, rounds)
             out = loop.train(load_config(resume / "config.yaml"), resume, resume=True)
         else:
             cfg = load_config(config, overrides or [])

@@ -51,7 +51,8 @@ def train(cfg: Config, run_dir: Path | None = None, resume: bool = False) -> Pat
     prepare_run_dir(run_dir, cfg, resume)
     setup_logging(run_dir)
     state = RunState.load(run_dir)
-    log.info("run %s: %s", run_dir, "resuming" if resume else "starting")
+    what = "resuming" if resume else "starting"
+    log.info("run %s: %s, %d rounds", run_dir, what, cfg.loop.rounds)
     train_examples, eval_examples = load_data(cfg)
     initial = resolve_student(cfg)
     tracker = Tracker(cfg, run_dir)
@@ -65,6 +66,21 @@ def train(cfg: Config, run_dir: Path | None = None, resume: bool = False) -> Pat
     finally:
         session.close()
     return run_dir
+
+
+def extend_run(run_dir: Path, rounds: int) -> None:
+    """Set a run's round count before `--resume`: a finished run whose curves still improve goes on
+    from its last model (its done rounds untouched) instead of being retrained from round 0."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml", [f"loop.rounds={rounds}"])
+    state = RunState.load(run_dir)
+    trained = max((int(r) for r in state.models), default=0)
+    if rounds < trained:
+        raise ConfigError(f"--rounds {rounds}: {run_dir} has already trained {trained} rounds")
+    dump_config(cfg, run_dir / "config.yaml")
+    if state.finished and rounds > trained:
+        state.finished = False
+        state.save()
 
 
 def evaluate_round(

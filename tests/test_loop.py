@@ -187,6 +187,23 @@ def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, 
     )
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 
+    # a finished run goes on from its last model when asked for more rounds; never fewer
+    def resume(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "mbt_online", "train", "--resume", str(b), *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True)
+
+    fewer = resume("--rounds", "0")
+    assert fewer.returncode == 2 and "already trained 1 rounds" in fewer.stderr
+    before = read_jsonl(b / "metrics.jsonl")
+    more = resume("--rounds", "2")
+    assert more.returncode == 0, more.stderr[-3000:]
+    after = read_jsonl(b / "metrics.jsonl")
+    assert [m["round"] for m in after] == [0, 1, 2] and after[:2] == before
+    state = json.loads((b / "state.json").read_text())
+    assert state["finished"] and set(state["models"]) == {"1", "2"}
+    assert load_config(b / "config.yaml").loop.rounds == 2
+    assert "round 1: already done" in (b / "run.log").read_text()
+
 
 def test_preflight_errors_stop_before_work(tmp_path, tiny_model_dir):
     from mbt_online import loop
@@ -238,6 +255,14 @@ def test_cli_reports_wrong_key_and_existing_run(tmp_path):
         text=True,
     )
     assert out.returncode == 2 and "--resume" in out.stderr
+
+    out = subprocess.run(
+        [sys.executable, "-m", "mbt_online", "train", "--rounds", "3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2 and "--rounds extends a run with --resume" in out.stderr
 
 
 def test_empty_stage_outputs_read_back_empty(tmp_path):
