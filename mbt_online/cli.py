@@ -133,17 +133,38 @@ def eval_cmd(
             min=1, help="Completions per question, metrics averaged (default: the run's)."
         ),
     ] = None,
+    distractors: Annotated[
+        str | None,
+        typer.Option(
+            help="With --dataset: distractor documents kept beside the gold ones, a count or "
+            "'all' for the file's full context (default: the run's data.eval.distractors)."
+        ),
+    ] = None,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option(
+            min=64,
+            help="Context window for this evaluation (default: the run's; raise it "
+            "for --distractors all).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Evaluate a round's student: cover, EM, F1, answer-inclusive and degeneration rates."""
+    from mbt_online.engine import PromptTooLongError
     from mbt_online.loop import evaluate_round
 
     if (dataset is None) != (path is None):
         fail("--dataset and --path go together")
+    keep = parse_distractors(distractors)
     try:
-        metrics = evaluate_round(run, round_, dataset, path, limit, seed, samples)
+        metrics = evaluate_round(
+            run, round_, dataset, path, limit, seed, samples, keep, max_model_len
+        )
     except ConfigError as e:
         fail(str(e))
+    except PromptTooLongError as e:
+        fail(f"{e} (for this evaluation: --max-model-len)")
     short = {k.removeprefix("eval/"): v for k, v in metrics.items()}
     if as_json:
         print(json.dumps(short, sort_keys=True))
@@ -154,6 +175,14 @@ def eval_cmd(
     for k, v in sorted(short.items()):
         table.add_row(k, _fmt(v))
     console.print(table)
+
+
+def parse_distractors(value: str | None) -> int | str | None:
+    if value is None or value == "all":
+        return value
+    if not value.isdigit():
+        fail(f"--distractors: expected a count or 'all', got {value!r}")
+    return int(value)
 
 
 @data_app.command("inspect")

@@ -91,15 +91,23 @@ def evaluate_round(
     limit: int | None = None,
     seed: int | None = None,
     samples: int | None = None,
+    distractors: int | str | None = None,
+    max_model_len: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a round's model (round 0 = the initial student) with the run's eval sampling, on
     the run's held-out questions or on any data file (the `eval` command). `seed` and `samples`
     override the run's: with 30 questions a benchmark one question is 3 points, so a target is
-    checked over several seeds or samples, not one draw."""
+    checked over several seeds or samples, not one draw. `distractors` (a count, or "all" for the
+    file's full context) applies to a data file: targets are stated for both prompt sizes, and the
+    full context may need a larger `max_model_len` than the run trained with."""
     run_dir = Path(run_dir)
-    override = {"seed": seed, "samples": samples}
-    sampling = [f"eval.sampling.{k}={v}" for k, v in override.items() if v is not None]
-    cfg = load_config(run_dir / "config.yaml", sampling)  # validated like any override
+    override = {
+        "eval.sampling.seed": seed,
+        "eval.sampling.samples": samples,
+        "student.max_model_len": max_model_len,
+    }
+    dotted = [f"{k}={v}" for k, v in override.items() if v is not None]
+    cfg = load_config(run_dir / "config.yaml", dotted)  # validated like any override
     state = RunState.load(run_dir)
     done = sorted(int(r) for r in state.models)
     round_ = (done[-1] if done else 0) if round_ is None else round_
@@ -110,8 +118,12 @@ def evaluate_round(
 
         if path is None or not Path(path).is_file():
             raise ConfigError(f"--path: file not found: {path}")
-        res = load_examples(dataset, path, limit=limit, distractors=cfg.data.eval.distractors)
+        keep = cfg.data.eval.distractors if distractors is None else distractors
+        keep = None if keep == "all" else keep
+        res = load_examples(dataset, path, limit=limit, distractors=keep)
         examples = res.examples
+    elif distractors is not None:
+        raise ConfigError("--distractors applies to a --dataset/--path file")
     else:
         examples = load_data(cfg)[1][:limit]
     model = resolve_student(cfg) if round_ == 0 else state.models[str(round_)]

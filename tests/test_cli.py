@@ -73,6 +73,24 @@ def test_data_inspect_bad_arguments(tmp_path):
     assert out.returncode == 2 and "file not found" in out.stderr
 
 
+def test_eval_bad_distractors_named_before_any_work(tmp_path):
+    hotpot = str(SAMPLES["hotpotqa"])
+    out = cli(
+        "eval",
+        "--run",
+        str(tmp_path),
+        "--dataset",
+        "hotpotqa",
+        "--path",
+        hotpot,
+        "--distractors",
+        "some",
+    )
+    assert (
+        out.returncode == 2 and "--distractors: expected a count or 'all', got 'some'" in out.stderr
+    )
+
+
 @pytest.mark.parametrize("dataset", sorted(SAMPLES))
 def test_teach_mbt_s_verifies_most_of_each_sample(dataset, tmp_path):
     from datasets import load_from_disk

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,6 +125,19 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path):
     assert more["questions"] == 3 and more["eval/n"] == 6
     with pytest.raises(ConfigError, match="eval.sampling.samples"):
         loop.evaluate_round(run, 0, samples=0)
+    # a file's full distractor context vs none: the prompts reach the engine that much longer, and a
+    # context window too small for them is refused with their lengths (the window is overridden)
+    from mbt_online.engine import PromptTooLongError
+
+    lengths = {}
+    for keep in (0, "all"):
+        with pytest.raises(PromptTooLongError) as e:
+            loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, 1, distractors=keep, max_model_len=64)
+        lengths[keep] = int(re.search(r"#0: (\d+)", str(e.value)).group(1))
+    assert "max_model_len 64" in str(e.value)
+    assert lengths["all"] > 2 * lengths[0]
+    with pytest.raises(ConfigError, match="--distractors applies to a --dataset"):
+        loop.evaluate_round(run, 0, distractors=1)
 
 
 @pytest.mark.slow
