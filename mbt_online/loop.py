@@ -101,10 +101,13 @@ def evaluate_round(
     file's full context) applies to a data file: targets are stated for both prompt sizes, and the
     full context may need a larger `max_model_len` than the run trained with."""
     run_dir = Path(run_dir)
+    if distractors is not None and not dataset:
+        raise ConfigError("--distractors applies to a --dataset/--path file")
     override = {
         "eval.sampling.seed": seed,
         "eval.sampling.samples": samples,
         "student.max_model_len": max_model_len,
+        "data.eval.distractors": "null" if distractors == "all" else distractors,
     }
     dotted = [f"{k}={v}" for k, v in override.items() if v is not None]
     cfg = load_config(run_dir / "config.yaml", dotted)  # validated like any override
@@ -118,12 +121,8 @@ def evaluate_round(
 
         if path is None or not Path(path).is_file():
             raise ConfigError(f"--path: file not found: {path}")
-        keep = cfg.data.eval.distractors if distractors is None else distractors
-        keep = None if keep == "all" else keep
-        res = load_examples(dataset, path, limit=limit, distractors=keep)
+        res = load_examples(dataset, path, limit=limit, distractors=cfg.data.eval.distractors)
         examples = res.examples
-    elif distractors is not None:
-        raise ConfigError("--distractors applies to a --dataset/--path file")
     else:
         examples = load_data(cfg)[1][:limit]
     model = resolve_student(cfg) if round_ == 0 else state.models[str(round_)]
