@@ -193,7 +193,9 @@ class DPOConfig(Section):
     max_grad_norm: float = Field(default=0.3, gt=0)
     max_length: int = Field(default=2048, ge=16)
     margin: float = Field(default=0.5, ge=0)
-    chosen: Literal["teacher", "student_best"] = "teacher"
+    # "student_then_teacher": the student's own best correct trace where it has one (an on-policy
+    # pair that teaches which of its own answers to commit), the teacher's trace otherwise
+    chosen: Literal["teacher", "student_best", "student_then_teacher"] = "teacher"
     reference: Literal["initial", "previous"] = "previous"
     max_pairs_per_question: int = Field(default=1, ge=1)
     # weight of an NLL term on the chosen trace beside the DPO loss (RPO); 0 = plain DPO. DPO alone

@@ -96,17 +96,22 @@ def dpo_pairs(
     examples: dict[str, Example],
     cfg: Config,
 ) -> list[Row]:
-    """Chosen = a verified metacognitive trace (or the student's best), rejected = the student's
-    worst trace for that question; kept only when the reward gap passes the margin, so DPO never
-    pushes against a preference the rewards cannot see."""
+    """Chosen = a verified metacognitive trace, the student's best correct trace, or the latter
+    falling back to the former (`train.dpo.chosen`); rejected = the student's worst trace for
+    that question; kept only when the reward gap passes the margin, so DPO never pushes against
+    a preference the rewards cannot see."""
     dpo, metacog, out = cfg.train.dpo, cfg.student.use_metacognitive_prompt, []
     for qid, group in by_question(rows).items():
         ex = examples[qid]
+        best = best_student(group)
+        own = [(best["completion"], best["reward"])] if best else []
+        teacher = sorted(chosen_candidates.get(qid, []), key=lambda c: -c[1])
         if dpo.chosen == "student_best" or cfg.teacher.mode == "none":
-            best = best_student(group)
-            chosen = [(best["completion"], best["reward"])] if best else []
+            chosen = own
+        elif dpo.chosen == "student_then_teacher":
+            chosen = own or teacher
         else:
-            chosen = sorted(chosen_candidates.get(qid, []), key=lambda c: -c[1])
+            chosen = teacher
         rejected = sorted(group, key=lambda r: (r["reward"], r["sample"]))
         pairs = 0
         for (text, reward), rej in zip(chosen, rejected, strict=False):

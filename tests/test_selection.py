@@ -122,6 +122,21 @@ def test_dpo_student_best_as_chosen():
     ]
 
 
+def test_dpo_student_then_teacher_falls_back_per_question():
+    # q3 has no correct student trace: its pair takes the teacher's; q1 keeps its own best
+    rows = [*ROWS, row("q3", 0, -0.5, correct=0.0), row("q3", 1, -0.9, correct=0.0)]
+    examples = {**EXAMPLES, "q3": Example(id="q3", question="Why?", documents=[], answer="E")}
+    chosen = {"q1": [("teacher-q1", 1.5)], "q3": [("teacher-q3", 1.1)]}
+    pairs = dpo_pairs(
+        rows, chosen, examples, cfg("train.dpo.chosen=student_then_teacher", "train.dpo.margin=0.5")
+    )
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("q1-0", "q1-1"),
+        ("teacher-q3", "q3-1"),
+    ]
+    assert pairs[1]["margin"] == 1.1 - (-0.9)
+
+
 def test_round_questions_rotate():
     exs = [Example(id=str(i), question="", documents=[], answer="") for i in range(5)]
     assert [e.id for e in round_questions(exs, 1, 2)] == ["0", "1"]
