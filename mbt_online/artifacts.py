@@ -96,6 +96,10 @@ class RunState:
             {"completed": self.completed, "models": self.models, "finished": self.finished},
         )
 
+    def trained_rounds(self) -> list[int]:
+        """Rounds that ended with a model, in order (JSON keeps the round numbers as strings)."""
+        return sorted(int(r) for r in self.models)
+
     def done(self, round_: int, stage: str) -> bool:
         return f"round-{round_}/{stage}" in self.completed
 

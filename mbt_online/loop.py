@@ -74,7 +74,7 @@ def extend_run(run_dir: Path, rounds: int) -> None:
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml", [f"loop.rounds={rounds}"])
     state = RunState.load(run_dir)
-    trained = max((int(r) for r in state.models), default=0)
+    trained = max(state.trained_rounds(), default=0)
     if rounds < trained:
         raise ConfigError(f"--rounds {rounds}: {run_dir} has already trained {trained} rounds")
     dump_config(cfg, run_dir / "config.yaml")
@@ -112,7 +112,7 @@ def evaluate_round(
     dotted = [f"{k}={v}" for k, v in override.items() if v is not None]
     cfg = load_config(run_dir / "config.yaml", dotted)  # validated like any override
     state = RunState.load(run_dir)
-    done = sorted(int(r) for r in state.models)
+    done = state.trained_rounds()
     round_ = (done[-1] if done else 0) if round_ is None else round_
     if round_ != 0 and str(round_) not in state.models:
         raise ConfigError(f"{run_dir}: round {round_} has no trained model; trained rounds: {done}")

@@ -279,6 +279,16 @@ def test_cli_reports_wrong_key_and_existing_run(tmp_path):
     assert out.returncode == 2 and "--rounds extends a run with --resume" in out.stderr
 
 
+def test_trained_rounds_read_back_in_numeric_order(tmp_path):
+    from mbt_online.artifacts import RunState
+
+    state = RunState.load(tmp_path)
+    assert state.trained_rounds() == []
+    state.models = {"10": "m10", "2": "m2", "1": "m1"}
+    state.save()
+    assert RunState.load(tmp_path).trained_rounds() == [1, 2, 10]
+
+
 def test_empty_stage_outputs_read_back_empty(tmp_path):
     from mbt_online.artifacts import load_dataset_dir, load_rows, save_rows
 
