@@ -133,6 +133,13 @@ def eval_cmd(
             min=1, help="Completions per question, metrics averaged (default: the run's)."
         ),
     ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Sampling temperature (default: the run's eval.sampling.temperature; 0 = greedy).",
+        ),
+    ] = None,
     distractors: Annotated[
         str | None,
         typer.Option(
@@ -159,7 +166,7 @@ def eval_cmd(
     keep = parse_distractors(distractors)
     try:
         metrics = evaluate_round(
-            run, round_, dataset, path, limit, seed, samples, keep, max_model_len
+            run, round_, dataset, path, limit, seed, samples, keep, max_model_len, temperature
         )
     except ConfigError as e:
         fail(str(e))

@@ -93,6 +93,7 @@ def evaluate_round(
     samples: int | None = None,
     distractors: int | str | None = None,
     max_model_len: int | None = None,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a round's model (round 0 = the initial student) with the run's eval sampling, on
     the run's held-out questions or on any data file (the `eval` command). `seed` and `samples`
@@ -106,6 +107,7 @@ def evaluate_round(
     override = {
         "eval.sampling.seed": seed,
         "eval.sampling.samples": samples,
+        "eval.sampling.temperature": temperature,
         "student.max_model_len": max_model_len,
         "data.eval.distractors": "null" if distractors == "all" else distractors,
     }

@@ -67,7 +67,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_rounds_end_to_end(tiny_model_dir, tmp_path):
+def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
     from datasets import load_from_disk
 
     from mbt_online import loop
@@ -138,6 +138,20 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path):
     assert lengths["all"] > 2 * lengths[0]
     with pytest.raises(ConfigError, match="--distractors applies to a --dataset"):
         loop.evaluate_round(run, 0, distractors=1)
+    # --temperature reaches the sampling the engine is given; the run's own stays 0.6
+    seen = []
+
+    def capture(engine, examples, cfg, sampling, seed_offset):
+        seen.append(sampling.temperature)
+        raise InterruptedError
+
+    monkeypatch.setattr(loop, "rollout_rows", capture)
+    for temperature in (0.0, None):
+        with pytest.raises(InterruptedError):
+            loop.evaluate_round(run, 0, limit=1, temperature=temperature)
+    assert seen == [0.0, 0.6]
+    with pytest.raises(ConfigError, match="eval.sampling.temperature"):
+        loop.evaluate_round(run, 0, temperature=-1.0)
 
 
 @pytest.mark.slow
