@@ -98,7 +98,12 @@ def test_f1_by_hand():
 def test_cover_match():
     assert cover_match("It was Frank Herbert.", ["Herbert"]) == 1.0
     assert cover_match("Herbert", ["Frank Herbert"]) == 0.0
-    assert cover_match("1990", ["19"]) == 1.0  # plain substring, as the paper computes cover
+    # whole words only: the paper's plain substring would count these
+    assert cover_match("1990", ["19"]) == 0.0
+    assert cover_match("Patric Knowles", ["no"]) == 0.0
+    assert cover_match("Freakonomics", ["no", "No."]) == 0.0
+    assert cover_match("No, it is not.", ["no"]) == 1.0
+    assert cover_match("Stephen King's novel", ["Stephen King"]) == 1.0  # "kings" after the "'"
     assert cover_match("anything", ["The"]) == 0.0  # empty normalised gold never matches
     assert cover_match(None, ["Paris"]) == 0.0
 
