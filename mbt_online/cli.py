@@ -155,6 +155,13 @@ def eval_cmd(
             "for --distractors all).",
         ),
     ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the scored completions in this new folder (a datasets folder, "
+            "metrics in metrics.json) so the numbers can be re-checked."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Evaluate a round's student: cover, EM, F1, answer-inclusive and degeneration rates."""
@@ -166,7 +173,17 @@ def eval_cmd(
     keep = parse_distractors(distractors)
     try:
         metrics = evaluate_round(
-            run, round_, dataset, path, limit, seed, samples, keep, max_model_len, temperature
+            run,
+            round_,
+            dataset,
+            path,
+            limit,
+            seed=seed,
+            samples=samples,
+            distractors=keep,
+            max_model_len=max_model_len,
+            temperature=temperature,
+            save=save,
         )
     except ConfigError as e:
         fail(str(e))

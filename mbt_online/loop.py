@@ -94,16 +94,21 @@ def evaluate_round(
     distractors: int | str | None = None,
     max_model_len: int | None = None,
     temperature: float | None = None,
+    save: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a round's model (round 0 = the initial student) with the run's eval sampling, on
     the run's held-out questions or on any data file (the `eval` command). `seed` and `samples`
     override the run's: with 30 questions a benchmark one question is 3 points, so a target is
     checked over several seeds or samples, not one draw. `distractors` (a count, or "all" for the
     file's full context) applies to a data file: targets are stated for both prompt sizes, and the
-    full context may need a larger `max_model_len` than the run trained with."""
+    full context may need a larger `max_model_len` than the run trained with. `save` keeps the
+    scored completions (a `datasets` folder, with the metrics in `metrics.json`) so a reported
+    number can be re-checked or rescored later; it never overwrites an earlier evaluation."""
     run_dir = Path(run_dir)
     if distractors is not None and not dataset:
         raise ConfigError("--distractors applies to a --dataset/--path file")
+    if save is not None and Path(save).exists():
+        raise ConfigError(f"--save: {save} already exists; pick a new folder")
     override = {
         "eval.sampling.seed": seed,
         "eval.sampling.samples": samples,
@@ -138,6 +143,9 @@ def evaluate_round(
     out = summarize(rows, cfg, read_metrics(run_dir), prefix="eval")
     out["eval/cover"] = out["eval/accuracy"]
     out.update(round=round_, questions=len(examples))
+    if save is not None:
+        save_rows(rows, Path(save))
+        artifacts.write_json_atomic(Path(save) / "metrics.json", out)
     return out
 
 
@@ -470,6 +478,7 @@ def scored_row(ex: Example, raw: dict[str, Any], cfg: Config) -> dict[str, Any]:
         **raw,
         "question": ex.question,
         "answer": ex.answer,
+        "aliases": ex.aliases,
         "tier": ex.tier,
         "source": ex.source,
         "trace": split_trace(text),

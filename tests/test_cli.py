@@ -91,6 +91,13 @@ def test_eval_bad_distractors_named_before_any_work(tmp_path):
     )
 
 
+def test_eval_save_never_overwrites_an_earlier_evaluation(tmp_path):
+    (tmp_path / "eval-r3").mkdir()
+    out = cli("eval", "--run", str(tmp_path), "--save", str(tmp_path / "eval-r3"))
+    message = " ".join(out.stderr.split())  # the console wraps long lines
+    assert out.returncode == 2 and "eval-r3 already exists; pick a new folder" in message
+
+
 @pytest.mark.parametrize("dataset", sorted(SAMPLES))
 def test_teach_mbt_s_verifies_most_of_each_sample(dataset, tmp_path):
     from datasets import load_from_disk

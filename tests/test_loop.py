@@ -116,10 +116,20 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
     again = loop.evaluate_round(run, 2)
     assert again["eval/accuracy"] == pytest.approx(metrics[2]["eval/accuracy"])
     assert again["eval/mean_tokens"] == pytest.approx(metrics[2]["eval/mean_tokens"])
-    other = loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3)
+    saved = tmp_path / "eval-r0"
+    other = loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, save=saved)
     assert other["questions"] == 3 and other["round"] == 0
     for key in ("cover", "em", "f1", "answer_inclusive_rate", "degeneration_rate", "mean_tokens"):
         assert f"eval/{key}" in other
+    # --save keeps the scored completions the numbers came from, and never overwrites them
+    kept = load_from_disk(str(saved))
+    assert len(kept) == 3
+    assert {"completion", "answer", "aliases", "correct"} <= set(kept.column_names)
+    assert sum(kept["correct"]) / 3 == pytest.approx(other["eval/cover"])
+    assert sum(kept["tokens"]) / 3 == pytest.approx(other["eval/mean_tokens"])
+    assert json.loads((saved / "metrics.json").read_text()) == other
+    with pytest.raises(ConfigError, match="eval-r0 already exists"):
+        loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, save=saved)
     # several samples per question under another seed: metrics over all 6 completions
     more = loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, seed=7, samples=2)
     assert more["questions"] == 3 and more["eval/n"] == 6
