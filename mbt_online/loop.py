@@ -89,6 +89,7 @@ def evaluate_round(
     dataset: str | None = None,
     path: Path | None = None,
     limit: int | None = None,
+    *,
     seed: int | None = None,
     samples: int | None = None,
     distractors: int | str | None = None,
@@ -107,7 +108,8 @@ def evaluate_round(
     run_dir = Path(run_dir)
     if distractors is not None and not dataset:
         raise ConfigError("--distractors applies to a --dataset/--path file")
-    if save is not None and Path(save).exists():
+    save = None if save is None else Path(save)
+    if save is not None and save.exists():
         raise ConfigError(f"--save: {save} already exists; pick a new folder")
     override = {
         "eval.sampling.seed": seed,
@@ -144,8 +146,8 @@ def evaluate_round(
     out["eval/cover"] = out["eval/accuracy"]
     out.update(round=round_, questions=len(examples))
     if save is not None:
-        save_rows(rows, Path(save))
-        artifacts.write_json_atomic(Path(save) / "metrics.json", out)
+        save_rows(rows, save)
+        artifacts.write_json_atomic(save / "metrics.json", out)
     return out
 
 
