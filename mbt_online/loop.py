@@ -23,13 +23,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mbt_online import artifacts
-from mbt_online.artifacts import RunState, load_rows, save_rows, stage_dir
 from mbt_online.config import Config, ConfigError, dump_config, load_config
-from mbt_online.data import Example
-from mbt_online.metrics import aes, aggregate, by_group, mqi, split_trace
 from mbt_online.prompts import student_messages
-from mbt_online.rewards import score
+from mbt_online.rundir import files
+from mbt_online.rundir.files import RunState, load_rows, save_rows, stage_dir
+from mbt_online.scoring.metrics import aes, aggregate, by_group, mqi, split_trace
+from mbt_online.scoring.rewards import score
+from mbt_online.tasks import mixture
+from mbt_online.tasks.base import Example
 from mbt_online.tracking import Tracker, read_metrics, setup_logging, timed, write_round_metrics
 
 log = logging.getLogger("mbt_online")
@@ -53,7 +54,7 @@ def train(cfg: Config, run_dir: Path | None = None, resume: bool = False) -> Pat
     state = RunState.load(run_dir)
     what = "resuming" if resume else "starting"
     log.info("run %s: %s, %d rounds", run_dir, what, cfg.loop.rounds)
-    train_examples, eval_examples = load_data(cfg)
+    train_examples, eval_examples = mixture.load_data(cfg)
     initial = resolve_student(cfg)
     tracker = Tracker(cfg, run_dir)
     session = Session(cfg, run_dir, state, tracker, initial)
@@ -126,14 +127,14 @@ def evaluate_round(
     if round_ != 0 and str(round_) not in state.models:
         raise ConfigError(f"{run_dir}: round {round_} has no trained model; trained rounds: {done}")
     if dataset:
-        from mbt_online.data import load_examples
+        from mbt_online.tasks.base import load_examples
 
         if path is None or not Path(path).is_file():
             raise ConfigError(f"--path: file not found: {path}")
         res = load_examples(dataset, path, limit=limit, distractors=cfg.data.eval.distractors)
         examples = res.examples
     else:
-        examples = load_data(cfg)[1][:limit]
+        examples = mixture.load_data(cfg)[1][:limit]
     model = resolve_student(cfg) if round_ == 0 else state.models[str(round_)]
     from mbt_online.engine import Engine
 
@@ -147,7 +148,7 @@ def evaluate_round(
     out.update(round=round_, questions=len(examples))
     if save is not None:
         save_rows(rows, save)
-        artifacts.write_json_atomic(save / "metrics.json", out)
+        files.write_json_atomic(save / "metrics.json", out)
     return out
 
 
@@ -160,12 +161,12 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
         if not (run_dir / "config.yaml").exists():
             raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
         return
-    if (run_dir / artifacts.STATE_FILE).exists():
+    if (run_dir / files.STATE_FILE).exists():
         raise ConfigError(
             f"run directory {run_dir} already holds a run: resume it with "
             f"`mbt-online train --resume {run_dir}`, or pick another run.name / --run-dir"
         )
-    check_data_paths(cfg)
+    mixture.check_data_paths(cfg)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -177,62 +178,17 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
             "pass --run-dir or set run.runs_dir to a writable folder"
         ) from None
     dump_config(cfg, run_dir / "config.yaml")
-    RunState(path=run_dir / artifacts.STATE_FILE).save()
-
-
-def check_data_paths(cfg: Config) -> None:
-    for name, s in cfg.data.splits():
-        if s.dataset != "world" and not Path(s.path).is_file():
-            raise ConfigError(f"data.{name}.path: file not found: {s.path}")
-
-
-def load_data(cfg: Config) -> tuple[list[Example], list[Example]]:
-    return load_split(cfg, "train"), load_split(cfg, "eval")
-
-
-def load_split(cfg: Config, which: str) -> list[Example]:
-    """All of a split's sources, concatenated; malformed rows are skipped and counted in the log."""
-    examples: list[Example] = []
-    for name, s in cfg.data.splits(which):
-        if s.dataset == "world":
-            from mbt_online.world import world_split
-
-            part = world_split(s, cfg.world, which)
-        else:
-            from mbt_online.data import load_examples
-
-            res = load_examples(
-                s.dataset,
-                s.path,
-                limit=s.limit,
-                offset=s.offset,
-                distractors=s.distractors,
-                shuffle=s.shuffle,
-                seed=cfg.run.seed,
-            )
-            if res.skipped:
-                log.warning(
-                    "data.%s: skipped %d malformed rows: %s",
-                    name,
-                    sum(res.skipped.values()),
-                    dict(res.skipped),
-                )
-            part = res.examples
-        log.info("data.%s: %d questions (%s)", name, len(part), s.dataset)
-        examples += part
-    if not examples:
-        raise ConfigError(f"data.{which}: no usable examples")
-    return examples
+    RunState(path=run_dir / files.STATE_FILE).save()
 
 
 def resolve_student(cfg: Config) -> str:
     """The initial student's HF folder: the embedded bootstrap, a known name, or a local path."""
     name = cfg.student.model
     if name == "bootstrap":
-        from mbt_online.bootstrap import ensure_student
+        from mbt_online.sim.bootstrap import ensure_student
 
         return str(ensure_student(cfg))
-    from mbt_online.models import KNOWN_MODELS, ModelFetchError, resolve_model
+    from mbt_online.tools.pretrained import KNOWN_MODELS, ModelFetchError, resolve_model
 
     try:
         return str(Path(resolve_model(name)).resolve())
@@ -308,9 +264,7 @@ class Session:
         cfg, timings, metrics = self.cfg, {}, {"round": r}
         examples = {ex.id: ex for ex in train_ex}
         if r > 0:
-            from mbt_online.selection import round_questions
-
-            questions = round_questions(train_ex, r, cfg.loop.questions_per_round)
+            questions = mixture.round_questions(train_ex, r, cfg.loop.questions_per_round)
             start_model = self.model_at(r - 1)
             with timed("rollout", timings):
                 raw = self.stage(
@@ -350,7 +304,7 @@ class Session:
         metrics.update(timings)
         write_round_metrics(self.run_dir, metrics)
         if cfg.eval.judges:
-            from mbt_online.judges import judge_round
+            from mbt_online.llm.judges import judge_round
 
             with timed("judge", timings):
                 metrics.update(judge_round(self.run_dir, r, cfg.eval.judges, cfg))
@@ -374,7 +328,7 @@ class Session:
         return load_rows(out)
 
     def build(self, r: int, scored: list[dict], taught: list[dict], examples: dict) -> None:
-        from mbt_online.selection import dpo_pairs, sft_rows
+        from mbt_online.teachers.targets import dpo_pairs, sft_rows
 
         if self.state.done(r, "build"):
             return
@@ -398,8 +352,8 @@ class Session:
         metrics_file = out / "train_metrics.json"
         if self.state.done(r, "train"):
             return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        sft = artifacts.load_dataset_dir(stage_dir(self.run_dir, r, "build") / "sft")
-        pairs = artifacts.load_dataset_dir(stage_dir(self.run_dir, r, "build") / "dpo")
+        sft = files.load_dataset_dir(stage_dir(self.run_dir, r, "build") / "sft")
+        pairs = files.load_dataset_dir(stage_dir(self.run_dir, r, "build") / "dpo")
         metrics: dict[str, float] = {"train/sft_rows": len(sft), "train/dpo_pairs": len(pairs)}
         bf16 = cfg.student.dtype == "bfloat16"
         model, adapter, adapter_base = start_model, None, start_model
@@ -420,7 +374,7 @@ class Session:
         for key in [k for k in metrics if k.endswith("_seconds")]:
             metrics[f"timing/{key.split('/')[-1].removesuffix('_seconds')}"] = metrics.pop(key)
         out.mkdir(parents=True, exist_ok=True)
-        artifacts.write_json_atomic(metrics_file, metrics)
+        files.write_json_atomic(metrics_file, metrics)
         self.state.models[str(r)] = model
         self.state.mark(r, "train")
         return metrics
@@ -506,7 +460,7 @@ def teach_rows(
     tokenizer_dir: str,
 ) -> list[dict[str, Any]]:
     """Ask the configured teacher for MBT-R rewrites / MBT-S syntheses; every output is verified."""
-    from mbt_online.selection import teach_requests
+    from mbt_online.teachers.targets import teach_requests
 
     if cfg.teacher.mode == "none":
         return []
@@ -532,7 +486,7 @@ def teach_rows(
 def make_teacher(cfg: Config, r: int, run_dir: Path, tokenizer_dir: str) -> Any:
     """The configured backend, verifying length in the student's tokens; LLM requests are cached
     in the run so a resume does not pay twice."""
-    from mbt_online.llm_teacher import make_teacher as pick_teacher
+    from mbt_online.teachers.llm import make_teacher as pick_teacher
 
     budget = cfg.teacher.budget_tokens or max(
         [cfg.reward.default_budget, *cfg.reward.budgets.values()]
@@ -579,7 +533,7 @@ def teacher_candidates(
 
 def summarize(rows: list[dict], cfg: Config, history: list[dict], prefix: str) -> dict[str, float]:
     """Aggregate diagnostics of one evaluation, with AES and MQI relative to round 0."""
-    from mbt_online.metrics import TraceDiagnostics
+    from mbt_online.scoring.metrics import TraceDiagnostics
 
     diags = [TraceDiagnostics(**json.loads(r["diagnostics"])) for r in rows]
     agg = aggregate(diags, [r["tier"] for r in rows])

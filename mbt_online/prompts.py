@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from mbt_online.data import Example
+from mbt_online.tasks.base import Example
 
 # The student reasons inside <think> (Qwen3 thinking mode) and commits to one answer in tags, so
 # extraction is a plain string search and "no tags" can be scored as wrong.

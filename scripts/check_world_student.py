@@ -31,8 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from mbt_online.bootstrap import ensure_student
     from mbt_online.config import load_config
+    from mbt_online.sim.bootstrap import ensure_student
 
     cfg = load_config(args.config, args.overrides)
     start = time.perf_counter()
@@ -46,9 +46,9 @@ def main() -> None:
 
 def report(cfg, path: str, n: int) -> None:
     from mbt_online.engine import Engine
-    from mbt_online.metrics import aggregate, diagnose
     from mbt_online.prompts import student_messages
-    from mbt_online.world import world_split
+    from mbt_online.scoring.metrics import aggregate, diagnose
+    from mbt_online.tasks.world import world_split
 
     split = cfg.data.eval.model_copy(update={"limit": n})
     examples = world_split(split, cfg.world, "eval")

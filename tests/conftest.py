@@ -67,7 +67,7 @@ def sample_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, hidden-64 Llama student with a BPE tokenizer trained on the real samples."""
-    from mbt_online.modeling import build_tiny_student
+    from mbt_online.sim.tiny_model import build_tiny_student
 
     out = tmp_path_factory.mktemp("tiny_student")
     return build_tiny_student(out, sample_texts(), hidden_size=64, layers=2, seed=0)

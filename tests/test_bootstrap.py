@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mbt_online import bootstrap
-from mbt_online.bootstrap import cache_root, encode_row, ensure_student, install_reader, student_key
 from mbt_online.config import Config, validate
+from mbt_online.sim import bootstrap
+from mbt_online.sim.bootstrap import (
+    cache_root,
+    encode_row,
+    ensure_student,
+    install_reader,
+    student_key,
+)
 
 # Small enough to build in a few seconds, big enough to exercise every step.
 TINY = {
@@ -73,6 +79,20 @@ def test_cache_key_follows_what_shapes_the_student():
     assert student_key(validate(raw)) != base  # the training prompts' distractor count
 
 
+def test_cache_key_is_what_the_student_is_trained_on_not_source_files():
+    """The key reads the traces and tokenizer corpus: a changed word in either is a new student,
+    while editing code that writes neither (a HotpotQA phrase) cannot shift the quickstart."""
+    cfg = tiny()
+    inputs = bootstrap.student_inputs(cfg)
+    base = student_key(cfg, inputs)
+    assert student_key(cfg) == base  # computed from the same inputs when none are passed
+    rows = [dict(r) for r in inputs.rows]
+    rows[0]["completion"] += " again"
+    assert student_key(cfg, bootstrap.StudentInputs(inputs.examples, rows, inputs.corpus)) != base
+    corpus = [*inputs.corpus[:-1], inputs.corpus[-1] + "!"]
+    assert student_key(cfg, bootstrap.StudentInputs(inputs.examples, inputs.rows, corpus)) != base
+
+
 def test_ensure_student_builds_once_then_reuses(cache, monkeypatch):
     cfg = tiny()
     path = ensure_student(cfg)
@@ -92,7 +112,7 @@ def test_ensure_student_builds_once_then_reuses(cache, monkeypatch):
 
 
 def test_failed_build_leaves_no_cache_entry(cache, monkeypatch):
-    def broken(cfg, out):
+    def broken(cfg, out, inputs=None):
         out.mkdir(parents=True)
         (out / "half-written").write_text("x")
         raise RuntimeError("killed")
@@ -120,7 +140,7 @@ def test_built_student_loads_with_transformers_and_answers_in_format(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mbt_online.prompts import student_messages
-    from mbt_online.world import world_split
+    from mbt_online.tasks.world import world_split
 
     # One epoch of 12 steps learned the format under some thread counts only (CI saw 'ssss'); four
     # epochs put P(<think> first) at 0.77-0.94 across 1-4 torch threads.
@@ -140,12 +160,12 @@ def test_built_student_loads_with_transformers_and_answers_in_format(tmp_path):
 
 
 def test_encode_row_masks_the_prompt_and_ends_finished_traces_only(tmp_path):
-    from mbt_online import modeling
+    from mbt_online.sim import tiny_model
 
     cfg = tiny()
     examples = bootstrap.bootstrap_examples(cfg)
     rows = bootstrap.training_rows(cfg, examples)
-    tok = modeling.build_tokenizer(bootstrap.tokenizer_corpus(rows, examples), vocab_size=500)
+    tok = tiny_model.build_tokenizer(bootstrap.tokenizer_corpus(rows, examples), vocab_size=500)
     for row in rows:
         ids, labels = encode_row(tok, row, 10_000)
         n_prompt = labels.index(next(x for x in labels if x != -100))
@@ -199,10 +219,10 @@ def test_reader_circuit_copies_a_repeated_sequence_before_any_training():
 
 
 def test_reader_pairs_unspaced_words_with_their_spaced_twins():
-    from mbt_online import modeling
+    from mbt_online.sim import tiny_model
 
     texts = ["Rex Stone met Ada Vale, and Ada met Rex.", "<answer>Rex Stone</answer>", "Ada Vale"]
-    tok = modeling.build_tokenizer(texts * 20, 300)
+    tok = tiny_model.build_tokenizer(texts * 20, 300)
     model = _circuit_model()
     model.resize_token_embeddings(len(tok))
     install_reader(model, tok)
@@ -225,7 +245,7 @@ def test_vllm_serves_the_student_like_transformers(tmp_path):
 
     from mbt_online.engine import Engine
     from mbt_online.prompts import student_messages
-    from mbt_online.world import world_split
+    from mbt_online.tasks.world import world_split
 
     # trained past the near-ties of a 12-step student, where fp32 rounding differences between
     # the two implementations pick different tokens (CI saw "Ostra Ostra" then byte soup)
@@ -252,7 +272,7 @@ def test_vllm_serves_the_student_like_transformers(tmp_path):
 
 
 def test_completion_loss_equals_the_models_own_loss():
-    from mbt_online.bootstrap import _collate, completion_loss
+    from mbt_online.sim.bootstrap import _collate, completion_loss
 
     model = _circuit_model()
     data = [([5, 6, 7, 8, 9], [-100, -100, 7, 8, 9]), ([5, 6, 7], [-100, 6, 7])]

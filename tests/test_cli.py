@@ -148,7 +148,9 @@ def test_judge_rejects_unknown_judge(tmp_path):
 
 
 def test_sweep_dry_run_lists_the_paper_rows():
-    out = cli("sweep", "configs/sweeps/paper-baselines.yaml", "--dry-run", "loop.rounds=1")
+    out = cli(
+        "sweep", "mbt_online/configs/sweeps/paper-baselines.yaml", "--dry-run", "loop.rounds=1"
+    )
     assert out.returncode == 0, out.stderr
     names = [
         line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("- name")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mbt_online.data import (
+from mbt_online.tasks.base import (
     DATASETS,
     Example,
     Hop,

@@ -10,9 +10,9 @@ import pytest
 from datasets import load_from_disk
 from fake_llm_server import FakeLLMServer
 
-from mbt_online.artifacts import save_rows, stage_dir
 from mbt_online.config import Config, TeacherConfig
-from mbt_online.judges import (
+from mbt_online.llm.client import LLMClient
+from mbt_online.llm.judges import (
     JUDGES,
     AnswerHitVerdict,
     CorrectnessVerdict,
@@ -32,7 +32,7 @@ from mbt_online.judges import (
     rrp_from_marks,
     run_judges,
 )
-from mbt_online.llm_client import LLMClient
+from mbt_online.rundir.files import save_rows, stage_dir
 
 # --------------------------------------------------------------------------------------------------
 # parsers

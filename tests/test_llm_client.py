@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from fake_llm_server import FakeLLMServer
 
-from mbt_online.llm_client import (
+from mbt_online.llm.client import (
     ChatFailure,
     ChatRequest,
     ChatResult,

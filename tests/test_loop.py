@@ -304,7 +304,7 @@ def test_cli_reports_wrong_key_and_existing_run(tmp_path):
 
 
 def test_trained_rounds_read_back_in_numeric_order(tmp_path):
-    from mbt_online.artifacts import RunState
+    from mbt_online.rundir.files import RunState
 
     state = RunState.load(tmp_path)
     assert state.trained_rounds() == []
@@ -314,7 +314,7 @@ def test_trained_rounds_read_back_in_numeric_order(tmp_path):
 
 
 def test_empty_stage_outputs_read_back_empty(tmp_path):
-    from mbt_online.artifacts import load_dataset_dir, load_rows, save_rows
+    from mbt_online.rundir.files import load_dataset_dir, load_rows, save_rows
 
     save_rows([], tmp_path / "teach")
     assert load_rows(tmp_path / "teach") == []

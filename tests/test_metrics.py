@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mbt_online.metrics import (
+from mbt_online.scoring.metrics import (
     PHASES,
     RRP,
     aes,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 
-from mbt_online.data import Example
-from mbt_online.metrics import extract_answer
 from mbt_online.prompts import (
     JUDGE_GRADES,
     METACOGNITIVE_SYSTEM,
@@ -22,6 +20,8 @@ from mbt_online.prompts import (
     render_documents,
     student_messages,
 )
+from mbt_online.scoring.metrics import extract_answer
+from mbt_online.tasks.base import Example
 
 
 def example() -> Example:

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from mbt_online.config import BootstrapConfig, WorldConfig
-from mbt_online.metrics import diagnose, extract_answer, split_trace
-from mbt_online.reasoner import LOOP_CUE, draw_kind, hop_line, unregulated_trace
-from mbt_online.world import generate_world, make_examples
+from mbt_online.scoring.metrics import diagnose, extract_answer, split_trace
+from mbt_online.sim.reasoner import LOOP_CUE, draw_kind, unregulated_trace
+from mbt_online.tasks.world import generate_world, hop_line, make_examples
 
 CFG = WorldConfig(entities_per_kind=20, distractors=3)
 EXAMPLES = make_examples(generate_world(11, CFG), 60, 0, CFG)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mbt_online.config import dump_config, validate
-from mbt_online.report import (
+from mbt_online.tools.report import (
     REWARD_ORDER,
     curve_metrics,
     find_runs,
@@ -476,10 +476,10 @@ def test_paper_baselines_sweep_then_report_in_chromium(tmp_path, monkeypatch, ti
     one round, a handful of world questions, and the tiny test student instead of the bootstrap
     (the sweep's own config is unchanged; these are command-line extras as a user would pass)."""
     pytest.importorskip("vllm")
-    from mbt_online.sweep import run_sweep
+    from mbt_online.tools.sweep import run_sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    sweep = Path(__file__).parents[1] / "configs" / "sweeps" / "paper-baselines.yaml"
+    sweep = Path(__file__).parents[1] / "mbt_online" / "configs" / "sweeps" / "paper-baselines.yaml"
     smaller = [
         "loop.rounds=1",
         "data.train.limit=4",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mbt_online.config import RewardConfig, RewardWeights
-from mbt_online.data import Example
-from mbt_online.metrics import diagnose
-from mbt_online.rewards import reward_components, score, total_reward
+from mbt_online.scoring.metrics import diagnose
+from mbt_online.scoring.rewards import reward_components, score, total_reward
+from mbt_online.tasks.base import Example
 
 DUNE = (
     "The question asks where the author of Dune was born. "

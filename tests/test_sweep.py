@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mbt_online.config import ConfigError, dump_config
-from mbt_online.sweep import (
+from mbt_online.tools.sweep import (
     SLURM_SCRIPT,
     expand,
     load_sweep,
@@ -23,7 +23,7 @@ from mbt_online.sweep import (
     short_value,
 )
 
-PAPER = Path(__file__).parents[1] / "configs" / "sweeps" / "paper-baselines.yaml"
+PAPER = Path(__file__).parents[1] / "mbt_online" / "configs" / "sweeps" / "paper-baselines.yaml"
 PAPER_NAMES = [
     "base",
     "metacog",

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mbt_online.data import Example, Hop, load_examples
-from mbt_online.metrics import (
+from mbt_online.scoring.metrics import (
     PHASES,
     contains_answer,
     detect_phases,
@@ -17,7 +16,8 @@ from mbt_online.metrics import (
     split_paragraphs,
     split_sentences,
 )
-from mbt_online.teacher import StructuredTeacher, TeachRequest, count_words, verify
+from mbt_online.tasks.base import Example, Hop, load_examples
+from mbt_online.teachers.structured import StructuredTeacher, TeachRequest, count_words, verify
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 SAMPLES = {
@@ -368,7 +368,7 @@ def test_unknown_mode_and_bad_max_tries_fail_loudly() -> None:
 
 def test_concise_style_is_short_verified_and_corrects_the_draft():
     from mbt_online.config import load_config
-    from mbt_online.world import world_split
+    from mbt_online.tasks.world import world_split
 
     cfg = load_config()
     exs = world_split(cfg.data.train, cfg.world, "train")[:30]
@@ -387,9 +387,9 @@ def test_concise_style_is_short_verified_and_corrects_the_draft():
 
 def test_student_style_keeps_the_students_lines_and_stops_after_one_check():
     from mbt_online.config import load_config
-    from mbt_online.metrics import extract_answer
-    from mbt_online.reasoner import clean_lines, unregulated_trace
-    from mbt_online.world import world_split
+    from mbt_online.scoring.metrics import extract_answer
+    from mbt_online.sim.reasoner import unregulated_trace
+    from mbt_online.tasks.world import clean_lines, world_split
 
     cfg = load_config()
     exs = world_split(cfg.data.train, cfg.world, "train")[:40]
@@ -418,7 +418,7 @@ def test_student_style_keeps_the_students_lines_and_stops_after_one_check():
 
 @pytest.mark.parametrize("dataset", sorted(SAMPLES))
 def test_concise_style_on_real_data_clips_quotes_and_states_yes_no_answers(dataset: str):
-    from mbt_online.teacher import _CLIP_WORDS, _is_yes_no
+    from mbt_online.teachers.structured import _CLIP_WORDS, _is_yes_no
 
     teacher = StructuredTeacher(seed=0, style="concise", budget_tokens=256)
     exs = examples(dataset)

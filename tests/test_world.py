@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mbt_online.config import DataSplit, WorldConfig
-from mbt_online.world import (
+from mbt_online.tasks.world import (
     NAME_POOLS,
     generate_world,
     make_examples,

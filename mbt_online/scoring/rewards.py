@@ -8,8 +8,8 @@ Pure functions: the same code scores training rollouts, DPO pair margins and eva
 from __future__ import annotations
 
 from mbt_online.config import RewardConfig, RewardWeights
-from mbt_online.data import Example
-from mbt_online.metrics import PHASES, TraceDiagnostics, diagnose
+from mbt_online.scoring.metrics import PHASES, TraceDiagnostics, diagnose
+from mbt_online.tasks.base import Example
 
 
 def reward_components(d: TraceDiagnostics) -> dict[str, float]:

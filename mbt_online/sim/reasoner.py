@@ -22,16 +22,15 @@ from __future__ import annotations
 import random
 from typing import Literal, Protocol
 
-from mbt_online.data import Example, Hop
 from mbt_online.prompts import format_target
-from mbt_online.world import parse_sentence, question_chain, split_sentences
+from mbt_online.tasks.base import Example
+from mbt_online.tasks.world import clean_lines, parse_sentence, split_sentences
 
 TraceKind = Literal["clean", "overthink", "distractor_switch", "loop"]
 TRACE_KINDS: tuple[TraceKind, ...] = ("clean", "overthink", "distractor_switch", "loop")
 
 LOOP_CUE = "Let me check again."
 RECHECK_CUE = "Let me double-check."
-PLAN = "Plan: follow each hop."
 
 
 class Rates(Protocol):
@@ -83,52 +82,6 @@ def unregulated_trace(
     if kind == "overthink":
         lines += _recheck_lines(ex, rng)
     return format_target("\n".join(lines), final), kind
-
-
-def is_world_question(ex: Example) -> bool:
-    """Whether the example is a world chain this reasoner (and so the world student) can write."""
-    return ex.source == "world" and bool(ex.hops) and question_chain(ex.question) is not None
-
-
-def clean_lines(ex: Example) -> list[str]:
-    """The clean derivation in the student's own wording: goal, one line per hop, the answer.
-
-    MBT-R's teacher for the world student rewrites into exactly these lines (plus its phase
-    lines), so SFT moves the decision after the answer instead of relearning how to read.
-    """
-    return [_goal_line(ex), *hop_lines(ex), f"{_last_step(ex)} So the answer is {ex.answer}."]
-
-
-def _nouns(ex: Example) -> list[str]:
-    parsed = question_chain(ex.question)
-    if parsed is None:
-        raise ValueError(f"not a world question: {ex.question!r}")
-    return [r.noun for r in parsed[1]]
-
-
-def _goal_line(ex: Example) -> str:
-    """The question's path, copied, and a fixed plan: the phases the reasoner does have."""
-    start = ex.hops[0].title
-    return f"We need to find {start}" + "".join(f"'s {n}" for n in _nouns(ex)) + f"? {PLAN}"
-
-
-def hop_lines(ex: Example) -> list[str]:
-    """One line per hop: the step in the path, then the document's fact that takes it."""
-    nouns = _nouns(ex)
-    lines = []
-    for i, hop in enumerate(ex.hops):
-        path = f"{hop.title}'s {nouns[0]}" if i == 0 else f"...'s {nouns[i - 1]}'s {nouns[i]}"
-        lines.append(f"{path}: {hop.evidence}")
-    return lines
-
-
-def hop_line(hop: Hop) -> str:
-    """The fact of one hop as the trace quotes it (the document sentence)."""
-    return hop.evidence
-
-
-def _last_step(ex: Example) -> str:
-    return f"...'s {_nouns(ex)[-1]}?"
 
 
 def _loop(head: list[str], steps: list[str], said: str, rng: random.Random, words: int) -> str:

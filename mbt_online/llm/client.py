@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-log = logging.getLogger("mbt_online.llm_client")
+log = logging.getLogger("mbt_online.llm.client")
 
 # Statuses worth another try: the server is overloaded, restarting or timed out on its side.
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})

@@ -9,7 +9,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mbt_online.modeling import IM_END, IM_START, PAD, TAG_TOKENS, build_model, build_tokenizer
+from mbt_online.sim.tiny_model import (
+    IM_END,
+    IM_START,
+    PAD,
+    TAG_TOKENS,
+    build_model,
+    build_tokenizer,
+)
 
 CORPUS = [
     "The capital of France is Paris.",

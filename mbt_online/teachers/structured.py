@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mbt_online.data import Example
-from mbt_online.metrics import (
+from mbt_online.scoring.metrics import (
     PHASES,
     contains_answer,
     detect_phases,
@@ -30,7 +29,8 @@ from mbt_online.metrics import (
     split_sentences,
     split_trace,
 )
-from mbt_online.reasoner import clean_lines, is_world_question
+from mbt_online.tasks.base import Example
+from mbt_online.tasks.world import clean_lines, is_world_question
 
 Mode = Literal["mbt-s", "mbt-r"]
 STYLES = ("full", "concise", "student")

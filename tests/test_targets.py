@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from mbt_online.config import load_config
-from mbt_online.data import Example
-from mbt_online.selection import (
+from mbt_online.tasks.base import Example
+from mbt_online.tasks.mixture import round_questions
+from mbt_online.teachers.targets import (
     best_student,
     dpo_pairs,
     is_failing,
-    round_questions,
     sft_rows,
     teach_requests,
 )

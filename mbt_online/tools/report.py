@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from mbt_online.artifacts import load_rows, stage_dir
 from mbt_online.config import RewardWeights
+from mbt_online.rundir.files import load_rows, stage_dir
 
 # (metric key, chart title); reward/* components are discovered and appended after these.
 CURVES = (
@@ -532,7 +532,7 @@ def render_teacher(row: dict[str, Any]) -> str:
 
 
 def _teacher_phases(row: dict[str, Any]) -> list[str]:
-    from mbt_online.metrics import detect_phases
+    from mbt_online.scoring.metrics import detect_phases
 
     return detect_phases(str(row.get("trace") or ""))
 

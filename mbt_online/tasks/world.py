@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mbt_online.config import DataSplit, WorldConfig
-from mbt_online.data import Example, Hop
+from mbt_online.tasks.base import Example, Hop
 
 Purpose = Literal["train", "eval"]
 KINDS = ("person", "company", "city", "country")
@@ -335,3 +335,57 @@ def world_split(split: DataSplit, cfg: WorldConfig, purpose: Purpose) -> list[Ex
         random.Random(f"shuffle:{split.world_seed}").shuffle(examples)
     end = None if split.limit is None else split.offset + split.limit
     return examples[split.offset : end]
+
+
+# --------------------------------------------------------------------------------------------------
+# The world's own line style: a clean derivation as the world student writes it. The simulated
+# reasoner (sim/) branches off these lines; the structured teacher's "student" style rewrites into
+# them, so both read them from the task rather than from each other.
+
+PLAN = "Plan: follow each hop."
+
+
+def is_world_question(ex: Example) -> bool:
+    """Whether the example is a world chain this reasoner (and so the world student) can write."""
+    return ex.source == "world" and bool(ex.hops) and question_chain(ex.question) is not None
+
+
+def clean_lines(ex: Example) -> list[str]:
+    """The clean derivation in the student's own wording: goal, one line per hop, the answer.
+
+    MBT-R's teacher for the world student rewrites into exactly these lines (plus its phase
+    lines), so SFT moves the decision after the answer instead of relearning how to read.
+    """
+    return [_goal_line(ex), *hop_lines(ex), f"{_last_step(ex)} So the answer is {ex.answer}."]
+
+
+def _nouns(ex: Example) -> list[str]:
+    parsed = question_chain(ex.question)
+    if parsed is None:
+        raise ValueError(f"not a world question: {ex.question!r}")
+    return [r.noun for r in parsed[1]]
+
+
+def _goal_line(ex: Example) -> str:
+    """The question's path, copied, and a fixed plan: the phases the reasoner does have."""
+    start = ex.hops[0].title
+    return f"We need to find {start}" + "".join(f"'s {n}" for n in _nouns(ex)) + f"? {PLAN}"
+
+
+def hop_lines(ex: Example) -> list[str]:
+    """One line per hop: the step in the path, then the document's fact that takes it."""
+    nouns = _nouns(ex)
+    lines = []
+    for i, hop in enumerate(ex.hops):
+        path = f"{hop.title}'s {nouns[0]}" if i == 0 else f"...'s {nouns[i - 1]}'s {nouns[i]}"
+        lines.append(f"{path}: {hop.evidence}")
+    return lines
+
+
+def hop_line(hop: Hop) -> str:
+    """The fact of one hop as the trace quotes it (the document sentence)."""
+    return hop.evidence
+
+
+def _last_step(ex: Example) -> str:
+    return f"...'s {_nouns(ex)[-1]}?"

@@ -19,9 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbt_online.artifacts import load_rows, save_rows, stage_dir
-from mbt_online.llm_client import ChatFailure, ChatRequest, ChatResult, LLMClient, make_client
-from mbt_online.metrics import PHASES, mqi, split_paragraphs, split_sentences
+from mbt_online.llm.client import ChatFailure, ChatRequest, ChatResult, LLMClient, make_client
 from mbt_online.prompts import (
     JUDGE_GRADES,
     RRP_LABELS,
@@ -30,6 +28,8 @@ from mbt_online.prompts import (
     judge_mqi_messages,
     judge_rrp_messages,
 )
+from mbt_online.rundir.files import load_rows, save_rows, stage_dir
+from mbt_online.scoring.metrics import PHASES, mqi, split_paragraphs, split_sentences
 
 JUDGES = ("correctness", "answer_hit", "rrp", "mqi")
 JUDGE_MAX_TOKENS = 1024

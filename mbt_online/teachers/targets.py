@@ -10,9 +10,9 @@ from collections import defaultdict
 from typing import Any
 
 from mbt_online.config import Config
-from mbt_online.data import Example
 from mbt_online.prompts import format_target, student_messages
-from mbt_online.teacher import TeachRequest
+from mbt_online.tasks.base import Example
+from mbt_online.teachers.structured import TeachRequest
 
 Row = dict[str, Any]
 
@@ -130,23 +130,3 @@ def dpo_pairs(
                 )
                 pairs += 1
     return out
-
-
-def round_questions(examples: list[Example], round_: int, per_round: int | None) -> list[Example]:
-    """A rotating window over the training questions, so later rounds see new ones when the pool
-    is larger than a round. A pool of several benchmarks is dealt round-robin first: a window
-    over the concatenated files would train round 1 on one benchmark alone."""
-    if not per_round or per_round >= len(examples):
-        return examples
-    pool = _interleave(examples)
-    start = ((round_ - 1) * per_round) % len(pool)
-    return (pool + pool)[start : start + per_round]
-
-
-def _interleave(examples: list[Example]) -> list[Example]:
-    """Examples dealt one per source in turn, each source keeping its own order."""
-    queues: dict[str, list[Example]] = defaultdict(list)
-    for ex in examples:
-        queues[ex.source].append(ex)
-    depth = max(len(q) for q in queues.values())
-    return [q[i] for i in range(depth) for q in queues.values() if i < len(q)]

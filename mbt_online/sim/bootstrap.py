@@ -17,21 +17,26 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from mbt_online import modeling, prompts, reasoner, teacher, world
+from mbt_online import prompts
 from mbt_online.config import Config
-from mbt_online.data import Example
-from mbt_online.metrics import PHASE_CUES
+from mbt_online.scoring.metrics import PHASE_CUES
+from mbt_online.sim import reasoner, tiny_model
+from mbt_online.tasks import world
+from mbt_online.tasks.base import Example
+from mbt_online.teachers import structured
 
 log = logging.getLogger(__name__)
 
-# Sources whose change must rebuild the student (its data, tokenizer, architecture or training).
-_KEY_SOURCES = (world, reasoner, modeling, prompts, teacher)
+# Bump when the build itself changes (architecture, reader circuit, training loop) without a change
+# of the data or config it is keyed on: the cache key is what the student is trained on, not code.
+RECIPE_VERSION = 1
 _WORLD_SEED_BASE = 100_000  # bootstrap worlds never reuse the seeds of a run's own worlds
 _TEACHER_SAMPLES = 400  # questions whose teacher traces feed the tokenizer's vocabulary
 
@@ -44,19 +49,39 @@ def cache_root() -> Path:
     return Path(xdg).expanduser() / "mbt-online"
 
 
-def student_key(cfg: Config) -> str:
-    """Hash of the config fields and code that shape the student; the cache folder's name."""
-    files = [Path(m.__file__) for m in _KEY_SOURCES] + [Path(__file__)]
-    sources = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+def student_key(cfg: Config, inputs: StudentInputs | None = None) -> str:
+    """Hash of what the student is trained on (its traces and tokenizer corpus), the config fields
+    that shape it and the recipe version: the cache folder's name. Editing a HotpotQA phrase changes
+    no byte of the world's traces, so it no longer rebuilds the quickstart student."""
+    inputs = inputs or student_inputs(cfg)
+    data = hashlib.sha256()
+    for row in inputs.rows:
+        data.update(json.dumps([row["messages"], row["completion"]]).encode())
+    for text in inputs.corpus:
+        data.update(text.encode() + b"\0")
     payload = {
         "bootstrap": cfg.bootstrap.model_dump(mode="json"),
-        "world": cfg.world.model_dump(mode="json", exclude={"questions"}),
-        "distractors": _distractors(cfg),
         "max_model_len": cfg.student.max_model_len,
-        "sources": sources,
+        "recipe": RECIPE_VERSION,
+        "data": data.hexdigest(),
     }
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StudentInputs:
+    """What the bootstrap student is built from: its questions, traces and tokenizer corpus."""
+
+    examples: list[Example]
+    rows: list[dict]
+    corpus: list[str]
+
+
+def student_inputs(cfg: Config) -> StudentInputs:
+    examples = bootstrap_examples(cfg)
+    rows = training_rows(cfg, examples)
+    return StudentInputs(examples, rows, tokenizer_corpus(rows, examples))
 
 
 def _distractors(cfg: Config) -> int:
@@ -71,7 +96,8 @@ def ensure_student(cfg: Config) -> Path:
     Built into a temporary folder beside its final place and renamed when complete, so an
     interrupted build never leaves a folder that looks finished.
     """
-    final = cache_root() / "students" / student_key(cfg)
+    inputs = student_inputs(cfg)
+    final = cache_root() / "students" / student_key(cfg, inputs)
     if (final / "bootstrap.json").is_file():
         log.info("bootstrap student: cached at %s", final)
         return final
@@ -80,7 +106,7 @@ def ensure_student(cfg: Config) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
     try:
-        stats = build_student(cfg, tmp)
+        stats = build_student(cfg, tmp, inputs)
         stats["seconds"] = round(time.perf_counter() - start, 1)
         (tmp / "bootstrap.json").write_text(json.dumps(stats, indent=2))
         try:
@@ -134,7 +160,7 @@ def tokenizer_corpus(rows: list[dict], examples: list[Example]) -> list[str]:
 
 def _teacher_texts(examples: list[Example], rows: list[dict]) -> list[str]:
     """Structured-teacher traces (both modes) in the SFT target format, as the rounds will see."""
-    writer = teacher.StructuredTeacher(seed=0)
+    writer = structured.StructuredTeacher(seed=0)
     texts = []
     for i, (ex, row) in enumerate(zip(examples, rows, strict=True)):
         rng = random.Random(i)
@@ -143,13 +169,13 @@ def _teacher_texts(examples: list[Example], rows: list[dict]) -> list[str]:
     return texts
 
 
-def build_student(cfg: Config, out_dir: Path) -> dict:
+def build_student(cfg: Config, out_dir: Path, inputs: StudentInputs | None = None) -> dict:
     """Tokenizer, model and training into `out_dir`; returns the build's statistics."""
     b = cfg.bootstrap
-    examples = bootstrap_examples(cfg)
-    rows = training_rows(cfg, examples)
-    tok = modeling.build_tokenizer(tokenizer_corpus(rows, examples), vocab_size=b.vocab_size)
-    modeling.build_model(
+    inputs = inputs or student_inputs(cfg)
+    rows = inputs.rows
+    tok = tiny_model.build_tokenizer(inputs.corpus, vocab_size=b.vocab_size)
+    tiny_model.build_model(
         tok,
         out_dir,
         hidden_size=b.hidden_size,
@@ -170,7 +196,7 @@ def build_student(cfg: Config, out_dir: Path) -> dict:
     for row in rows:
         kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
     return {
-        "key": student_key(cfg),
+        "key": student_key(cfg, inputs),
         "config": cfg.bootstrap.model_dump(mode="json"),
         "traces": len(rows),
         "trace_kinds": kinds,

@@ -23,10 +23,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mbt_online.config import Config, ConfigError, TeacherConfig
-from mbt_online.llm_client import ChatFailure, ChatRequest, ChatResult, make_client
-from mbt_online.metrics import split_trace
+from mbt_online.llm.client import ChatFailure, ChatRequest, ChatResult, make_client
 from mbt_online.prompts import gold_solution_messages, mbt_r_messages, mbt_s_messages
-from mbt_online.teacher import StructuredTeacher, TeachRequest, TeachResult, count_words, verify
+from mbt_online.scoring.metrics import split_trace
+from mbt_online.teachers.structured import (
+    StructuredTeacher,
+    TeachRequest,
+    TeachResult,
+    count_words,
+    verify,
+)
 
 
 class ChatBackend(Protocol):
