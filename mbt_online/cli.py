@@ -1,4 +1,4 @@
-"""The `mbt-online` command line: train, eval, data inspect, teach, judge, sweep, report."""
+"""The `mbt-online` command line: train, config, eval, data inspect, teach, judge, sweep, report."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mbt_online.config import ConfigError, load_config
+from mbt_online.config import ConfigError, config_yaml, load_config, resolve_config
+from mbt_online.config_docs import sections_help
+from mbt_online.tasks.names import BENCHMARKS
 
 app = typer.Typer(
     help="Online Metacognitive Behavioral Tuning: roll out, score, teach, SFT, DPO, repeat.",
@@ -26,7 +28,8 @@ app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
 
-DATASET_HELP = "Benchmark layout: hotpotqa, musique or 2wikimultihopqa."
+DATASET_HELP = f"Benchmark layout: {', '.join(BENCHMARKS[:-1])} or {BENCHMARKS[-1]}."
+PATH_HELP = "`pkg://samples/<benchmark>/<file>` names a dev sample shipped with the package."
 
 
 def fail(message: str) -> None:
@@ -34,16 +37,24 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+TRAIN_EPILOG = (
+    f"Config sections, each key a dotted override section.key=value: {sections_help()}\n\n"
+    "Every key with its type, default and meaning: `mbt-online config show --explain` and "
+    "docs/configuration.md; the shipped configs: `mbt-online config list`."
+)
+CONFIG_HELP = (
+    "A YAML file, or the name of a shipped config (`mbt-online config list`), e.g. "
+    "smollm2-mhqa-cpu. Default: the shipped quickstart."
+)
+
+
+@app.command(epilog=TRAIN_EPILOG)
 def train(
     overrides: Annotated[
         list[str] | None,
         typer.Argument(help="Dotted config overrides, e.g. loop.rounds=2 teacher.mode=mbt-s"),
     ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML config (default: configs/quickstart.yaml)."),
-    ] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run directory (default: <run.runs_dir>/<run.name>).")
     ] = None,
@@ -58,39 +69,104 @@ def train(
             "last model).",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Print the resolved config and the run directory, then exit."),
+    ] = False,
 ) -> None:
     """Run a multi-round MBT training run (the embedded synthetic world by default)."""
-    from mbt_online import loop
-
+    if rounds is not None and not resume:
+        fail("--rounds extends a run with --resume; for a new run use loop.rounds=N")
+    if resume and (overrides or config):
+        fail("--resume takes the run's own config.yaml; drop --config and overrides")
     try:
-        if rounds is not None and not resume:
-            fail("--rounds extends a run with --resume; for a new run use loop.rounds=N")
-        if resume:
-            if overrides or config:
-                fail("--resume takes the run's own config.yaml; drop --config and overrides")
-            if rounds is not None:
-                loop.extend_run(resume, rounds)
-            out = loop.train(load_config(resume / "config.yaml"), resume, resume=True)
-        else:
-            cfg = load_config(config, overrides or [])
-            out = loop.train(cfg, run_dir)
+        if dry_run:
+            extra = [] if rounds is None else [f"loop.rounds={rounds}"]
+            cfg = load_config(resume / "config.yaml", extra) if resume else None
+            cfg = cfg or load_config(config, overrides or [])
+            print(config_yaml(cfg), end="")
+            print(f"# run directory: {resume or run_dir or cfg.run_dir()}")
+            return
+        out = _train(config, overrides or [], run_dir, resume, rounds)
     except ConfigError as e:
-        fail(str(e))
+        fail(flag_wording(e))
     print_round_table(out)
 
 
+def _train(
+    config: str | None,
+    overrides: list[str],
+    run_dir: Path | None,
+    resume: Path | None,
+    rounds: int | None,
+) -> Path:
+    from mbt_online import loop
+
+    if resume:
+        if rounds is not None:
+            loop.extend_run(resume, rounds)
+        return loop.train(load_config(resume / "config.yaml"), resume, resume=True)
+    return loop.train(load_config(config, overrides), run_dir)
+
+
+config_app = typer.Typer(
+    help="The shipped configs, and the resolved config a run would use.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show", epilog=TRAIN_EPILOG)
+def config_show(
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted config overrides, e.g. loop.rounds=2 teacher.mode=mbt-s"),
+    ] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
+    defaults: Annotated[
+        bool,
+        typer.Option(
+            "--defaults", help="The schema's defaults instead of a config file (then overrides)."
+        ),
+    ] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Each key's description as a comment above it.")
+    ] = False,
+) -> None:
+    """Print the resolved config as YAML: the file (or shipped name) with the overrides applied
+    and every default filled in, exactly what `train` would run and record in config.yaml."""
+    from mbt_online.config import apply_overrides, validate
+    from mbt_online.config_docs import explained_yaml
+
+    if defaults and config:
+        fail("--defaults shows the schema defaults; drop --config")
+    try:
+        cfg = (
+            validate(apply_overrides({}, overrides or []))
+            if defaults
+            else load_config(config, overrides or [])
+        )
+    except ConfigError as e:
+        fail(str(e))
+    print(explained_yaml(cfg) if explain else config_yaml(cfg), end="")
+
+
+@config_app.command("list")
+def config_list() -> None:
+    """List the configs shipped with the package: names for --config (and for `sweep`)."""
+    from mbt_online.config import shipped_configs
+    from mbt_online.config_docs import config_summary
+
+    for name in shipped_configs():
+        console.print(f"[bold]{name}[/]  {config_summary(name)}", highlight=False)
+    console.print(f"(in {resolve_config('quickstart').parent})", highlight=False)
+
+
 def print_round_table(run_dir: Path) -> None:
-    from mbt_online.tracking import read_metrics
+    from mbt_online.rundir.metrics_file import read_metrics
+    from mbt_online.scoring.round_metrics import HEADLINE
 
     table = Table(title=f"MBT run {run_dir}")
-    cols = [
-        ("round", "round"),
-        ("accuracy", "eval/accuracy"),
-        ("mean tokens", "eval/mean_tokens"),
-        ("degeneration", "eval/degeneration_rate"),
-        ("answer-inclusive", "eval/answer_inclusive_rate"),
-        ("AES", "eval/aes"),
-    ]
+    cols = [("round", "round"), *((title, key) for key, title in HEADLINE)]
     for name, _ in cols:
         table.add_column(name, justify="right")
     for m in read_metrics(run_dir):
@@ -100,6 +176,22 @@ def print_round_table(run_dir: Path) -> None:
     wandb_runs = sorted((run_dir / "wandb" / "wandb").glob("offline-run-*"))
     if wandb_runs:
         console.print(f"offline wandb run: {wandb_runs[-1]}  (upload: wandb sync {wandb_runs[-1]})")
+
+
+# library parameters that the commands take as options of the same name
+FLAGS = ("distractors", "path", "rounds", "save", "resume")
+
+
+def flag_wording(e: ConfigError) -> str:
+    """A library error in the command line's words: the library names its parameters
+    (`save: ...`), the user typed options (`--save`); a run that exists gets its resume command."""
+    from mbt_online.loop import RunExistsError
+
+    text = str(e)
+    if isinstance(e, RunExistsError):
+        return f"{text}: resume it with `mbt-online train --resume {e.run_dir}` or pass --run-dir"
+    param, colon, rest = text.partition(":")
+    return f"--{param}{colon}{rest}" if colon and param in FLAGS else text
 
 
 def _fmt(v: Any) -> str:
@@ -122,7 +214,9 @@ def eval_cmd(
             + DATASET_HELP
         ),
     ] = None,
-    path: Annotated[Path | None, typer.Option(help="The data file for --dataset.")] = None,
+    path: Annotated[
+        Path | None, typer.Option(help="The data file for --dataset. " + PATH_HELP)
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N questions.")] = None,
     seed: Annotated[
         int | None, typer.Option(help="Sampling seed (default: the run's eval.sampling.seed).")
@@ -186,7 +280,7 @@ def eval_cmd(
             save=save,
         )
     except ConfigError as e:
-        fail(str(e))
+        fail(flag_wording(e))
     except PromptTooLongError as e:
         fail(f"{e} (for this evaluation: --max-model-len)")
     short = {k.removeprefix("eval/"): v for k, v in metrics.items()}
@@ -212,7 +306,9 @@ def parse_distractors(value: str | None) -> int | str | None:
 @data_app.command("inspect")
 def data_inspect(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
-    path: Annotated[Path, typer.Option(help="Official JSON / JSON-lines file, or Parquet.")],
+    path: Annotated[
+        Path, typer.Option(help="Official JSON / JSON-lines file, or Parquet. " + PATH_HELP)
+    ],
     distractors: Annotated[
         int | None, typer.Option(help="Keep this many distractor documents beside the gold ones.")
     ] = None,
@@ -245,11 +341,11 @@ def data_inspect(
 
 def inspect_summary(dataset: str, path: Path, distractors: int | None = None) -> dict[str, Any]:
     from mbt_online.prompts import student_messages
-    from mbt_online.tasks.base import DATASETS, load_examples
+    from mbt_online.tasks import load_examples, resolve_data_path
 
-    if dataset not in DATASETS:
-        fail(f"--dataset must be one of {', '.join(DATASETS)} (got {dataset!r})")
-    if not path.is_file():
+    if dataset not in BENCHMARKS:
+        fail(f"--dataset must be one of {', '.join(BENCHMARKS)} (got {dataset!r})")
+    if not resolve_data_path(path).is_file():
         fail(f"--path: file not found: {path}")
     res = load_examples(dataset, path, distractors=distractors)
     lengths = sorted(
@@ -279,7 +375,7 @@ def inspect_summary(dataset: str, path: Path, distractors: int | None = None) ->
 @app.command()
 def teach(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
-    path: Annotated[Path, typer.Option(help="Data file.")],
+    path: Annotated[Path, typer.Option(help="Data file. " + PATH_HELP)],
     out: Annotated[Path, typer.Option(help="Output folder (a datasets save_to_disk folder).")],
     mode: Annotated[
         str, typer.Option(help="mbt-s (synthesize) or mbt-r (rewrite drafts).")
@@ -296,9 +392,11 @@ def teach(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Write teacher traces for a data file and report how many pass `verify`."""
-    from mbt_online.rundir.files import load_rows, save_rows
-    from mbt_online.tasks.base import load_examples
-    from mbt_online.teachers.structured import StructuredTeacher, TeachRequest
+    from mbt_online.rundir.stages import load_rows, save_rows
+    from mbt_online.tasks import load_examples, resolve_data_path
+    from mbt_online.teachers.contract import TeachRequest
+    from mbt_online.teachers.stage import taught_rows
+    from mbt_online.teachers.structured import StructuredTeacher
 
     if mode not in ("mbt-s", "mbt-r"):
         fail(f"--mode must be mbt-s or mbt-r (got {mode!r})")
@@ -307,7 +405,7 @@ def teach(
             "`teach` runs the structured teacher; LLM teachers run inside `train` "
             "(teacher.backend=openai|vllm)"
         )
-    if not path.is_file():
+    if not resolve_data_path(path).is_file():
         fail(f"--path: file not found: {path}")
     examples = load_examples(dataset, path, limit=limit).examples
     draft_of: dict[str, str] = {}
@@ -318,16 +416,15 @@ def teach(
             draft_of.setdefault(row["example_id"], row["completion"])
         examples = [ex for ex in examples if ex.id in draft_of]
     requests = [TeachRequest(example=ex, mode=mode, draft=draft_of.get(ex.id)) for ex in examples]
-    results = StructuredTeacher(seed=seed).teach(requests)
-    rows = [{**r.__dict__, "trace": r.trace or "", "usage": json.dumps(r.usage)} for r in results]
+    rows = taught_rows(requests, StructuredTeacher(seed=seed))
     save_rows(rows, out)
     reasons = Counter(
-        reason.split(":")[0] for r in results if not r.verified for reason in r.reasons
+        reason.split(":")[0] for r in rows if not r["verified"] for reason in r["reasons"]
     )
     summary = {
-        "total": len(results),
-        "verified": sum(r.verified for r in results),
-        "rejected": sum(not r.verified for r in results),
+        "total": len(rows),
+        "verified": sum(r["verified"] for r in rows),
+        "rejected": sum(not r["verified"] for r in rows),
         "rejected_reasons": dict(reasons),
         "out": str(out),
     }
@@ -370,7 +467,12 @@ def judge(
 
 @app.command()
 def sweep(
-    sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (e.g. configs/sweeps/...).")],
+    sweep_file: Annotated[
+        str,
+        typer.Argument(
+            help="Sweep YAML: a file, or a shipped sweep's name, e.g. sweeps/paper-baselines."
+        ),
+    ],
     overrides: Annotated[
         list[str] | None,
         typer.Argument(help="Overrides applied to every member, e.g. loop.rounds=1"),
@@ -390,14 +492,13 @@ def sweep(
 
     if emit not in (None, "slurm"):
         fail(f"--emit must be slurm (got {emit!r})")
-    if not sweep_file.is_file():
-        fail(f"sweep file not found: {sweep_file}")
     try:
+        path = resolve_config(sweep_file)
         if dry_run:
-            print(dump_members(expand(sweep_file, overrides or [])), end="")
+            print(dump_members(expand(path, overrides or [])), end="")
             return
         _console_logging()
-        out = run_sweep(sweep_file, sweep_dir, overrides or [], emit=emit)
+        out = run_sweep(path, sweep_dir, overrides or [], emit=emit)
     except ConfigError as e:
         fail(str(e))
     console.print(f"{'SLURM script' if emit else 'sweep directory'}: {out}")

@@ -13,13 +13,17 @@ Three ways to hand new weights to a live generator (DESIGN.md, HANDOFF), which m
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from mbt_online.seeds import hash_seed
+
+if TYPE_CHECKING:
+    from mbt_online.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +50,25 @@ def request_seed(seed: int, index: int) -> int:
     vLLM gives the k-th of n samples the seed `seed + k`, so per-prompt seeds are hashed apart
     rather than consecutive (prompt i+1 would otherwise replay prompt i's second sample's noise).
     """
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
+    return hash_seed(f"{seed}:{index}", digest_size=8)
+
+
+def engine_kwargs(
+    cfg: Config, *, lora: bool | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    """`Engine` arguments from a run config, the one place they are read: the student's dtype and
+    context window, the engine section's memory settings. `lora` (default: the config's handoff
+    is "lora") reserves adapter slots; `seed` (default: `run.seed`) is the engine's own."""
+    return dict(
+        dtype=cfg.student.dtype,
+        max_model_len=cfg.student.max_model_len,
+        seed=cfg.run.seed if seed is None else seed,
+        enable_lora=cfg.engine.handoff == "lora" if lora is None else lora,
+        max_lora_rank=cfg.train.lora.r,
+        kvcache_gib=cfg.engine.kvcache_gib,
+        enforce_eager=cfg.engine.enforce_eager,
+        gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+    )
 
 
 def _cuda_available() -> bool:
@@ -141,6 +162,13 @@ class Engine:
         self.enable_lora = enable_lora
         self._llm: Any = None
         self._start(model_path)
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, model_path: str, *, lora: bool | None = None, seed: int | None = None
+    ) -> Engine:
+        """An engine for `model_path` sized by the run config (see `engine_kwargs`)."""
+        return cls(model_path, **engine_kwargs(cfg, lora=lora, seed=seed))
 
     # -- lifecycle -------------------------------------------------------------------------------
 

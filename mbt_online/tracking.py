@@ -1,15 +1,14 @@
-"""Run tracking: wandb (offline by default) plus a local `metrics.jsonl` and `run.log`.
+"""Run tracking: wandb (offline by default) plus the run's `run.log` and stage timings.
 
-The local files are the source of truth (reports and resume read them); wandb mirrors them so users
-get dashboards. Metric names are grouped by prefix:
-rollout/, reward/, teacher/, train/, eval/, timing/.
+The local files (`run.log`, and `metrics.jsonl` written by `rundir.metrics_file`) are the source of
+truth (reports and resume read them); wandb mirrors them so users get dashboards. Metric names are
+grouped by prefix: rollout/, reward/, teacher/, train/, eval/, timing/.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mbt_online.config import Config, to_flat_dict
+from mbt_online.rundir.atomic import write_text_atomic
 
 log = logging.getLogger("mbt_online")
 
-METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "run.log"
 
 
@@ -58,23 +57,6 @@ def timed(stage: str, timings: dict[str, float]) -> Iterator[None]:
     log.info("stage %s: done in %.1fs", stage, seconds)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_round_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """Replace-or-append this round's line atomically, so a resumed round never writes twice."""
-    rows = [m for m in read_metrics(run_dir) if m.get("round") != metrics["round"]]
-    rows.append(metrics)
-    rows.sort(key=lambda m: m["round"])
-    tmp = run_dir / (METRICS_FILE + ".tmp")
-    tmp.write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in rows))
-    os.replace(tmp, run_dir / METRICS_FILE)
-
-
 class Tracker:
     """A thin wandb wrapper: one run per training run, resumed with the same id after a crash."""
 
@@ -89,7 +71,7 @@ class Tracker:
         wandb_dir.mkdir(exist_ok=True)
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
-        id_file.write_text(run_id)
+        write_text_atomic(id_file, run_id)
         self.run = wandb.init(
             project=cfg.tracking.project,
             entity=cfg.tracking.entity,
@@ -126,10 +108,6 @@ class Tracker:
                 )
             payload["samples/completions"] = table
         self.run.log(payload)
-
-    @property
-    def run_path(self) -> str | None:
-        return getattr(self.run, "dir", None) and str(Path(self.run.dir).parent)
 
     def finish(self) -> None:
         if self.run is not None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import shutil
 import sys
@@ -38,6 +37,9 @@ from trl import DPOTrainer, SFTTrainer
 from trl import SFTConfig as TrlSFTConfig
 
 from mbt_online.config import LoraConfig, TrainConfig
+from mbt_online.contracts import Trained, TrainJob
+from mbt_online.rundir.atomic import write_dir_atomic, write_json_atomic
+from mbt_online.scoring.stats import mean
 
 Messages = list[dict[str, str]]
 METRICS_FILE = "train_metrics.json"
@@ -61,7 +63,7 @@ class TrainResult:
 # ---------------------------------------------------------------- dataset rows
 
 
-def sft_rows(items: Iterable[tuple[Messages, str]]) -> Dataset:
+def sft_dataset(items: Iterable[tuple[Messages, str]]) -> Dataset:
     """(prompt messages, assistant text) -> TRL's conversational prompt/completion rows."""
     rows = [
         {"prompt": list(prompt), "completion": [{"role": "assistant", "content": text}]}
@@ -70,7 +72,7 @@ def sft_rows(items: Iterable[tuple[Messages, str]]) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def dpo_pairs(
+def dpo_dataset(
     items: Iterable[tuple[Messages, str, str]], rejected_truncated: Iterable[bool] | None = None
 ) -> Dataset:
     """(prompt messages, chosen text, rejected text) -> TRL's conversational preference rows;
@@ -148,6 +150,32 @@ def train_dpo(
         del trainer
     _free_memory()
     return result
+
+
+class TrlTrainer:
+    """The loop's `Trainer` in a real run: SFT then DPO with TRL, each from the model the step
+    before it left; a step with no rows is skipped (its model is the one it was given)."""
+
+    def __init__(self, cfg: TrainConfig, *, bf16: bool = False) -> None:
+        self.cfg, self.bf16 = cfg, bf16
+
+    def train(self, job: TrainJob) -> Trained:
+        model, adapter, adapter_base = job.start_model, None, job.start_model
+        metrics: dict[str, float] = {}
+        if len(job.sft):
+            res = train_sft(model, job.sft, job.out_dir / "sft", self.cfg, job.seed, bf16=self.bf16)
+            adapter_base, model, adapter = model, str(res.model_dir), res.adapter_dir
+            metrics.update(res.metrics)
+        if len(job.pairs):
+            ref = job.reference or model
+            res = train_dpo(
+                model, ref, job.pairs, job.out_dir / "dpo", self.cfg, job.seed, bf16=self.bf16
+            )
+            adapter_base, model, adapter = model, str(res.model_dir), res.adapter_dir
+            metrics.update(res.metrics)
+        # a LoRA adapter belongs to the model its step started from, not to the initial student
+        pair = (adapter_base, str(adapter)) if adapter else None
+        return Trained(model=model, adapter=pair, metrics=metrics)
 
 
 # ---------------------------------------------------------------- trainer set-up
@@ -406,8 +434,8 @@ def _step_logs(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _mean(logs: list[dict[str, Any]], key: str) -> float:
-    values = [float(h[key]) for h in logs if key in h]
-    return sum(values) / len(values) if values else float("nan")
+    """NaN when no step logged `key`: a missing quantity, not a zero."""
+    return mean((float(h[key]) for h in logs if key in h), empty=float("nan"))
 
 
 def _sft_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -456,7 +484,7 @@ def _finish(
 
 def _save(model: Any, tokenizer: Any, model_dir: str | Path, out_dir: Path) -> None:
     if hasattr(model, "merge_and_unload"):
-        _replace_dir(out_dir / "adapter", model.save_pretrained)
+        write_dir_atomic(out_dir / "adapter", model.save_pretrained)
         model = model.merge_and_unload()
     model = model.to("cpu", dtype=_saved_dtype(model_dir))
 
@@ -464,7 +492,7 @@ def _save(model: Any, tokenizer: Any, model_dir: str | Path, out_dir: Path) -> N
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
 
-    _replace_dir(out_dir / "model", save_full)
+    write_dir_atomic(out_dir / "model", save_full)
 
 
 def _saved_dtype(model_dir: str | Path) -> torch.dtype:
@@ -475,16 +503,6 @@ def _saved_dtype(model_dir: str | Path) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
 
 
-def _replace_dir(target: Path, write: Any) -> Path:
-    """Write into a sibling temp folder, then swap it in: a crash never leaves half a model."""
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    write(partial)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return target
-
-
 def _nothing_to_train(model_dir: str | Path, out_dir: Path, stage: str) -> TrainResult:
     metrics = {f"train/{stage}_rows": 0.0, f"train/{stage}_steps": 0.0}
     _write_metrics(_mkdir(out_dir), metrics)
@@ -492,7 +510,7 @@ def _nothing_to_train(model_dir: str | Path, out_dir: Path, stage: str) -> Train
 
 
 def _write_metrics(out_dir: Path, metrics: dict[str, float]) -> None:
-    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(out_dir / METRICS_FILE, metrics)
 
 
 @contextlib.contextmanager

@@ -53,13 +53,7 @@ def report(cfg, path: str, n: int) -> None:
     split = cfg.data.eval.model_copy(update={"limit": n})
     examples = world_split(split, cfg.world, "eval")
     s = cfg.eval.sampling
-    engine = Engine(
-        path,
-        dtype=cfg.student.dtype,
-        max_model_len=cfg.student.max_model_len,
-        seed=s.seed,
-        kvcache_gib=cfg.engine.kvcache_gib,
-    )
+    engine = Engine.from_config(cfg, path, lora=False, seed=s.seed)
     start = time.perf_counter()
     outs = engine.generate(
         [student_messages(ex) for ex in examples],

@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny student built from the real data samples, and CPU-safe env defaults."""
+"""Shared fixtures: a tiny student built from the shipped dev samples, and CPU-safe env defaults.
+
+Every path the tests read is defined in `paths.py`."""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+from paths import SAMPLES_DIR
 
 # Set before anything imports vLLM/wandb/HF: the CPU vLLM build fails its memory check without a
 # KV-cache size, and worker processes would cost ~20 s per engine start; tests never reach a hub.
@@ -55,7 +56,7 @@ def _strings(node: object) -> Iterator[str]:
 def sample_texts() -> list[str]:
     """Text of the real dev samples (JSON arrays and JSON lines alike)."""
     texts: list[str] = []
-    for path in sorted(SHARED_DATA.rglob("*.json*")):
+    for path in sorted(SAMPLES_DIR.rglob("*.json*")):
         raw = path.read_text(encoding="utf-8")
         records = [json.loads(line) for line in raw.splitlines() if line.strip()]
         if path.suffix == ".json":

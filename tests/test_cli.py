@@ -7,14 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SHARED_DATA
+import yaml
+from paths import SAMPLES
 from test_sweep import PAPER_NAMES
-
-SAMPLES = {
-    "hotpotqa": SHARED_DATA / "hotpotqa" / "hotpot_dev_distractor_sample.json",
-    "musique": SHARED_DATA / "musique" / "musique_ans_v1.0_dev_sample.jsonl",
-    "2wikimultihopqa": SHARED_DATA / "2wikimultihopqa" / "dev_sample.json",
-}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -35,6 +30,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         ["models", "fetch"],
         ["sweep"],
         ["report"],
+        ["config", "show"],
+        ["config", "list"],
     ],
 )
 def test_every_command_has_help(cmd):
@@ -151,6 +148,67 @@ def test_sweep_dry_run_lists_the_paper_rows():
     out = cli(
         "sweep", "mbt_online/configs/sweeps/paper-baselines.yaml", "--dry-run", "loop.rounds=1"
     )
+    assert out.returncode == 0, out.stderr
+    names = [
+        line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("- name")
+    ]
+    assert names == PAPER_NAMES
+
+
+# ---------------------------------------------------------------------------------------------
+# config show / list, train --dry-run
+
+
+def test_config_show_prints_the_quickstart():
+    from mbt_online.config import Config, load_config
+
+    out = cli("config", "show")
+    assert out.returncode == 0, out.stderr
+    shown = yaml.safe_load(out.stdout)
+    assert shown == load_config().model_dump(mode="json")
+    assert shown["run"]["name"] == "quickstart" != Config().run.name
+
+
+def test_config_show_defaults_and_overrides():
+    from mbt_online.config import Config
+
+    out = cli("config", "show", "--defaults", "loop.rounds=1")
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout) == Config(loop={"rounds": 1}).model_dump(mode="json")
+
+
+def test_config_show_by_name_with_descriptions():
+    out = cli("config", "show", "--config", "smollm2-smoke-cpu", "--explain")
+    assert out.returncode == 0, out.stderr
+    assert "# Run name, seed and directory." in out.stdout
+    assert yaml.safe_load(out.stdout)["run"]["name"] == "smollm2-smoke"
+
+
+def test_config_unknown_name_lists_the_shipped_ones():
+    out = cli("config", "show", "--config", "smollm3")
+    assert out.returncode == 2
+    assert "quickstart" in out.stderr and "sweeps/paper-baselines" in out.stderr
+    listed = cli("config", "list")
+    assert listed.returncode == 0 and "smollm2-mhqa-cpu" in listed.stdout
+
+
+def test_train_dry_run_shows_the_config_and_does_nothing(tmp_path):
+    out = cli("train", "--dry-run", "--run-dir", str(tmp_path / "run"), "loop.rounds=1")
+    assert out.returncode == 0, out.stderr
+    shown = yaml.safe_load(out.stdout)
+    assert shown["run"]["name"] == "quickstart" and shown["loop"]["rounds"] == 1
+    assert f"# run directory: {tmp_path / 'run'}" in out.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_help_points_to_the_config_reference():
+    out = cli("train", "--help")
+    assert "config show" in out.stdout and "configuration.md" in out.stdout
+    assert "teacher (" in out.stdout  # the sections, from the schema's descriptions
+
+
+def test_sweep_by_shipped_name():
+    out = cli("sweep", "sweeps/paper-baselines", "--dry-run")
     assert out.returncode == 0, out.stderr
     names = [
         line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("- name")

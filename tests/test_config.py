@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import REPO
+from pydantic import BaseModel
 
+import mbt_online.config as config_module
 from mbt_online.config import (
     CONFIG_DIR,
     Config,
@@ -12,8 +15,11 @@ from mbt_online.config import (
     apply_overrides,
     dump_config,
     load_config,
+    resolve_config,
+    shipped_configs,
     to_flat_dict,
 )
+from mbt_online.config_docs import explained_yaml, markdown
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -113,3 +119,103 @@ def test_lora_handoff_needs_lora_training(tmp_path):
     with pytest.raises(ConfigError, match="engine.handoff=lora needs train.method=lora"):
         load_config(write(tmp_path, {}), ["engine.handoff=lora"])
     assert load_config(write(tmp_path, {}), ["engine.handoff=lora", "train.method=lora"])
+
+
+# ---------------------------------------------------------------------------------------------
+# shipped configs, by name; no silent defaults
+
+
+def test_shipped_configs_are_package_data():
+    assert Path(config_module.__file__).resolve().parent / "configs" == CONFIG_DIR
+    assert {"quickstart", "smollm2-mhqa-cpu", "sweeps/paper-baselines"} <= set(shipped_configs())
+
+
+def test_default_is_the_packaged_quickstart_not_the_schema_defaults():
+    cfg = load_config()
+    assert cfg == load_config(CONFIG_DIR / "quickstart.yaml")
+    assert cfg.run.name == "quickstart" != Config().run.name
+    assert cfg.data != Config().data
+
+
+def test_missing_packaged_default_is_an_error_not_the_defaults(monkeypatch, tmp_path):
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG", tmp_path / "quickstart.yaml")
+    with pytest.raises(ConfigError, match="packaged default config is missing"):
+        load_config()
+    with pytest.raises(ConfigError, match="packaged default config is missing"):
+        load_config(None, ["loop.rounds=1"])
+
+
+@pytest.mark.parametrize("ref", ["smollm2-mhqa-cpu", "smollm2-mhqa-cpu.yaml"])
+def test_config_by_shipped_name(ref):
+    assert resolve_config(ref) == CONFIG_DIR / "smollm2-mhqa-cpu.yaml"
+    assert load_config(ref) == load_config(CONFIG_DIR / "smollm2-mhqa-cpu.yaml")
+
+
+def test_sweep_by_shipped_name():
+    assert resolve_config("sweeps/paper-baselines") == CONFIG_DIR / "sweeps/paper-baselines.yaml"
+
+
+def test_a_file_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quickstart.yaml").write_text("run: {name: mine}\n")
+    assert load_config("quickstart.yaml").run.name == "mine"
+    assert load_config("quickstart").run.name == "quickstart"
+
+
+def test_unknown_name_lists_the_shipped_configs():
+    with pytest.raises(ConfigError) as e:
+        load_config("smollm3-mhqa")
+    msg = str(e.value)
+    assert "config file not found: smollm3-mhqa" in msg
+    for name in shipped_configs():
+        assert name in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# descriptions and the generated reference
+
+
+def _models(model: type[BaseModel], seen: set) -> list[type[BaseModel]]:
+    """Every schema class reachable from `model`, including list items (data.train_more)."""
+    if model in seen:
+        return []
+    seen.add(model)
+    out = [model]
+    for field in model.model_fields.values():
+        for tp in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                out += _models(tp, seen)
+    return out
+
+
+def test_every_schema_field_has_a_description():
+    models = _models(Config, set())
+    assert len(models) > 15
+    missing = [
+        f"{m.__name__}.{name}"
+        for m in models
+        for name, field in m.model_fields.items()
+        if not (field.description or "").strip()
+    ]
+    assert not missing, f"fields without a description: {missing}"
+
+
+def test_docs_configuration_md_is_current():
+    """docs/configuration.md is generated: run scripts/gen_config_docs.py after a schema change."""
+    docs = REPO / "docs" / "configuration.md"
+    assert docs.read_text() == markdown(), "stale: run .venv/bin/python scripts/gen_config_docs.py"
+
+
+def test_reference_names_every_key_once():
+    text = markdown()
+    for key in to_flat_dict(Config()):
+        if key.startswith(("reward.budgets", "data.train_more", "data.eval_more")):
+            continue
+        assert text.count(f"| `{key}` |") == 1, key
+
+
+def test_explained_yaml_is_the_same_config():
+    cfg = load_config(None, ["data.train_more=[{dataset: world, limit: 3}]", "tracking.tags=[a]"])
+    text = explained_yaml(cfg)
+    assert "# Run name, seed and directory." in text
+    assert Config.model_validate(yaml.safe_load(text)) == cfg

@@ -31,6 +31,44 @@ def test_request_seed_is_stable_and_spread_apart():
     assert abs(request_seed(0, 1) - request_seed(0, 0)) > 64
 
 
+def test_seeds_keep_the_numbers_runs_were_made_with():
+    """The seed helpers replaced hand-written arithmetic; a run resumed across that change must
+    draw exactly what it drew before."""
+    import hashlib
+
+    from mbt_online.seeds import hash_seed, stage_seed
+
+    def old_hash(key: str, size: int) -> int:
+        digest = hashlib.blake2b(key.encode(), digest_size=size).digest()
+        return int.from_bytes(digest, "little") & 0x7FFF_FFFF
+
+    assert [request_seed(s, i) for s, i in [(0, 0), (7, 3)]] == [
+        old_hash("0:0", 8),
+        old_hash("7:3", 8),
+    ]
+    assert hash_seed("teacher:5:1", digest_size=4) == old_hash("teacher:5:1", 4)
+    for base, r in [(0, 0), (1234, 3), (7, 12)]:
+        assert stage_seed(base, r, "rollout") == stage_seed(base, r, "train") == base + r
+        assert stage_seed(base, r, "eval") == base + 10_000 + r
+        assert stage_seed(base, r, "teach") == base * 1000 + r
+
+
+def test_engine_arguments_come_from_the_config():
+    from mbt_online.config import load_config
+    from mbt_online.engine import engine_kwargs
+
+    cfg = load_config(
+        None,
+        ["engine.handoff=lora", "train.method=lora", "train.lora.r=8", "student.max_model_len=512"],
+    )
+    kw = engine_kwargs(cfg)
+    assert (kw["enable_lora"], kw["max_lora_rank"], kw["max_model_len"]) == (True, 8, 512)
+    assert kw["seed"] == cfg.run.seed and kw["kvcache_gib"] == cfg.engine.kvcache_gib
+    # a teacher engine serves no adapters; a check script seeds its own engine
+    assert engine_kwargs(cfg, lora=False, seed=5)["enable_lora"] is False
+    assert engine_kwargs(cfg, lora=False, seed=5)["seed"] == 5
+
+
 def test_importing_the_engine_module_does_not_import_vllm():
     code = "import sys, mbt_online.engine; print('vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

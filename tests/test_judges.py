@@ -19,12 +19,9 @@ from mbt_online.llm.judges import (
     MQIVerdict,
     RRPVerdict,
     aggregate_verdicts,
-    judge_answer_hit,
-    judge_correctness,
-    judge_mqi,
+    judge_one,
     judge_round,
     judge_rows,
-    judge_rrp,
     parse_answer_hit,
     parse_correctness,
     parse_mqi,
@@ -32,7 +29,7 @@ from mbt_online.llm.judges import (
     rrp_from_marks,
     run_judges,
 )
-from mbt_online.rundir.files import save_rows, stage_dir
+from mbt_online.rundir.stages import save_rows, stage_dir
 
 # --------------------------------------------------------------------------------------------------
 # parsers
@@ -254,10 +251,11 @@ def client_for(server: FakeLLMServer, **kw) -> LLMClient:
 
 def test_single_judges_through_the_client():
     with FakeLLMServer(responder=judge_reply) as server, client_for(server) as client:
-        assert judge_correctness(client, "Capital?", "Paris", "Paris").grade == "CORRECT"
-        assert judge_answer_hit(client, "Capital?", "Paris", TRACE).hit is True
-        rrp = judge_rrp(client, "Capital?", "Paris", TRACE)
-        mqi = judge_mqi(client, "Capital?", TRACE)
+        row = {"question": "Capital?", "answer": "Paris", "predicted": "Paris", "trace": TRACE}
+        assert judge_one(client, "correctness", row).grade == "CORRECT"
+        assert judge_one(client, "answer_hit", row).hit is True
+        rrp = judge_one(client, "rrp", row)
+        mqi = judge_one(client, "mqi", row)
     # 5 sentences: answer paragraph 1 ends at 2 (0.4); paragraph 3 redundant holds 2 (0.4)
     assert (rrp.answer_paragraph, rrp.reach, rrp.redundancy) == (1, 0.4, 0.4)
     assert rrp.score == pytest.approx(0.6)

@@ -21,10 +21,11 @@ from mbt_online.config import Config, ConfigError, TeacherConfig
 from mbt_online.engine import Completion
 from mbt_online.llm.client import ChatFailure, ChatRequest, LLMClient
 from mbt_online.llm.judges import JUDGES, judge_round, run_judges
-from mbt_online.rundir.files import save_rows, stage_dir
+from mbt_online.rundir.stages import save_rows, stage_dir
 from mbt_online.tasks.base import Example
+from mbt_online.teachers.contract import TeachRequest
 from mbt_online.teachers.llm import EngineChat, LLMTeacher, make_teacher
-from mbt_online.teachers.structured import StructuredTeacher, TeachRequest
+from mbt_online.teachers.structured import StructuredTeacher
 
 EX = Example(
     id="q1",

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from paths import SAMPLES
 
 from mbt_online.config import ConfigError, load_config
 
-MUSIQUE = SHARED_DATA / "musique" / "musique_ans_v1.0_dev_sample.jsonl"
-HOTPOT = SHARED_DATA / "hotpotqa" / "hotpot_dev_distractor_sample.json"
+MUSIQUE = SAMPLES["musique"]
+HOTPOT = SAMPLES["hotpotqa"]
 
 
 def tiny_overrides(model_dir: Path, runs_dir: Path, **extra: str) -> list[str]:
@@ -146,12 +146,12 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
         lengths[keep] = int(re.search(r"#0: (\d+)", str(e.value)).group(1))
     assert "max_model_len 64" in str(e.value)
     assert lengths["all"] > 2 * lengths[0]
-    with pytest.raises(ConfigError, match="--distractors applies to a --dataset"):
+    with pytest.raises(ConfigError, match="distractors: only for a data file"):
         loop.evaluate_round(run, 0, distractors=1)
     # --temperature reaches the sampling the engine is given; the run's own stays 0.6
     seen = []
 
-    def capture(engine, examples, cfg, sampling, seed_offset):
+    def capture(generator, examples, cfg, sampling, seed):
         seen.append(sampling.temperature)
         raise InterruptedError
 
@@ -304,7 +304,7 @@ def test_cli_reports_wrong_key_and_existing_run(tmp_path):
 
 
 def test_trained_rounds_read_back_in_numeric_order(tmp_path):
-    from mbt_online.rundir.files import RunState
+    from mbt_online.rundir.state import RunState
 
     state = RunState.load(tmp_path)
     assert state.trained_rounds() == []
@@ -314,7 +314,7 @@ def test_trained_rounds_read_back_in_numeric_order(tmp_path):
 
 
 def test_empty_stage_outputs_read_back_empty(tmp_path):
-    from mbt_online.rundir.files import load_dataset_dir, load_rows, save_rows
+    from mbt_online.rundir.stages import load_dataset_dir, load_rows, save_rows
 
     save_rows([], tmp_path / "teach")
     assert load_rows(tmp_path / "teach") == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from mbt_online.scoring.metrics import (
@@ -19,11 +21,8 @@ from mbt_online.scoring.metrics import (
     first_reach,
     mqi,
     mqi_level,
-    normalize_answer,
     repetition_ratio,
     rrp_heuristic,
-    split_paragraphs,
-    split_sentences,
     split_trace,
 )
 
@@ -66,12 +65,6 @@ def test_split_trace_variants():
 # ------------------------------------------------------------------ SQuAD scores
 
 
-def test_normalize_answer():
-    assert normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
-    assert normalize_answer("  An apple, a Day ") == "apple day"
-    assert normalize_answer("theatre") == "theatre"  # articles only as whole words
-
-
 def test_exact_match():
     assert exact_match("The Beatles.", ["beatles"]) == 1.0
     assert exact_match("Beatles band", ["beatles"]) == 0.0
@@ -108,29 +101,7 @@ def test_cover_match():
     assert cover_match(None, ["Paris"]) == 0.0
 
 
-# ------------------------------------------------------------------ text units
-
-
-def test_split_sentences_keeps_initials_abbreviations_and_list_markers():
-    text = (
-        "J. R. R. Tolkien wrote it. He served in the U.S. Army!  Did he?\n"
-        '1. Find the author. Mr. Smith said "no." Then stop'
-    )
-    assert split_sentences(text) == [
-        "J. R. R. Tolkien wrote it.",
-        "He served in the U.S. Army!",
-        "Did he?",
-        "1. Find the author.",
-        'Mr. Smith said "no."',
-        "Then stop",
-    ]
-    assert split_sentences("") == []
-    assert split_sentences("pi is 3.14 exactly. Yes.") == ["pi is 3.14 exactly.", "Yes."]
-
-
-def test_split_paragraphs():
-    assert split_paragraphs("a\nstill a\n\nb\n  \n\nc\n") == ["a\nstill a", "b", "c"]
-    assert split_paragraphs("  \n\n ") == []
+# ------------------------------------------------------------------ repetition
 
 
 def test_repetition_ratio_by_hand():
@@ -353,7 +324,7 @@ def test_diagnose_empty_text_and_zero_budget():
     assert not d.reached and not d.answer_inclusive_error and d.first_reach is None
     assert d.repetition == 0.0 and d.redundancy == 0.0 and d.rrp == 0.0
     assert d.phases == [] and d.over_budget == 0.0
-    assert d.to_dict()["answer"] is None
+    assert asdict(d)["answer"] is None
 
 
 def _diags():
@@ -397,7 +368,7 @@ def test_aggregate_edge_cases():
 
 
 def test_source_metrics_split_a_mixed_evaluation_by_benchmark():
-    from mbt_online.loop import source_metrics
+    from mbt_online.scoring.round_metrics import source_metrics
 
     right, inclusive, capped = _diags()
     rows = [{"source": "hotpotqa"}, {"source": "2wikimultihopqa"}, {"source": "hotpotqa"}]

@@ -32,7 +32,6 @@ from mbt_online.tools.pretrained import (  # noqa: E402
     MARKER,
     ModelFetchError,
     ModelSpec,
-    cache_root,
     fetch,
     gguf_to_hf,
     resolve_model,
@@ -392,17 +391,6 @@ def test_resolve_model_accepts_folders_and_names_the_known_models(tmp_path: Path
         resolve_model(str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         fetch("nope")
-
-
-def test_cache_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MBT_ONLINE_CACHE", raising=False)
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    assert cache_root() == tmp_path / "home" / ".cache" / "mbt-online"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_root() == tmp_path / "xdg" / "mbt-online"
-    monkeypatch.setenv("MBT_ONLINE_CACHE", str(tmp_path / "mine"))
-    assert cache_root() == tmp_path / "mine"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from paths import PAPER_SWEEP
 
 from mbt_online.config import dump_config, validate
 from mbt_online.tools.report import (
@@ -19,9 +20,9 @@ from mbt_online.tools.report import (
     find_runs,
     read_wandb_runs,
     render_table,
-    wandb_records,
     write_report,
 )
+from mbt_online.tools.wandb_log import wandb_records
 
 COMPONENTS = (
     "correct",
@@ -479,7 +480,7 @@ def test_paper_baselines_sweep_then_report_in_chromium(tmp_path, monkeypatch, ti
     from mbt_online.tools.sweep import run_sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    sweep = Path(__file__).parents[1] / "mbt_online" / "configs" / "sweeps" / "paper-baselines.yaml"
+    sweep = PAPER_SWEEP
     smaller = [
         "loop.rounds=1",
         "data.train.limit=4",

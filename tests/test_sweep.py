@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import PAPER_SWEEP
 
 from mbt_online.config import ConfigError, dump_config
+from mbt_online.tools.slurm import SLURM_SCRIPT
 from mbt_online.tools.sweep import (
-    SLURM_SCRIPT,
     expand,
     load_sweep,
     member_config,
@@ -23,7 +24,7 @@ from mbt_online.tools.sweep import (
     short_value,
 )
 
-PAPER = Path(__file__).parents[1] / "mbt_online" / "configs" / "sweeps" / "paper-baselines.yaml"
+PAPER = PAPER_SWEEP
 PAPER_NAMES = [
     "base",
     "metacog",

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mbt_online.config import load_config
-from mbt_online.tracking import Tracker, read_metrics, write_round_metrics
+from mbt_online.rundir.metrics_file import read_metrics, write_round_metrics
+from mbt_online.tracking import Tracker
 
 
 def test_round_metrics_replace_not_duplicate(tmp_path):
@@ -21,6 +24,24 @@ def test_round_metrics_replace_not_duplicate(tmp_path):
     ]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["round"] for x in lines] == [0, 1]
+
+
+def test_torn_last_metrics_line_is_skipped_and_dropped_on_rewrite(tmp_path, caplog):
+    write_round_metrics(tmp_path, {"round": 0, "eval/accuracy": 0.2})
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"round": 1, "eval/accu')
+    assert read_metrics(tmp_path) == [{"round": 0, "eval/accuracy": 0.2}]
+    assert "torn last line" in caplog.text
+    write_round_metrics(tmp_path, {"round": 1, "eval/accuracy": 0.6})
+    assert [m["round"] for m in read_metrics(tmp_path)] == [0, 1]
+
+
+def test_corrupt_metrics_line_before_the_end_is_an_error(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"round": 0}\n{"round": 1, "eval\n{"round": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a JSON line"):
+        read_metrics(tmp_path)
+    with pytest.raises(ValueError, match="corrupt"):  # never rewritten around the bad line
+        write_round_metrics(tmp_path, {"round": 3})
 
 
 def test_offline_wandb_run_is_listed_by_sync_dry_run(tmp_path):

@@ -26,9 +26,9 @@ from mbt_online.train import (
     _common_args,
     _load_reference,
     _torch_threads,
-    dpo_pairs,
+    dpo_dataset,
     dpo_trainer,
-    sft_rows,
+    sft_dataset,
     sft_trainer,
     train_dpo,
     train_sft,
@@ -66,7 +66,7 @@ def _varied_rows() -> Dataset:
         city = CITIES[i % len(CITIES)]
         question = [{"role": "user", "content": f"Question {i}: which city is the capital?"}]
         items.append((question, f"<think>\nIt is {city}.\n</think>\n\n<answer>{city}</answer>"))
-    return sft_rows(items)
+    return sft_dataset(items)
 
 
 def _load(model_dir: Path):
@@ -135,9 +135,9 @@ def test_empty_data_returns_the_input_model(tiny_model_dir: Path, tmp_path: Path
 
 
 def test_row_builders_make_trl_conversational_shapes() -> None:
-    rows = sft_rows([(PROMPT, TARGET)])
+    rows = sft_dataset([(PROMPT, TARGET)])
     assert rows[0] == {"prompt": PROMPT, "completion": [{"role": "assistant", "content": TARGET}]}
-    pairs = dpo_pairs([(PROMPT, TARGET, REJECTED)])
+    pairs = dpo_dataset([(PROMPT, TARGET, REJECTED)])
     assert pairs[0]["chosen"] == [{"role": "assistant", "content": TARGET}]
     assert pairs[0]["rejected"] == [{"role": "assistant", "content": REJECTED}]
 
@@ -173,7 +173,7 @@ def test_reference_policy(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sft_collated_labels_mask_the_prompt(tiny_model_dir: Path, tmp_path: Path) -> None:
-    rows = sft_rows([(PROMPT, TARGET), (PROMPT[1:], REJECTED)])
+    rows = sft_dataset([(PROMPT, TARGET), (PROMPT[1:], REJECTED)])
     trainer = sft_trainer(tiny_model_dir, rows, _cfg(), 0, tmp_path)
     assert trainer.completion_only_loss is True
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
@@ -202,7 +202,7 @@ def test_sft_teaches_the_target(
     caplog.set_level("INFO", logger="mbt_online")
     # a run without a terminal (log file, CI), whether or not pytest was started with -s
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    rows = sft_rows([(PROMPT, TARGET)] * 32)
+    rows = sft_dataset([(PROMPT, TARGET)] * 32)
     stale = tmp_path / SCRATCH / "checkpoint-3"  # what a run killed mid-stage leaves behind
     stale.mkdir(parents=True)
     before = _completion_logprob(tiny_model_dir, PROMPT, TARGET)
@@ -279,7 +279,7 @@ def test_dpo_raises_chosen_over_rejected_vs_reference(
     tiny_model_dir: Path, tmp_path: Path, method: str
 ) -> None:
     # rows come from disk in the loop; TRL's tokenization must not leave caches beside them
-    dpo_pairs([(PROMPT, TARGET, REJECTED)] * 16).save_to_disk(tmp_path / "pairs")
+    dpo_dataset([(PROMPT, TARGET, REJECTED)] * 16).save_to_disk(tmp_path / "pairs")
     saved = {p.name for p in (tmp_path / "pairs").iterdir()}
     pairs = load_from_disk(str(tmp_path / "pairs"))
     res = train_dpo(tiny_model_dir, None, pairs, tmp_path / "out", _cfg(method), seed=0)
@@ -307,7 +307,7 @@ def test_dpo_raises_chosen_over_rejected_vs_reference(
 def test_dpo_sft_weight_adds_the_chosen_nll_and_keeps_the_chosen_likely(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    pairs = dpo_pairs([(PROMPT, TARGET, REJECTED)] * 16)
+    pairs = dpo_dataset([(PROMPT, TARGET, REJECTED)] * 16)
     runs = {}
     for weight in (0.0, 1.0):
         cfg = _cfg()
@@ -326,7 +326,7 @@ def test_dpo_turns_end_at_end_of_turn_and_a_capped_rejection_has_none(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     # Both rows reject the same text; only the flagged one was cut off by the length cap.
-    pairs = dpo_pairs([(PROMPT, TARGET, REJECTED)] * 2, rejected_truncated=[True, False])
+    pairs = dpo_dataset([(PROMPT, TARGET, REJECTED)] * 2, rejected_truncated=[True, False])
     trainer = dpo_trainer(tiny_model_dir, None, pairs, _cfg(), 0, tmp_path)
     eos = trainer.processing_class.eos_token_id
     cut, finished = trainer.train_dataset["rejected_ids"]
@@ -339,8 +339,10 @@ def test_dpo_turns_end_at_end_of_turn_and_a_capped_rejection_has_none(
 def test_dpo_uses_an_explicit_reference(tiny_model_dir: Path, tmp_path: Path, method: str) -> None:
     # A different reference (here: an SFT'd model while training the initial one) shifts the
     # first step's loss to -log sigmoid(beta * ((pc - rc) - (pr - rr))), checked by hand.
-    ref = train_sft(tiny_model_dir, sft_rows([(PROMPT, TARGET)] * 8), tmp_path / "ref", _cfg(), 0)
-    pairs = dpo_pairs([(PROMPT, TARGET, REJECTED)] * 8)
+    ref = train_sft(
+        tiny_model_dir, sft_dataset([(PROMPT, TARGET)] * 8), tmp_path / "ref", _cfg(), 0
+    )
+    pairs = dpo_dataset([(PROMPT, TARGET, REJECTED)] * 8)
     res = train_dpo(tiny_model_dir, ref.model_dir, pairs, tmp_path / "dpo", _cfg(method), seed=0)
     pc, pr = (_completion_logprob(tiny_model_dir, PROMPT, t) for t in (TARGET, REJECTED))
     rc, rr = (_completion_logprob(ref.model_dir, PROMPT, t) for t in (TARGET, REJECTED))
@@ -358,7 +360,7 @@ def test_bf16_training_keeps_the_folder_dtype(tiny_model_dir: Path, tmp_path: Pa
         bf16_dir
     )
     AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(bf16_dir)
-    rows = sft_rows([(PROMPT, TARGET)] * 8)
+    rows = sft_dataset([(PROMPT, TARGET)] * 8)
     res = train_sft(bf16_dir, rows, tmp_path / "out", _cfg(), seed=0, bf16=True)
     weights = _weights(res.model_dir)
     assert all(w.dtype == torch.bfloat16 for w in weights.values())

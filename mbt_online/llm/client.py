@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from mbt_online.rundir.atomic import write_text_atomic
 
 log = logging.getLogger("mbt_online.llm.client")
 
@@ -396,9 +397,7 @@ class LLMClient:
             "finish_reasons": result.finish_reasons,
             "usage": result.usage,
         }
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-            json.dump(entry, f)
-        os.replace(f.name, path)
+        write_text_atomic(path, json.dumps(entry))
 
 
 _USAGE_KEYS = (

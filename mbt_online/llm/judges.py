@@ -28,8 +28,11 @@ from mbt_online.prompts import (
     judge_mqi_messages,
     judge_rrp_messages,
 )
-from mbt_online.rundir.files import load_rows, save_rows, stage_dir
-from mbt_online.scoring.metrics import PHASES, mqi, split_paragraphs, split_sentences
+from mbt_online.rundir.metrics_file import read_metrics, write_round_metrics
+from mbt_online.rundir.stages import load_rows, save_rows, stage_dir
+from mbt_online.scoring.metrics import PHASES, mqi
+from mbt_online.scoring.stats import harmonic, mean
+from mbt_online.scoring.text import split_paragraphs, split_sentences
 
 JUDGES = ("correctness", "answer_hit", "rrp", "mqi")
 JUDGE_MAX_TOKENS = 1024
@@ -190,10 +193,6 @@ def parse_rrp(text: str, paragraphs: list[str]) -> RRPVerdict:
     return RRPVerdict(answer, labels, reach, redundancy, score, raw=text)
 
 
-def _harmonic(x: float, y: float) -> float:
-    return 2 * x * y / (x + y) if x + y > 0 else 0.0
-
-
 def rrp_from_marks(
     paragraphs: list[str], answer_paragraph: int, labels: list[str]
 ) -> tuple[float, float, float]:
@@ -206,7 +205,7 @@ def rrp_from_marks(
         return 1.0, 0.0, 0.0
     reach = sum(counts[:answer_paragraph]) / total if answer_paragraph else 1.0
     redundancy = sum(c for c, lb in zip(counts, labels, strict=True) if lb == "REDUNDANT") / total
-    return reach, redundancy, _harmonic(1 - reach, 1 - redundancy)
+    return reach, redundancy, harmonic(1 - reach, 1 - redundancy)
 
 
 _MQI_LEVEL = re.compile(r"level\W{0,4}([0-5])\b", re.IGNORECASE)
@@ -315,36 +314,12 @@ def _run_calls(client: Any, calls: list[_Call]) -> list[Verdict]:
     return [c.local if c.request is None else _read(c, next(outs)) for c in calls]
 
 
-def judge_correctness(
-    client: LLMClient, question: str, gold: str, predicted: str, max_tokens: int = JUDGE_MAX_TOKENS
-) -> CorrectnessVerdict:
-    """SimpleQA-style grade of a predicted answer against the gold answer."""
-    row = {"question": question, "answer": gold, "predicted": predicted}
-    return _run_calls(client, [_plan("correctness", 0, row, max_tokens)])[0]
-
-
-def judge_answer_hit(
-    client: LLMClient, question: str, gold: str, trace: str, max_tokens: int = JUDGE_MAX_TOKENS
-) -> AnswerHitVerdict:
-    """Whether the trace derives the gold answer with support at any point."""
-    row = {"question": question, "answer": gold, "trace": trace}
-    return _run_calls(client, [_plan("answer_hit", 0, row, max_tokens)])[0]
-
-
-def judge_rrp(
-    client: LLMClient, question: str, gold: str, trace: str, max_tokens: int = JUDGE_MAX_TOKENS
-) -> RRPVerdict:
-    """Reach-redundancy profile of a trace from the judge's paragraph marks."""
-    row = {"question": question, "answer": gold, "trace": trace}
-    return _run_calls(client, [_plan("rrp", 0, row, max_tokens)])[0]
-
-
-def judge_mqi(
-    client: LLMClient, question: str, trace: str, max_tokens: int = JUDGE_MAX_TOKENS
-) -> MQIVerdict:
-    """Metacognitive level 0..5 and the distinct phases of a trace."""
-    row = {"question": question, "trace": trace}
-    return _run_calls(client, [_plan("mqi", 0, row, max_tokens)])[0]
+def judge_one(
+    client: LLMClient, judge: str, row: dict, max_tokens: int = JUDGE_MAX_TOKENS
+) -> Verdict:
+    """One judge on one row: `question` and `answer`, plus `predicted` (correctness) or `trace`
+    (answer_hit, rrp, mqi)."""
+    return _run_calls(client, [_plan(judge, 0, row, max_tokens)])[0]
 
 
 def judge_rows(
@@ -360,10 +335,6 @@ def judge_rows(
 
 # --------------------------------------------------------------------------------------------------
 # Aggregation
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def aggregate_verdicts(
@@ -388,26 +359,30 @@ def aggregate_verdicts(
         grades = [v["correctness"].grade for v in verdicts if not v["correctness"].unparsable]
         for g in JUDGE_GRADES:
             key = "correct" if g == "CORRECT" else g.lower()
-            out[f"judge/{key}_rate"] = _mean([float(x == g) for x in grades])
+            out[f"judge/{key}_rate"] = mean([float(x == g) for x in grades], empty=None)
     if "answer_hit" in judges:
         hits = [v["answer_hit"].hit for v in verdicts if not v["answer_hit"].unparsable]
-        out["judge/answer_hit_rate"] = _mean([float(bool(h)) for h in hits])
+        out["judge/answer_hit_rate"] = mean([float(bool(h)) for h in hits], empty=None)
     if {"correctness", "answer_hit"} <= set(judges):
         both = [
             v
             for v in verdicts
             if not v["correctness"].unparsable and not v["answer_hit"].unparsable
         ]
-        out["judge/answer_inclusive_rate"] = _mean(
-            [float(bool(v["answer_hit"].hit) and v["correctness"].grade != "CORRECT") for v in both]
+        out["judge/answer_inclusive_rate"] = mean(
+            [
+                float(bool(v["answer_hit"].hit) and v["correctness"].grade != "CORRECT")
+                for v in both
+            ],
+            empty=None,
         )
     if "rrp" in judges:
         rrp = [v["rrp"] for v in verdicts if not v["rrp"].unparsable]
-        out["judge/rrp"] = _mean([r.score for r in rrp])
-        out["judge/rrp_reach"] = _mean([r.reach for r in rrp])
-        out["judge/rrp_redundancy"] = _mean([r.redundancy for r in rrp])
+        out["judge/rrp"] = mean([r.score for r in rrp], empty=None)
+        out["judge/rrp_reach"] = mean([r.reach for r in rrp], empty=None)
+        out["judge/rrp_redundancy"] = mean([r.redundancy for r in rrp], empty=None)
     if "mqi" in judges:
-        level = _mean([v["mqi"].level for v in verdicts if not v["mqi"].unparsable])
+        level = mean([v["mqi"].level for v in verdicts if not v["mqi"].unparsable], empty=None)
         out["judge/mqi_level"] = level
         if level is not None and mean_tokens is not None:
             base = base_mean_tokens if base_mean_tokens is not None else mean_tokens
@@ -435,7 +410,7 @@ def _row_tokens(row: dict) -> float:
 
 
 def _mean_tokens(rows: Sequence[dict]) -> float | None:
-    return _mean([_row_tokens(r) for r in rows])
+    return mean([_row_tokens(r) for r in rows], empty=None)
 
 
 def verdict_columns(verdicts: list[dict[str, Verdict]], judges: Sequence[str]) -> list[dict]:
@@ -454,8 +429,6 @@ def judge_round(
     judge/ scalars into that round's line of metrics.jsonl. MQI is length-aware against round 0's
     eval when it exists. The client comes from the teacher section (endpoint, model, key variable)
     with its cache in the run directory, so re-judging a round costs nothing."""
-    from mbt_online.tracking import read_metrics, write_round_metrics
-
     run_dir = Path(run_dir)
     eval_dir = stage_dir(run_dir, round_, "eval")
     if not eval_dir.exists():

@@ -9,9 +9,17 @@ on every rollout of every round, where a judge call per trace would cost more th
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+from mbt_online.scoring.stats import harmonic, mean
+from mbt_online.scoring.text import (
+    WORD,
+    normalize_answer,
+    normalize_loose,
+    split_sentences,
+    wordset,
+)
 
 # The five metacognitive phases of MBT, in the order a well-regulated trace shows them.
 PHASES = ("understanding", "planning", "execution", "self_correction", "verification")
@@ -101,18 +109,6 @@ def split_trace(text: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # SQuAD answer scores
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation)
-
-
-def normalize_answer(s: str) -> str:
-    """SQuAD normalisation (lowercase, drop punctuation, articles, extra spaces).
-
-    Kept bit-for-bit the official script's order so EM / F1 are comparable with published numbers.
-    """
-    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", s).split())
-
 
 def exact_match(pred: str | None, golds: list[str]) -> float:
     """1.0 if the normalised prediction equals any normalised gold (answer or alias); a missing
@@ -154,59 +150,12 @@ def cover_match(pred: str | None, golds: list[str]) -> float:
     """
     if pred is None:
         return 0.0
-    padded = f" {_normalize_loose(pred)} "
-    return float(any(g and f" {g} " in padded for g in map(_normalize_loose, golds)))
+    padded = f" {normalize_loose(pred)} "
+    return float(any(g and f" {g} " in padded for g in map(normalize_loose, golds)))
 
 
 # --------------------------------------------------------------------------------------------------
-# Text units
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_BOUNDARY = re.compile(r"[.!?]+[\"')\]]*\s+")
-_ABBREVIATIONS = _words("mr mrs ms dr prof st mt ft jr sr vs approx dept univ")
-_INITIALS = re.compile(r"[a-z](\.[a-z])*")
-
-
-def _is_false_boundary(head: str, punct: str) -> bool:
-    """A "." that ends an abbreviation, an initial ("J. R. R. Tolkien", "U.S.") or a list marker
-    ("1. Find ...") does not end a sentence; multi-hop answers are full of such names."""
-    if punct.strip().rstrip("\"')]") != ".":
-        return False
-    words = head.split()
-    if not words:
-        return True
-    last = words[-1].lower().lstrip("\"'([")
-    return last in _ABBREVIATIONS or bool(_INITIALS.fullmatch(last)) or head.strip().isdigit()
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences, splitting at line breaks and at ./!/? followed by whitespace.
-
-    Splits only at whitespace, so joining the pieces with spaces normalises to the same text; that
-    keeps "the trace contains the answer" and "some sentence contains the answer" in agreement.
-    """
-    out: list[str] = []
-    for line in text.splitlines():
-        start = 0
-        for m in _BOUNDARY.finditer(line):
-            if _is_false_boundary(line[start : m.start()], m.group()):
-                continue
-            out.append(line[start : m.end()].strip())
-            start = m.end()
-        out.append(line[start:].strip())
-    return [s for s in out if s]
-
-
-def split_paragraphs(text: str) -> list[str]:
-    """Blank-line separated paragraphs: the unit the paper's RRP judge labels."""
-    return [p.strip() for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
-
-
-_WORD = re.compile(r"\w+")
+# Repetition
 
 
 def repetition_ratio(text: str, n: int = 4) -> float:
@@ -215,7 +164,7 @@ def repetition_ratio(text: str, n: int = 4) -> float:
     Degeneration is a loop of the same phrases; n=4 is long enough that ordinary phrasing ("the
     answer is the") rarely repeats by chance, short enough to catch loops of short sentences.
     """
-    words = _WORD.findall(text.lower())
+    words = WORD.findall(text.lower())
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     if not grams:
         return 0.0
@@ -234,14 +183,6 @@ def repetition_ratio(text: str, n: int = 4) -> float:
 _TRIVIAL_GOLDS = frozenset({"yes", "no"})
 
 
-def _normalize_loose(s: str) -> str:
-    """Like `normalize_answer` but punctuation becomes a space, so "1990-1995" still contains the
-    word "1990" and "Tolkien's" contains "tolkien"; both sides are normalised alike ("Jay-Z" ->
-    "jay z" in gold and trace)."""
-    s = "".join(" " if ch in _PUNCT else ch for ch in s.lower())
-    return " ".join(_ARTICLES.sub(" ", s).split())
-
-
 def contains_answer(text: str, golds: list[str]) -> bool:
     """Whether a gold answer appears in the text as whole words (after loose normalisation).
 
@@ -250,8 +191,8 @@ def contains_answer(text: str, golds: list[str]) -> bool:
     almost every trace, and counting it would turn every wrong yes/no answer into an
     answer-inclusive error.
     """
-    padded = f" {_normalize_loose(text)} "
-    for gold in map(_normalize_loose, golds):
+    padded = f" {normalize_loose(text)} "
+    for gold in map(normalize_loose, golds):
         if not gold:
             continue
         if gold in _TRIVIAL_GOLDS:
@@ -281,7 +222,7 @@ def first_reach(text: str, golds: list[str]) -> int | None:
 # --------------------------------------------------------------------------------------------------
 # RRP (reach-redundancy profile), heuristic version
 
-_STOPWORDS = _words(
+_STOPWORDS = wordset(
     """a an the and or but if so of to in on at by for with from as is are was were be been being
     it its this that these those there here then than which who whom whose what when where why how
     i me my we us our you your he him his she her they them their not do does did done have has had
@@ -289,7 +230,7 @@ _STOPWORDS = _words(
     before up down out all any some such both each other same s t m d ll re ve one"""
 )
 # Vocabulary of hesitation: a sentence made only of these (and stopwords) adds nothing.
-_FILLER_WORDS = _words(
+_FILLER_WORDS = wordset(
     """hmm hm um uh okay ok well wait maybe perhaps let think again sure really actually right
     alright yes no yeah hold second thought reconsider double check recheck see look mean guess
     anyway still though hmmm confirm correct sounds seems"""
@@ -312,7 +253,7 @@ class RRP:
 
 
 def _content_words(sentence: str) -> list[str]:
-    words = _WORD.findall(sentence.lower())
+    words = WORD.findall(sentence.lower())
     return [w for w in words if w not in _STOPWORDS and w not in _FILLER_WORDS]
 
 
@@ -330,16 +271,12 @@ def _is_redundant(sentence: str, seen_words: set[str], seen_sentences: set[str])
     think again.", "Hmm, I'm not sure." have no content words once hesitation vocabulary is set
     aside); or restates: at least 60% of its content words were already said. A new fact or a
     named alternative brings new names, numbers or relations, so it stays well under 60%."""
-    if _normalize_loose(sentence) in seen_sentences:
+    if normalize_loose(sentence) in seen_sentences:
         return True
     words = _content_words(sentence)
     if not words:
         return True
     return sum(w in seen_words for w in words) / len(words) >= _SEEN_THRESHOLD
-
-
-def _harmonic(x: float, y: float) -> float:
-    return 2 * x * y / (x + y) if x + y > 0 else 0.0
 
 
 def rrp_heuristic(trace: str, golds: list[str]) -> RRP:
@@ -361,16 +298,16 @@ def rrp_heuristic(trace: str, golds: list[str]) -> RRP:
     redundant = verifications = 0
     for i, sent in enumerate(sentences):
         if i > reach_idx:
-            repeat = _normalize_loose(sent) in seen_sentences
+            repeat = normalize_loose(sent) in seen_sentences
             if not repeat and verifications < _MAX_VERIFICATIONS and _is_verification(sent):
                 verifications += 1
             elif _is_redundant(sent, seen_words, seen_sentences):
                 redundant += 1
         seen_words.update(_content_words(sent))
-        seen_sentences.add(_normalize_loose(sent))
+        seen_sentences.add(normalize_loose(sent))
     rho = (reach_idx + 1) / len(sentences)
     delta = redundant / len(sentences)
-    return RRP(reach=rho, redundancy=delta, score=_harmonic(1 - rho, 1 - delta), reached=True)
+    return RRP(reach=rho, redundancy=delta, score=harmonic(1 - rho, 1 - delta), reached=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -451,9 +388,6 @@ class TraceDiagnostics:
     budget: int = 0
     over_budget: float = 0.0  # max(0, tokens / budget - 1)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def diagnose(
     text: str,
@@ -494,10 +428,6 @@ def diagnose(
     )
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
-
-
 def aggregate(diags: list[TraceDiagnostics], tiers: list[str] | None = None) -> dict[str, float]:
     """Mean metrics over traces, plus per-tier accuracy and length when tiers are given.
 
@@ -515,20 +445,20 @@ def aggregate(diags: list[TraceDiagnostics], tiers: list[str] | None = None) -> 
     right = [float(d.tokens) for d in diags if d.correct > 0]
     out = {
         "n": float(len(diags)),
-        "accuracy": _mean([d.correct for d in diags]),
-        "em": _mean([d.em for d in diags]),
-        "f1": _mean([d.f1 for d in diags]),
-        "mean_tokens": _mean([float(d.tokens) for d in diags]),
-        "tokens_per_correct": _mean(right) if right else 0.0,
-        "degeneration_rate": _mean([float(d.truncated) for d in diags]),
-        "answer_inclusive_rate": _mean([float(d.answer_inclusive_error) for d in diags]),
-        "answer_inclusive_share": _mean([float(d.answer_inclusive_error) for d in wrong]),
-        "format_rate": _mean([float(d.has_answer_tag) for d in diags]),
-        "repetition": _mean([d.repetition for d in diags]),
-        "redundancy": _mean([d.redundancy for d in diags]),
-        "rrp": _mean([d.rrp for d in diags]),
-        "first_reach": _mean(reaches) if reaches else 1.0,
-        "mqi_level": _mean([float(mqi_level(d.phases)) for d in diags]),
+        "accuracy": mean([d.correct for d in diags], empty=0.0),
+        "em": mean([d.em for d in diags], empty=0.0),
+        "f1": mean([d.f1 for d in diags], empty=0.0),
+        "mean_tokens": mean([float(d.tokens) for d in diags], empty=0.0),
+        "tokens_per_correct": mean(right, empty=0.0),
+        "degeneration_rate": mean([float(d.truncated) for d in diags], empty=0.0),
+        "answer_inclusive_rate": mean([float(d.answer_inclusive_error) for d in diags], empty=0.0),
+        "answer_inclusive_share": mean([float(d.answer_inclusive_error) for d in wrong], empty=0.0),
+        "format_rate": mean([float(d.has_answer_tag) for d in diags], empty=0.0),
+        "repetition": mean([d.repetition for d in diags], empty=0.0),
+        "redundancy": mean([d.redundancy for d in diags], empty=0.0),
+        "rrp": mean([d.rrp for d in diags], empty=0.0),
+        "first_reach": mean(reaches, empty=1.0),
+        "mqi_level": mean([float(mqi_level(d.phases)) for d in diags], empty=0.0),
     }
     out.update(by_group(diags, tiers or [], ("accuracy", "mean_tokens")))
     return out

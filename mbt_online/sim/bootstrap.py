@@ -25,7 +25,9 @@ import torch
 from tqdm import tqdm
 
 from mbt_online import prompts
+from mbt_online.cache import cache_root
 from mbt_online.config import Config
+from mbt_online.rundir.atomic import swap_dir
 from mbt_online.scoring.metrics import PHASE_CUES
 from mbt_online.sim import reasoner, tiny_model
 from mbt_online.tasks import world
@@ -39,14 +41,6 @@ log = logging.getLogger(__name__)
 RECIPE_VERSION = 1
 _WORLD_SEED_BASE = 100_000  # bootstrap worlds never reuse the seeds of a run's own worlds
 _TEACHER_SAMPLES = 400  # questions whose teacher traces feed the tokenizer's vocabulary
-
-
-def cache_root() -> Path:
-    """`$MBT_ONLINE_CACHE`, else `$XDG_CACHE_HOME/mbt-online`, else `~/.cache/mbt-online`."""
-    if os.environ.get("MBT_ONLINE_CACHE"):
-        return Path(os.environ["MBT_ONLINE_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "mbt-online"
 
 
 def student_key(cfg: Config, inputs: StudentInputs | None = None) -> str:
@@ -109,11 +103,8 @@ def ensure_student(cfg: Config) -> Path:
         stats = build_student(cfg, tmp, inputs)
         stats["seconds"] = round(time.perf_counter() - start, 1)
         (tmp / "bootstrap.json").write_text(json.dumps(stats, indent=2))
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished the same student first: keep theirs
-            if not (final / "bootstrap.json").is_file():
-                raise
+        # another process that finished the same student first keeps theirs
+        swap_dir(tmp, final, keep_theirs=lambda f: (f / "bootstrap.json").is_file())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("bootstrap student: built in %.1f s at %s", stats["seconds"], final)

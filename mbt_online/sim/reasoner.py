@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 
 from mbt_online.prompts import format_target
 from mbt_online.tasks.base import Example
-from mbt_online.tasks.world import clean_lines, parse_sentence, split_sentences
+from mbt_online.tasks.world import clean_lines, parse_sentence, world_sentences
 
 TraceKind = Literal["clean", "overthink", "distractor_switch", "loop"]
 TRACE_KINDS: tuple[TraceKind, ...] = ("clean", "overthink", "distractor_switch", "loop")
@@ -106,7 +106,7 @@ def _look_alike(ex: Example) -> tuple[str, str] | None:
     for title, text in ex.documents:
         if title in gold_titles:
             continue
-        for sentence in split_sentences(text):
+        for sentence in world_sentences(text):
             fact = parse_sentence(sentence)
             if fact and fact[1] == rel and fact[2] != ex.answer and fact[0] != last.title:
                 return sentence, fact[2]
@@ -128,5 +128,5 @@ def _recheck_lines(ex: Example, rng: random.Random) -> list[str]:
     lines = [RECHECK_CUE, *facts[rng.randint(0, len(facts) - 1) :]]
     others = [x for t, x in ex.documents if t not in set(ex.supporting_titles)]
     if others:
-        lines += [f"Also {split_sentences(rng.choice(others))[0]} Not needed."]
+        lines += [f"Also {world_sentences(rng.choice(others))[0]} Not needed."]
     return [*lines, f"So the answer is {ex.answer}."]

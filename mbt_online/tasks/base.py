@@ -1,17 +1,18 @@
-"""Benchmark data: one `Example` shape and a loader per multi-hop benchmark.
+"""What every task shares: one `Example` shape, the readers of benchmark files, and the field
+helpers the benchmark parsers build on.
 
-Loaders read both the official files (JSON array or JSON lines, detected) and the Hugging Face hub
-layout, skip malformed rows with a counted reason, and never crash on bad input.
+Readers take the official files (JSON array or JSON lines, detected), Parquet and `save_to_disk`
+folders alike; a parser turns one raw row into an `Example` or raises `MalformedRow`, which the
+loader counts instead of crashing, so a run can report how much data it lost and why.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,44 +43,10 @@ class Example:
     source: str = ""
     type: str = ""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, row: dict) -> Example:
-        row = dict(row)
-        row["documents"] = [tuple(d) for d in row.get("documents", [])]
-        row["supporting_sentences"] = [tuple(s) for s in row.get("supporting_sentences", [])]
-        row["hops"] = [h if isinstance(h, Hop) else Hop(**h) for h in row.get("hops", [])]
-        return cls(**row)
-
     @property
     def answers(self) -> list[str]:
         """The gold answer followed by its aliases: every string that counts as correct."""
         return [self.answer, *[a for a in self.aliases if a and a != self.answer]]
-
-
-DATASETS = ("hotpotqa", "musique", "2wikimultihopqa")
-
-# Difficulty tiers by the data set's own question type; HotpotQA questions with 3+ supporting facts
-# are "hard" whatever their type (checked separately).
-_TYPE_TIERS = {
-    "comparison": "easy",
-    "bridge": "medium",
-    "inference": "medium",
-    "compositional": "medium",
-    "bridge_comparison": "hard",
-}
-_HOP_TIERS = {2: "easy", 3: "medium", 4: "hard"}
-
-# Key names for the same field across official files and hub copies, in order of preference.
-_TITLE = ("title",)
-_SENTENCES = ("sentences", "content", "sents", "text")
-_SENT_ID = ("sent_id", "sentence_id", "sent_idx")
-_SUBJECT = ("subject", "fact", "head")
-_RELATION = ("relation", "predicate")
-_OBJECT = ("object", "entity", "tail")
-_ALIASES = ("answer_aliases", "aliases")
 
 
 class MalformedRow(ValueError):
@@ -99,9 +66,61 @@ class LoadResult:
     total: int = 0  # rows seen
 
 
-def load_examples(
-    dataset: str,
-    source: str | Path | Iterable[dict],
+Parser = Callable[[dict], Example]  # one benchmark's raw row -> Example, or MalformedRow
+
+
+# ---- data paths: files on disk, or the samples that ship inside the package ----
+
+PACKAGE_PREFIX = "pkg://"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the installed `mbt_online` folder
+SAMPLES_DIR = PACKAGE_DIR / "samples"
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """The file a config's or the command line's data path names.
+
+    `pkg://samples/hotpotqa/...` names a file shipped inside the package (the dev samples), so a
+    shipped config runs from any working directory and from a wheel install; any other path is
+    taken as written, relative to the working directory. Whether the file exists is the caller's
+    check, which can name the config key or option it came from.
+    """
+    text = str(path)
+    # `Path("pkg://x")` collapses the double slash: accept "pkg:/x" for options typed as Path
+    if text.startswith(PACKAGE_PREFIX.rstrip("/")):
+        return PACKAGE_DIR / text[len(PACKAGE_PREFIX.rstrip("/")) :].lstrip("/")
+    return Path(path)
+
+
+def shipped_samples() -> list[str]:
+    """The `pkg://` paths of the benchmark samples that ship with the package."""
+    found = SAMPLES_DIR.rglob("*.json*") if SAMPLES_DIR.is_dir() else []
+    return sorted(PACKAGE_PREFIX + p.relative_to(PACKAGE_DIR).as_posix() for p in found)
+
+
+def describe_missing(path: str | Path) -> str:
+    """A data path that names no file, as an error shows it: a package path lists the samples
+    that do ship, since a typo there cannot be checked with `ls`."""
+    if resolve_data_path(path) == Path(path):
+        return str(path)
+    return f"{path} (no such file in the package; shipped: {', '.join(shipped_samples())})"
+
+
+# ---- loading: rows of any source through one parser ----
+
+
+def parse_with(parse: Parser, row: Any) -> Example:
+    """One raw row as an `Example`; rows the reader could not decode or that are not records are
+    malformed whatever the benchmark."""
+    if isinstance(row, MalformedRow):  # a line the reader could not decode
+        raise row
+    if not isinstance(row, dict):
+        raise MalformedRow("not_a_dict", type(row).__name__)
+    return parse(row)
+
+
+def load_rows(
+    parse: Parser,
+    rows: Iterable[Any],
     *,
     limit: int | None = None,
     offset: int = 0,
@@ -109,13 +128,9 @@ def load_examples(
     shuffle: bool = False,
     seed: int = 0,
 ) -> LoadResult:
-    """Load one benchmark from a file, a `save_to_disk` folder, a `datasets.Dataset` or row dicts.
-
-    `shuffle` reorders rows before `offset`/`limit` so a capped run sees a seeded random subset;
-    `offset`/`limit` count good examples, and reading stops once `limit` is reached.
-    """
-    dataset = _check_dataset(dataset)
-    rows: Iterable[Any] = _rows(dataset, source)
+    """Parse rows, counting malformed ones. `shuffle` reorders rows before `offset`/`limit` so a
+    capped run sees a seeded random subset; `offset`/`limit` count good examples, and reading
+    stops once `limit` is reached."""
     if shuffle:
         rows = list(rows)
         random.Random(seed).shuffle(rows)
@@ -126,7 +141,7 @@ def load_examples(
             break
         result.total += 1
         try:
-            example = parse_row(dataset, row)
+            example = parse_with(parse, row)
         except MalformedRow as err:
             result.skipped[err.reason] += 1
             continue
@@ -136,21 +151,6 @@ def load_examples(
                 example if distractors is None else keep_distractors(example, distractors)
             )
     return result
-
-
-def parse_row(dataset: str, row: Any) -> Example:
-    """One raw row (official or hub layout) as an `Example`; `MalformedRow` if it is unusable."""
-    dataset = _check_dataset(dataset)
-    if isinstance(row, MalformedRow):  # a line the reader could not decode
-        raise row
-    if not isinstance(row, dict):
-        raise MalformedRow("not_a_dict", type(row).__name__)
-    if dataset == "musique":
-        return _parse_musique(row)
-    example = _parse_context_row(row, dataset)
-    if dataset == "2wikimultihopqa":
-        example.hops = _wiki_hops(row, example)
-    return example
 
 
 def keep_distractors(example: Example, n: int) -> Example:
@@ -177,19 +177,15 @@ def keep_distractors(example: Example, n: int) -> Example:
 # ---- reading sources ----
 
 
-def _check_dataset(dataset: str) -> str:
-    name = str(dataset).lower()
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-    return name
+def read_source(dataset: str, source: Any) -> Iterable[Any]:
+    """Raw rows of a file or `save_to_disk` folder (a path), a `datasets.Dataset` or row dicts.
 
-
-def _rows(dataset: str, source: Any) -> Iterable[Any]:
-    """Raw rows of any supported source; a file's existence is checked now, not on first read."""
+    A file's existence is checked now, not on first read.
+    """
     if isinstance(source, str | Path):
-        path = Path(source)
+        path = resolve_data_path(source)
         if not path.exists():
-            raise FileNotFoundError(f"{dataset} data not found: {path}")
+            raise FileNotFoundError(f"{dataset} data not found: {describe_missing(source)}")
         return _read_dir(path) if path.is_dir() else _read_file(path)
     if isinstance(source, dict):  # a DatasetDict or a single row: both are ambiguous
         raise ValueError(f"{dataset} source is a mapping; pass one split or a list of rows")
@@ -234,10 +230,14 @@ def _read_file(path: Path) -> Iterator[Any]:
                 yield MalformedRow("bad_json")
 
 
-# ---- shared field helpers ----
+# ---- field helpers shared by the benchmark parsers ----
+
+# Key names for the same field across official files and hub copies, in order of preference.
+ALIAS_KEYS = ("answer_aliases", "aliases")
 
 
-def _text(row: dict, key: str) -> str:
+def text_field(row: dict, key: str) -> str:
+    """A required non-blank string (numbers are read as text); `missing_<key>` otherwise."""
     value = row.get(key)
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
@@ -246,15 +246,17 @@ def _text(row: dict, key: str) -> str:
     return value.strip()
 
 
-def _row_id(row: dict) -> str:
+def row_id(row: dict) -> str:
+    """The official files say `_id` or `id`, hub copies `id`."""
     value = row.get("_id", row.get("id"))
     if value is None or str(value) == "":
         raise MalformedRow("missing_id")
     return str(value)
 
 
-def _aliases(row: dict, answer: str) -> list[str]:
-    values = next((row[k] for k in _ALIASES if row.get(k)), [])
+def aliases(row: dict, answer: str) -> list[str]:
+    """Other strings that count as the answer, in order, without repeats or the answer itself."""
+    values = next((row[k] for k in ALIAS_KEYS if row.get(k)), [])
     values = [values] if isinstance(values, str) else values
     out: list[str] = []
     for value in values:
@@ -264,7 +266,7 @@ def _aliases(row: dict, answer: str) -> list[str]:
     return out
 
 
-def _records(value: Any) -> list:
+def records(value: Any) -> list:
     """A list of records, whether stored as a list or as a dict of parallel lists (hub structs)."""
     if isinstance(value, dict):
         columns = list(value.values())
@@ -279,10 +281,10 @@ def _records(value: Any) -> list:
     return list(value)
 
 
-def _tuples(value: Any, *fields: tuple[str, ...]) -> list[tuple]:
+def tuples(value: Any, *fields: tuple[str, ...]) -> list[tuple]:
     """Rows of `len(fields)` items from lists (`[title, sentences]`) or records with named keys."""
     out = []
-    for item in _records(value):
+    for item in records(value):
         if isinstance(item, dict):
             keys = [next((k for k in names if k in item), None) for names in fields]
             if None in keys:
@@ -295,7 +297,7 @@ def _tuples(value: Any, *fields: tuple[str, ...]) -> list[tuple]:
     return out
 
 
-def _unique(items: Iterable[str]) -> list[str]:
+def unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
@@ -303,178 +305,8 @@ def _norm(text: str) -> str:
     return " ".join(str(text).casefold().split())
 
 
-def _mentions(text: str, phrase: str) -> bool:
+def contains_phrase(text: str, phrase: str) -> bool:
+    """Whether `text` contains a non-blank `phrase` anywhere, ignoring case and spacing: a loose
+    substring test for locating evidence in source documents (the teachers' whole-word test on
+    normalised text is `scoring.text.mentions`)."""
     return bool(phrase.strip()) and _norm(phrase) in _norm(text)
-
-
-# Split after . ! ? unless the period ends a lone capital ("U.S.", "J. Smith") or a title ("Mr.").
-_SENTENCE_END = re.compile(
-    r"(?<=[.!?])(?<!\b[A-Z]\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bMrs\.)\s+"
-)
-
-
-def _sentences(text: str) -> list[str]:
-    return [s for s in _SENTENCE_END.split(text.strip()) if s]
-
-
-# ---- HotpotQA and 2WikiMultihopQA: context + supporting_facts ----
-
-
-def _parse_context_row(row: dict, dataset: str) -> Example:
-    example_id, question, answer = _row_id(row), _text(row, "question"), _text(row, "answer")
-    if row.get("context") is None:
-        raise MalformedRow("missing_context")
-    docs = [(str(t), _doc_sentences(s)) for t, s in _tuples(row["context"], _TITLE, _SENTENCES)]
-    if not any(any(sentences) for _, sentences in docs):
-        raise MalformedRow("empty_documents")
-    by_title: dict[str, list[str]] = {}
-    for title, sentences in docs:
-        by_title.setdefault(title, sentences)
-    if not row.get("supporting_facts"):
-        raise MalformedRow("missing_supporting_facts")
-    facts = _tuples(row["supporting_facts"], _TITLE, _SENT_ID)
-    support = [_supporting_sentence(by_title, str(t), i) for t, i in facts]
-    kind = str(row.get("type") or "")
-    tier = _TYPE_TIERS.get(kind, "medium")
-    if dataset == "hotpotqa" and len(facts) >= 3:
-        tier = "hard"
-    return Example(
-        id=example_id,
-        question=question,
-        documents=[(t, " ".join(x for x in s if x)) for t, s in docs],
-        answer=answer,
-        aliases=_aliases(row, answer),
-        supporting_titles=_unique(t for t, _ in support),
-        supporting_sentences=support,
-        tier=tier,
-        source=dataset,
-        type=kind,
-    )
-
-
-def _doc_sentences(value: Any) -> list[str]:
-    """Stripped sentences (HotpotQA keeps a leading space on each, 2Wiki does not).
-
-    Empty ones stay so that supporting-fact sentence ids still point at the right sentence.
-    """
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple):
-        raise MalformedRow("bad_layout")
-    return [str(v).strip() for v in value]
-
-
-def _supporting_sentence(
-    by_title: dict[str, list[str]], title: str, sent_id: Any
-) -> tuple[str, str]:
-    if title not in by_title:
-        raise MalformedRow("missing_supporting_title", title)
-    sentences = by_title[title]
-    valid = isinstance(sent_id, int) and not isinstance(sent_id, bool)
-    if not valid or not 0 <= sent_id < len(sentences) or not sentences[sent_id]:
-        raise MalformedRow("bad_sentence_id", f"{title}[{sent_id}]")
-    return title, sentences[sent_id]
-
-
-def _wiki_hops(row: dict, example: Example) -> list[Hop]:
-    """One hop per evidence triple; the supporting sentence naming the object grounds it."""
-    evidences = row.get("evidences")
-    if not evidences:
-        return []
-    return [
-        _wiki_hop(str(s), str(r), str(o), example)
-        for s, r, o in _tuples(evidences, _SUBJECT, _RELATION, _OBJECT)
-    ]
-
-
-def _wiki_hop(subject: str, relation: str, obj: str, example: Example) -> Hop:
-    support = example.supporting_sentences
-    evidence = next(((t, s) for t, s in support if _mentions(s, obj)), None)
-    docs = [(t, text) for t, text in example.documents if t in example.supporting_titles]
-    title = (
-        evidence[0]
-        if evidence
-        else next((t for t, text in docs if _mentions(text, obj)), None)
-        or next((t for t, text in docs if _mentions(text, subject)), "")
-    )
-    if evidence is None:  # the annotation words the object differently: use the title's fact
-        evidence = next(((t, s) for t, s in support if t == title), (title, ""))
-    return Hop(
-        question=f"What is the {relation} of {subject}?",
-        answer=obj,
-        title=title,
-        evidence=evidence[1],
-    )
-
-
-# ---- MuSiQue: paragraphs + question_decomposition ----
-
-
-def _parse_musique(row: dict) -> Example:
-    if row.get("answerable") is False:
-        raise MalformedRow("unanswerable")
-    example_id, question, answer = _row_id(row), _text(row, "question"), _text(row, "answer")
-    if row.get("paragraphs") is None:
-        raise MalformedRow("missing_context")
-    paragraphs = _records(row["paragraphs"])
-    if not all(isinstance(p, dict) for p in paragraphs):
-        raise MalformedRow("bad_layout")
-    docs = [
-        (str(p.get("title", "")), str(p.get("paragraph_text") or "").strip()) for p in paragraphs
-    ]
-    if not any(text for _, text in docs):
-        raise MalformedRow("empty_documents")
-    position = {p.get("idx", i): i for i, p in enumerate(paragraphs)}
-    steps = _records(row.get("question_decomposition") or [])
-    if not steps or not all(isinstance(s, dict) for s in steps):
-        raise MalformedRow("missing_decomposition")
-    hops, used = [], []
-    for step in steps:
-        pos = position.get(step.get("paragraph_support_idx"))
-        if pos is None:
-            raise MalformedRow("missing_support_paragraph")
-        hops.append(_musique_hop(step, [h.answer for h in hops], docs[pos]))
-        used.append(pos)
-    used += [i for i, p in enumerate(paragraphs) if p.get("is_supporting") and i not in used]
-    return Example(
-        id=example_id,
-        question=question,
-        documents=docs,
-        answer=answer,
-        aliases=_aliases(row, answer),
-        supporting_titles=_unique(docs[i][0] for i in used),
-        supporting_sentences=[(h.title, h.evidence) for h in hops],
-        hops=hops,
-        tier=_musique_tier(example_id, len(steps)),
-        source="musique",
-        type=_musique_type(example_id, len(steps)),
-    )
-
-
-def _musique_hop(step: dict, earlier: list[str], doc: tuple[str, str]) -> Hop:
-    """Sub-question with `#k` filled by hop k's answer; evidence: first sentence with the answer."""
-
-    def fill(match: re.Match) -> str:
-        k = int(match.group(1))
-        return earlier[k - 1] if 1 <= k <= len(earlier) else match.group(0)
-
-    answer = str(step.get("answer") or "").strip()
-    sentences = _sentences(doc[1]) or [""]
-    evidence = next((s for s in sentences if _mentions(s, answer)), sentences[0])
-    return Hop(
-        question=re.sub(r"#(\d+)", fill, str(step.get("question") or "")),
-        answer=answer,
-        title=doc[0],
-        evidence=evidence,
-    )
-
-
-def _musique_type(example_id: str, steps: int) -> str:
-    """The id prefix (`2hop`, `3hop1`, `4hop3`...) names the composition shape."""
-    prefix = example_id.split("__", 1)[0]
-    return prefix if re.fullmatch(r"\d+hop\d*", prefix) else f"{steps}hop"
-
-
-def _musique_tier(example_id: str, steps: int) -> str:
-    hops = int(re.match(r"\d+", _musique_type(example_id, steps)).group())
-    return _HOP_TIERS.get(hops, "easy" if hops < 2 else "hard")

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from pathlib import Path
 
-from mbt_online.config import Config, ConfigError
-from mbt_online.tasks.base import Example
+from mbt_online.config import Config, ConfigError, DataSplit
+from mbt_online.tasks import BENCHMARKS, load_examples
+from mbt_online.tasks.base import Example, LoadResult, describe_missing, resolve_data_path
+from mbt_online.tasks.world import world_split
 
 log = logging.getLogger("mbt_online")
 
 
 def check_data_paths(cfg: Config) -> None:
+    """Fail before any work when a benchmark file is missing, naming the config key."""
     for name, s in cfg.data.splits():
-        if s.dataset != "world" and not Path(s.path).is_file():
-            raise ConfigError(f"data.{name}.path: file not found: {s.path}")
+        if s.dataset in BENCHMARKS and not resolve_data_path(s.path).is_file():
+            raise ConfigError(f"data.{name}.path: file not found: {describe_missing(s.path)}")
 
 
 def load_data(cfg: Config) -> tuple[list[Example], list[Example]]:
@@ -27,35 +29,36 @@ def load_split(cfg: Config, which: str) -> list[Example]:
     """All of a split's sources, concatenated; malformed rows are skipped and counted in the log."""
     examples: list[Example] = []
     for name, s in cfg.data.splits(which):
-        if s.dataset == "world":
-            from mbt_online.tasks.world import world_split
-
-            part = world_split(s, cfg.world, which)
-        else:
-            from mbt_online.tasks.base import load_examples
-
-            res = load_examples(
-                s.dataset,
-                s.path,
-                limit=s.limit,
-                offset=s.offset,
-                distractors=s.distractors,
-                shuffle=s.shuffle,
-                seed=cfg.run.seed,
+        res = load_source(s, cfg, which)
+        if res.skipped:
+            log.warning(
+                "data.%s: skipped %d malformed rows: %s",
+                name,
+                sum(res.skipped.values()),
+                dict(res.skipped),
             )
-            if res.skipped:
-                log.warning(
-                    "data.%s: skipped %d malformed rows: %s",
-                    name,
-                    sum(res.skipped.values()),
-                    dict(res.skipped),
-                )
-            part = res.examples
-        log.info("data.%s: %d questions (%s)", name, len(part), s.dataset)
-        examples += part
+        log.info("data.%s: %d questions (%s)", name, len(res.examples), s.dataset)
+        examples += res.examples
     if not examples:
         raise ConfigError(f"data.{which}: no usable examples")
     return examples
+
+
+def load_source(s: DataSplit, cfg: Config, which: str) -> LoadResult:
+    """One source through its task: a benchmark file through that benchmark's parser (shuffled
+    with the run's seed), or the split's generated world (`which` picks its side of the names)."""
+    if s.dataset in BENCHMARKS:
+        return load_examples(
+            s.dataset,
+            s.path,
+            limit=s.limit,
+            offset=s.offset,
+            distractors=s.distractors,
+            shuffle=s.shuffle,
+            seed=cfg.run.seed,
+        )
+    examples = world_split(s, cfg.world, which)
+    return LoadResult(examples=examples, total=len(examples))
 
 
 def round_questions(examples: list[Example], round_: int, per_round: int | None) -> list[Example]:

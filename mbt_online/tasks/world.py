@@ -186,7 +186,10 @@ def parse_sentence(sentence: str) -> tuple[str, Relation, str] | None:
     return None
 
 
-def split_sentences(text: str) -> list[str]:
+def world_sentences(text: str) -> list[str]:
+    """The fact sentences of a world document. The world writes one fixed format ("X relation Y."
+    with no other periods), so splitting at every "." is exact here; generated text needs
+    `scoring.text.split_sentences`."""
     return [s.strip() + "." for s in text.split(".") if s.strip()]
 
 

@@ -16,23 +16,21 @@ of the same question shares it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mbt_online.config import Config, ConfigError, TeacherConfig
 from mbt_online.llm.client import ChatFailure, ChatRequest, ChatResult, make_client
 from mbt_online.prompts import gold_solution_messages, mbt_r_messages, mbt_s_messages
 from mbt_online.scoring.metrics import split_trace
-from mbt_online.teachers.structured import (
-    StructuredTeacher,
-    TeachRequest,
-    TeachResult,
-    count_words,
-    verify,
-)
+from mbt_online.scoring.text import count_words
+from mbt_online.seeds import hash_seed, stage_seed
+from mbt_online.teachers.contract import TeachRequest, TeachResult, verify
+
+if TYPE_CHECKING:
+    from mbt_online.teachers.structured import StructuredTeacher
 
 
 class ChatBackend(Protocol):
@@ -246,8 +244,7 @@ class LLMTeacher:
 
 
 def _hash_seed(key: str) -> int:
-    digest = hashlib.blake2b(key.encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
+    return hash_seed(key, digest_size=4)
 
 
 def clean_trace(text: str) -> str:
@@ -270,15 +267,7 @@ def default_engine_factory(cfg: Config) -> Callable[[str], Any]:
     def build(model_path: str) -> Any:
         from mbt_online.engine import Engine
 
-        return Engine(
-            model_path,
-            dtype=cfg.student.dtype,
-            max_model_len=cfg.student.max_model_len,
-            seed=cfg.run.seed,
-            kvcache_gib=cfg.engine.kvcache_gib,
-            enforce_eager=cfg.engine.enforce_eager,
-            gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
-        )
+        return Engine.from_config(cfg, model_path, lora=False)
 
     return build
 
@@ -298,8 +287,10 @@ def make_teacher(
     `<runs_dir>/<run name>/cache/llm`, the run directory's own, so a resumed run finds it.
     """
     t = cfg.teacher
-    seed = cfg.run.seed * 1000 + round_
+    seed = stage_seed(cfg.run.seed, round_, "teach")
     if t.backend == "structured":
+        from mbt_online.teachers.structured import StructuredTeacher
+
         return StructuredTeacher(seed, budget_tokens, count_tokens, t.max_tries, t.style)
     if t.backend == "openai":
         cache = cache_dir or Path(cfg.run.runs_dir) / cfg.run.name / "cache" / "llm"

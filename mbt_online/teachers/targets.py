@@ -12,7 +12,7 @@ from typing import Any
 from mbt_online.config import Config
 from mbt_online.prompts import format_target, student_messages
 from mbt_online.tasks.base import Example
-from mbt_online.teachers.structured import TeachRequest
+from mbt_online.teachers.contract import TeachRequest
 
 Row = dict[str, Any]
 
@@ -56,10 +56,6 @@ def best_student(group: list[Row]) -> Row | None:
     """The student's own best correct, self-terminated trace (rejection sampling)."""
     good = [r for r in group if r["correct"] >= 1.0 and not r["truncated"]]
     return max(good, key=lambda r: (r["reward"], -r["sample"])) if good else None
-
-
-def worst_student(group: list[Row]) -> Row:
-    return min(group, key=lambda r: (r["reward"], r["sample"]))
 
 
 def sft_rows(

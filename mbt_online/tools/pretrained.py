@@ -23,6 +23,9 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mbt_online.cache import cache_root
+from mbt_online.rundir.atomic import swap_dir
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -72,16 +75,6 @@ class ModelFetchError(RuntimeError):
         self.reason = reason
 
 
-def cache_root() -> Path:
-    """$MBT_ONLINE_CACHE, else $XDG_CACHE_HOME/mbt-online, else ~/.cache/mbt-online."""
-    explicit = os.environ.get("MBT_ONLINE_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "mbt-online"
-
-
 def resolve_model(name_or_path: str) -> str:
     """A known name -> its cached folder (fetched on first use); an existing folder -> its path."""
     if name_or_path in KNOWN_MODELS:
@@ -116,7 +109,9 @@ def fetch(name: str, *, force: bool = False) -> Path:
         _convert_and_check(gguf_path, staged)
         record = {**asdict(spec), "dtype": "float32", "fetched_at": time.strftime("%FT%T%z")}
         (staged / MARKER).write_text(json.dumps(record, indent=2) + "\n")
-        _install(staged, folder, work / "previous")
+        # a complete folder installed meanwhile by another process is as good (unless forced)
+        keep = None if force else (lambda f: _is_complete(f, spec))
+        swap_dir(staged, folder, keep_theirs=keep)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return folder
@@ -271,18 +266,6 @@ def _convert_and_check(gguf_path: Path, out_dir: Path) -> None:
             f"{type(exc).__name__}: {exc}",
             "conversion",
         ) from exc
-
-
-def _install(staged: Path, folder: Path, trash: Path) -> None:
-    """Rename `staged` to `folder`, moving any previous (stale or incomplete) folder out first."""
-    if folder.exists():
-        folder.rename(trash)
-    try:
-        staged.rename(folder)
-    except OSError:
-        # Another process installed the same model between our two renames: theirs is as good.
-        if not (folder / MARKER).exists():
-            raise
 
 
 def _require_gguf() -> None:

@@ -2,7 +2,8 @@
 
 Clusters often have no internet and results are read on a laptop later, so the report is one file
 with plotly.js inlined once: no server, no CDN. It reads run directories (metrics.jsonl and the
-per-round artifacts) and, for runs made elsewhere, a wandb offline run's `.wandb` record log.
+per-round artifacts) and, for runs made elsewhere, a wandb offline run's `.wandb` record log
+(`tools.wandb_log`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,16 @@ from typing import Any
 import yaml
 
 from mbt_online.config import RewardWeights
-from mbt_online.rundir.files import load_rows, stage_dir
+from mbt_online.rundir.atomic import write_text_atomic
+from mbt_online.rundir.metrics_file import METRICS_FILE, read_metrics
+from mbt_online.rundir.stages import load_rows, stage_dir
+from mbt_online.rundir.state import STATE_FILE
+from mbt_online.scoring.round_metrics import HEADLINE
+from mbt_online.tools.wandb_log import read_wandb_file, wandb_log_files
 
-# (metric key, chart title); reward/* components are discovered and appended after these.
-CURVES = (
-    ("eval/accuracy", "Accuracy"),
-    ("eval/mean_tokens", "Mean tokens"),
-    ("eval/degeneration_rate", "Degeneration rate"),
-    ("eval/answer_inclusive_rate", "Answer-inclusive rate"),
-    ("eval/aes", "AES (vs round 0)"),
-)
+# (metric key, chart title): the round's headline; reward/* components are discovered and
+# appended after these.
+CURVES = HEADLINE
 # every reward component the config can weight, so a new component shows up without edits here
 REWARD_ORDER = ("total", *RewardWeights.model_fields)
 # (metric key, column header, format, higher is better): the paper's final-round table.
@@ -87,12 +86,12 @@ def _runs_at(p: Path) -> list[RunData]:
     members = _sweep_members(p)
     if members:
         return [read_run_dir(m) for m in members]
-    wandb_files = _wandb_files(p)
+    wandb_files = wandb_log_files(p)
     return read_wandb_runs(wandb_files) if wandb_files else []
 
 
 def _is_run_dir(p: Path) -> bool:
-    return p.is_dir() and ((p / "metrics.jsonl").exists() or (p / "state.json").exists())
+    return p.is_dir() and ((p / METRICS_FILE).exists() or (p / STATE_FILE).exists())
 
 
 def _sweep_members(p: Path) -> list[Path]:
@@ -104,20 +103,6 @@ def _sweep_members(p: Path) -> list[Path]:
         others = sorted(d for d in p.iterdir() if _is_run_dir(d) and d.name not in names)
         return listed + others
     return sorted(d for d in p.iterdir() if _is_run_dir(d)) if p.is_dir() else []
-
-
-def _wandb_files(p: Path) -> list[Path]:
-    """`.wandb` logs of a wandb offline run dir, a WANDB_DIR, or a run dir's wandb/ folder."""
-    for pattern in (
-        "run-*.wandb",
-        "*run-*/run-*.wandb",  # offline-run-<time>-<id>/ (and synced online run-<time>-<id>/)
-        "wandb/*run-*/run-*.wandb",
-        "wandb/wandb/*run-*/run-*.wandb",
-    ):
-        found = sorted(p.glob(pattern))
-        if found:
-            return found
-    return []
 
 
 def _unique_names(runs: list[RunData]) -> list[RunData]:
@@ -144,23 +129,9 @@ def read_run_dir(run_dir: Path) -> RunData:
         name=str(config.get("run.name") or run_dir.name),
         path=run_dir,
         source="run",
-        rows=merge_rounds(read_metrics_file(run_dir / "metrics.jsonl")),
+        rows=merge_rounds(read_metrics(run_dir)),
         config=config,
     )
-
-
-def read_metrics_file(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows; a line cut short by a crash is skipped, not fatal."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
 
 
 def merge_rounds(rows: list[dict[str, Any]], round_key: str = "round") -> list[dict[str, Any]]:
@@ -187,80 +158,6 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: node}
-
-
-# ---------------------------------------------------------------------------------------------
-# wandb offline record logs
-
-
-WANDB_BLOCK = 32 * 1024
-WANDB_HEADER = (
-    7  # file: ":W&B" + magic (2) + version (1); record: crc32c (4) + length (2) + type (1)
-)
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def wandb_records(path: Path) -> Iterator[Any]:
-    """Protobuf records of a `.wandb` file (LevelDB-style log: 32 KiB blocks, chunked records).
-
-    A run killed mid-write leaves a torn last record; reading stops there, like `wandb sync`.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path}: not a wandb record log (no :W&B header)")
-    pos, pending = WANDB_HEADER, b""
-    while pos + WANDB_HEADER <= len(data):
-        left = WANDB_BLOCK - pos % WANDB_BLOCK
-        if left < WANDB_HEADER:  # block trailer padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + WANDB_HEADER])
-        pos += WANDB_HEADER
-        if kind == 0 and length == 0:  # zero padding
-            continue
-        chunk = data[pos : pos + length]
-        pos += length
-        if len(chunk) < length or kind not in (FULL, FIRST, MIDDLE, LAST):
-            return
-        pending = chunk if kind in (FULL, FIRST) else pending + chunk
-        if kind in (FULL, LAST):
-            record = pb.Record()
-            try:
-                record.ParseFromString(pending)
-            except Exception:  # noqa: BLE001 - a torn record ends the readable log
-                return
-            yield record
-            pending = b""
-
-
-def _items(items: Any) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key = "/".join(item.nested_key) if item.nested_key else item.key
-        try:
-            out[key] = json.loads(item.value_json)
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def read_wandb_file(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(run info: id, name, config), history rows of one `.wandb` file."""
-    info: dict[str, Any] = {"id": path.stem.removeprefix("run-"), "name": None, "config": {}}
-    history: list[dict[str, Any]] = []
-    for rec in wandb_records(path):
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            info["id"] = rec.run.run_id or info["id"]
-            info["name"] = rec.run.display_name or info["name"]
-            info["config"].update(_items(rec.run.config.update))
-        elif kind == "config":
-            info["config"].update(_items(rec.config.update))
-        elif kind == "history":
-            history.append(_items(rec.history.item))
-    return info, history
 
 
 def read_wandb_runs(files: list[Path]) -> list[RunData]:
@@ -679,5 +576,4 @@ def write_report(paths: list[Path], out: Path, max_samples: int = 10) -> Path:
     runs = find_runs([Path(p) for p in paths])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(runs, max_samples), encoding="utf-8")
-    return out
+    return write_text_atomic(out, render_html(runs, max_samples))

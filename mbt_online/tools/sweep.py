@@ -2,8 +2,8 @@
 
 A sweep directory holds one run directory per member (named from what the member varies), so a
 report over the directory compares them, and re-running the same sweep skips finished members and
-resumes an interrupted one instead of starting over. The same expansion feeds a SLURM job array, so
-a cluster runs exactly the runs a laptop would.
+resumes an interrupted one instead of starting over. The same expansion feeds a SLURM job array
+(`tools.slurm`), so a cluster runs exactly the runs a laptop would.
 
 Sweep YAML (paths relative to the YAML file)::
 
@@ -38,9 +38,7 @@ import importlib
 import itertools
 import json
 import logging
-import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,12 +54,12 @@ from mbt_online.config import (
     to_flat_dict,
     validate,
 )
+from mbt_online.rundir.atomic import write_json_atomic
+from mbt_online.rundir.state import STATE_FILE, RunState
 
 log = logging.getLogger("mbt_online")
 
 MANIFEST = "sweep.json"
-SLURM_SCRIPT = "sweep.sbatch"
-TRAIN_CMD = "mbt-online train"
 # Keys the sweep owns: each member's identity and tracking come from the sweep, not from overrides.
 RESERVED = ("run.name", "run.runs_dir", "tracking.group", "tracking.tags")
 # Key segments too generic to name a value ("train.dpo.enabled" is about DPO, not "enabled").
@@ -131,7 +129,7 @@ def load_sweep(path: str | Path) -> Sweep:
         name=name,
         base=base,
         group=str(raw.get("group") or name),
-        tags=[str(t) for t in _as_list(raw.get("tags"), f"{path}: tags")],
+        tags=[str(t) for t in as_list(raw.get("tags"), f"{path}: tags")],
         overrides=_override_list(raw.get("overrides"), f"{path}: overrides"),
         grid=_parse_grid(raw.get("grid"), f"{path}: grid"),
         members=members,
@@ -139,7 +137,7 @@ def load_sweep(path: str | Path) -> Sweep:
     )
 
 
-def _as_list(value: Any, where: str) -> list:
+def as_list(value: Any, where: str) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -150,14 +148,15 @@ def _as_list(value: Any, where: str) -> list:
 def _override_list(value: Any, where: str) -> list[str]:
     """Overrides as `key=value` strings, whether written as a list of strings or a mapping."""
     if isinstance(value, dict):
-        return [_override(str(k), v) for k, v in value.items()]
-    items = [str(v) for v in _as_list(value, where)]
+        return [override_item(str(k), v) for k, v in value.items()]
+    items = [str(v) for v in as_list(value, where)]
     for item in items:
         parse_override(item)  # fails early on a malformed item
     return items
 
 
-def _override(key: str, value: Any) -> str:
+def override_item(key: str, value: Any) -> str:
+    """`key=value` with the value as JSON, the form `parse_override` reads back."""
     # JSON is valid YAML and quotes strings, so "on"/"none"/"1e-4" keep the type they were given.
     return f"{key}={json.dumps(value)}"
 
@@ -248,7 +247,7 @@ def expand(
 
 
 def _member(sweep: Sweep, spec: dict, own: list[str], extras: list[str], combo: tuple) -> Member:
-    grid_overrides = [_override(k, v) for k, _, v in combo]
+    grid_overrides = [override_item(k, v) for k, _, v in combo]
     grid_parts = [lab or short_value(k, v) for k, lab, v in combo]
     if spec.get("name") is not None:
         head = [str(spec["name"])]
@@ -260,9 +259,9 @@ def _member(sweep: Sweep, spec: dict, own: list[str], extras: list[str], combo: 
     name = "_".join(parts) or sweep.name
     tags = _dedupe(sweep.tags + [sweep.name] + [str(t) for t in spec.get("tags") or []] + parts)
     sweep_set = [
-        _override("run.name", name),
-        _override("tracking.group", sweep.group),
-        _override("tracking.tags", tags),
+        override_item("run.name", name),
+        override_item("tracking.group", sweep.group),
+        override_item("tracking.tags", tags),
     ]
     return Member(name, _last_per_key(sweep.overrides + extras + own + grid_overrides + sweep_set))
 
@@ -325,7 +324,7 @@ def _dedupe(items: list[str]) -> list[str]:
 def member_config(sweep: Sweep, member: Member, sweep_dir: Path) -> Config:
     """The validated config of one member, with its runs under the sweep directory."""
     raw = apply_overrides(
-        read_yaml(sweep.base), member.overrides + [_override("run.runs_dir", str(sweep_dir))]
+        read_yaml(sweep.base), member.overrides + [override_item("run.runs_dir", str(sweep_dir))]
     )
     try:
         return validate(raw)
@@ -365,6 +364,8 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, sweep, members, list(overrides))
     if emit == "slurm":
+        from mbt_online.tools.slurm import write_slurm  # slurm reads the Sweep defined here
+
         return write_slurm(out, sweep, members)
     for i, (member, cfg) in enumerate(zip(members, configs, strict=True), 1):
         run_member(out / member.name, cfg, f"[{i}/{len(members)}] {member.name}")
@@ -374,11 +375,10 @@ def run_sweep(
 
 def run_status(run_dir: Path) -> str:
     """'new', 'unfinished' or 'finished', from the run's state.json (the loop's contract)."""
-    state = run_dir / "state.json"
-    if not state.exists():
+    if not (run_dir / STATE_FILE).exists():
         return "new"
     try:
-        finished = json.loads(state.read_text()).get("finished", False)
+        finished = RunState.load(run_dir).finished
     except json.JSONDecodeError:
         return "unfinished"
     return "finished" if finished else "unfinished"
@@ -428,71 +428,7 @@ def write_manifest(sweep_dir: Path, sweep: Sweep, members: list[Member], extras:
         "extra_overrides": extras,
         "members": [{"name": m.name, "overrides": m.overrides} for m in members],
     }
-    path = sweep_dir / MANIFEST
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# SLURM
-
-
-def write_slurm(sweep_dir: Path, sweep: Sweep, members: list[Member]) -> Path:
-    """A job-array script: task i trains member i, resumes it if it was cut, skips it if done.
-
-    Paths are absolute and the script cds to the directory it was written from, so relative data
-    paths in the base config resolve exactly as they would in a local sweep.
-    """
-    opts = sweep.slurm
-    unknown = set(opts) - {"sbatch", "max_parallel", "setup"}
-    if unknown:
-        raise ConfigError(
-            f"{sweep.path}: slurm: unknown keys {sorted(unknown)}; "
-            "allowed: sbatch, max_parallel, setup"
-        )
-    array = f"0-{len(members) - 1}" + (
-        f"%{int(opts['max_parallel'])}" if opts.get("max_parallel") else ""
-    )
-    sbatch = {
-        "job-name": f"mbt-{sweep.name}",
-        "array": array,
-        "output": str(sweep_dir / "slurm" / "%x-%A_%a.out"),
-    }
-    sbatch.update({str(k): str(v) for k, v in (opts.get("sbatch") or {}).items()})
-    lines = ["#!/bin/bash"]
-    lines += [f"#SBATCH --{k}={v}" for k, v in sbatch.items()]
-    lines += [
-        f"# mbt-online sweep {sweep.name}: {len(members)} members from {sweep.path}",
-        "set -euo pipefail",
-        f"cd {shlex.quote(os.getcwd())}",
-        *[str(s) for s in _as_list(opts.get("setup"), "slurm.setup")],
-        f"SWEEP_DIR={shlex.quote(str(sweep_dir))}",
-        f"BASE={shlex.quote(str(sweep.base))}",
-        'case "${SLURM_ARRAY_TASK_ID:?run this script with sbatch}" in',
-    ]
-    runs_dir = _override("run.runs_dir", str(sweep_dir))
-    for i, m in enumerate(members):
-        args = " ".join(shlex.quote(o) for o in [*m.overrides, runs_dir])
-        lines.append(f"  {i}) NAME={shlex.quote(m.name)}; ARGS=({args}) ;;")
-    lines += [
-        '  *) echo "no sweep member for task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;',
-        "esac",
-        'RUN_DIR="$SWEEP_DIR/$NAME"',
-        'if [ -f "$RUN_DIR/state.json" ]; then',
-        '  if grep -Eq \'"finished"[[:space:]]*:[[:space:]]*true\' "$RUN_DIR/state.json"; then',
-        '    echo "member $NAME already finished: skipping"; exit 0',
-        "  fi",
-        f'  exec {TRAIN_CMD} --resume "$RUN_DIR"',
-        "fi",
-        f'exec {TRAIN_CMD} --config "$BASE" "${{ARGS[@]}}"',
-    ]
-    (sweep_dir / "slurm").mkdir(exist_ok=True)
-    script = sweep_dir / SLURM_SCRIPT
-    script.write_text("\n".join(lines) + "\n")
-    script.chmod(0o755)
-    return script
+    return write_json_atomic(sweep_dir / MANIFEST, manifest, sort_keys=False)
 
 
 def dump_members(members: list[Member]) -> str:

@@ -1,34 +1,40 @@
-"""Benchmark loaders on the real shared dev samples, their hub layouts and broken rows."""
+"""The tasks room: benchmark parsers on the shipped dev samples, their hub layouts and broken
+rows; the one list of data set names; data paths that name a shipped sample."""
 
 from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from paths import CONFIGS_DIR, HUB_ROWS, SAMPLE_NAMES, SAMPLES
 
-from mbt_online.tasks.base import (
+from mbt_online.config import ConfigError, DataSplit, load_config
+from mbt_online.tasks import (
+    BENCHMARKS,
     DATASETS,
+    PARSERS,
     Example,
     Hop,
     LoadResult,
     MalformedRow,
+    hotpotqa,
     keep_distractors,
     load_examples,
+    musique,
     parse_row,
+    resolve_data_path,
+    twowiki,
 )
+from mbt_online.tasks.base import shipped_samples
+from mbt_online.tasks.mixture import check_data_paths
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-FILES = {
-    "hotpotqa": DATA / "hotpotqa" / "hotpot_dev_distractor_sample.json",
-    "musique": DATA / "musique" / "musique_ans_v1.0_dev_sample.jsonl",
-    "2wikimultihopqa": DATA / "2wikimultihopqa" / "dev_sample.json",
-}
+FILES = SAMPLES
 COUNTS = {"hotpotqa": 103, "musique": 100, "2wikimultihopqa": 100}
-
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared data samples not present")
 
 
 def raw_rows(dataset: str) -> list[dict]:
@@ -38,70 +44,15 @@ def raw_rows(dataset: str) -> list[dict]:
     return json.loads(text)
 
 
-# ---- hub layouts, built from the official rows the way the hub copies store them ----
-
-
-def hotpot_hub(row: dict) -> dict:
-    """`hotpotqa/hotpot_qa`: `id`, context and supporting_facts as structs of parallel lists."""
-    return {
-        "id": row["_id"],
-        "question": row["question"],
-        "answer": row["answer"],
-        "type": row["type"],
-        "level": row["level"],
-        "supporting_facts": {
-            "title": [t for t, _ in row["supporting_facts"]],
-            "sent_id": [i for _, i in row["supporting_facts"]],
-        },
-        "context": {
-            "title": [t for t, _ in row["context"]],
-            "sentences": [s for _, s in row["context"]],
-        },
-    }
-
-
-def wiki_hub(row: dict) -> dict:
-    """2WikiMultihopQA hub copies: context {title, content}, evidences {fact, relation, entity}."""
-    return {
-        "_id": row["_id"],
-        "type": row["type"],
-        "question": row["question"],
-        "answer": row["answer"],
-        "context": {
-            "title": [t for t, _ in row["context"]],
-            "content": [s for _, s in row["context"]],
-        },
-        "supporting_facts": {
-            "title": [t for t, _ in row["supporting_facts"]],
-            "sent_id": [i for _, i in row["supporting_facts"]],
-        },
-        "evidences": {
-            "fact": [e[0] for e in row["evidences"]],
-            "relation": [e[1] for e in row["evidences"]],
-            "entity": [e[2] for e in row["evidences"]],
-        },
-    }
-
-
-def musique_hub(row: dict) -> dict:
-    """A `datasets.Sequence` of structs comes back as a dict of parallel lists."""
-
-    def columns(records: list[dict]) -> dict:
-        return {key: [r[key] for r in records] for key in records[0]}
-
-    hub = dict(row)
-    hub["paragraphs"] = columns(row["paragraphs"])
-    hub["question_decomposition"] = columns(row["question_decomposition"])
-    return hub
-
-
-HUB = {"hotpotqa": hotpot_hub, "musique": musique_hub, "2wikimultihopqa": wiki_hub}
+def hub_rows(dataset: str) -> list[dict]:
+    """The first 6 sample rows as the hub copies store them (see tests/data/README.md)."""
+    return json.loads((HUB_ROWS / f"{dataset}.json").read_text())
 
 
 # ---- the real samples ----
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("dataset", BENCHMARKS)
 def test_loads_real_sample(dataset: str) -> None:
     result = load_examples(dataset, FILES[dataset])
     assert isinstance(result, LoadResult)
@@ -117,7 +68,6 @@ def test_loads_real_sample(dataset: str) -> None:
         assert set(ex.supporting_titles) <= titles
         for title, sentence in ex.supporting_sentences:
             assert sentence and any(t == title and sentence in text for t, text in ex.documents)
-        assert Example.from_dict(ex.to_dict()) == ex
 
 
 def test_hotpot_row_fields() -> None:
@@ -143,19 +93,18 @@ def test_hotpot_json_lines_copy_loads_the_same(tmp_path: Path) -> None:
     assert load_examples("hotpotqa", copy_path) == load_examples("hotpotqa", FILES["hotpotqa"])
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("dataset", BENCHMARKS)
 def test_hub_layout_gives_equal_examples(dataset: str) -> None:
-    rows = raw_rows(dataset)[:6]
-    for row in rows:
-        assert parse_row(dataset, HUB[dataset](row)) == parse_row(dataset, row)
+    for hub, row in zip(hub_rows(dataset), raw_rows(dataset)[:6], strict=True):
+        assert parse_row(dataset, hub) == parse_row(dataset, row)
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("dataset", BENCHMARKS)
 def test_hub_dataset_and_parquet_sources(dataset: str, tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     rows = raw_rows(dataset)[:5]
     expected = load_examples(dataset, rows).examples
-    hub = datasets.Dataset.from_list([HUB[dataset](r) for r in rows])
+    hub = datasets.Dataset.from_list(hub_rows(dataset)[:5])
     assert load_examples(dataset, hub).examples == expected
     # parquet, named without its extension: detected by its magic bytes
     path = tmp_path / "rows.data"
@@ -173,7 +122,7 @@ def test_musique_list_of_structs_dataset() -> None:
 
 
 def test_wiki_hub_aliases() -> None:
-    row = wiki_hub(raw_rows("2wikimultihopqa")[0])
+    row = hub_rows("2wikimultihopqa")[0]
     row["answer_aliases"] = ["Cork", "Cork, Ireland", "Cork City", "Cork, Ireland"]
     assert parse_row("2wikimultihopqa", row).aliases == ["Cork, Ireland", "Cork City"]
 
@@ -234,7 +183,7 @@ def test_malformed_musique_and_wiki_rows() -> None:
     )
 
     wiki = raw_rows("2wikimultihopqa")[0]
-    ragged = wiki_hub(wiki)
+    ragged = hub_rows("2wikimultihopqa")[0]
     ragged["context"]["content"].pop()  # parallel lists of different lengths
     with pytest.raises(MalformedRow) as err:
         parse_row("2wikimultihopqa", ragged)
@@ -405,3 +354,62 @@ def test_wiki_hops() -> None:
         ("Douglas Sirk", "14 January 1987"),
     ]
     assert four[0].evidence == "The movie was directed by George Stevens."
+
+
+# ---- one list of data sets ----
+
+
+def test_one_list_of_data_sets_feeds_registry_schema_and_cli() -> None:
+    from typing import get_args
+
+    from mbt_online.cli import DATASET_HELP
+
+    assert DATASETS[:-1] == BENCHMARKS and DATASETS[-1] == "world"
+    assert tuple(PARSERS) == BENCHMARKS
+    assert [m.NAME for m in (hotpotqa, musique, twowiki)] == list(BENCHMARKS)
+    assert get_args(DataSplit.model_fields["dataset"].annotation) == DATASETS
+    assert all(name in DATASET_HELP for name in BENCHMARKS)
+    assert isinstance(parse_row("hotpotqa", raw_rows("hotpotqa")[0]), Example)
+
+
+def test_importing_the_tasks_and_the_config_loads_no_data_library() -> None:
+    code = (
+        "import sys, mbt_online.config, mbt_online.tasks, mbt_online.tasks.mixture; "
+        "print(sorted(m for m in ('datasets', 'pyarrow', 'mbt_online.sim') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---- data paths that name a shipped sample ----
+
+
+def test_pkg_paths_name_the_shipped_samples() -> None:
+    for name, rel in SAMPLE_NAMES.items():
+        assert resolve_data_path(f"pkg://samples/{rel}") == FILES[name]
+        # an option typed as Path collapses the double slash: still the same file
+        assert resolve_data_path(Path(f"pkg://samples/{rel}")) == FILES[name]
+    assert shipped_samples() == sorted(f"pkg://samples/{rel}" for rel in SAMPLE_NAMES.values())
+    assert resolve_data_path("data/x.json") == Path("data/x.json")
+    by_pkg = load_examples("musique", f"pkg://samples/{SAMPLE_NAMES['musique']}", limit=3)
+    assert by_pkg == load_examples("musique", FILES["musique"], limit=3)
+
+
+def test_a_missing_pkg_path_fails_with_the_key_and_the_shipped_samples(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="shipped: pkg://samples/2wikimultihopqa/"):
+        load_examples("hotpotqa", "pkg://samples/hotpotqa/nope.json")
+    cfg = load_config(CONFIGS_DIR / "smollm2-smoke-cpu.yaml")
+    cfg.data.eval_more[0].path = "pkg://samples/musique/dev.jsonl"
+    with pytest.raises(ConfigError, match=r"^data\.eval_more\.0\.path: file not found: pkg://"):
+        check_data_paths(cfg)
+
+
+@pytest.mark.parametrize("config", ["smollm2-smoke-cpu.yaml", "smollm2-mhqa-cpu.yaml"])
+def test_shipped_real_data_configs_read_shipped_samples_from_any_cwd(
+    config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(CONFIGS_DIR / config)
+    paths = [s.path for _, s in cfg.data.splits()]
+    assert len(paths) == 6 and all(p.startswith("pkg://samples/") for p in paths)
+    check_data_paths(cfg)

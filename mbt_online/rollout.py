@@ -1,0 +1,57 @@
+"""ROLLOUT: sampling the student on questions into rows (and, for EVAL, scoring them at once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mbt_online.config import Config, SamplingConfig
+from mbt_online.contracts import Generator
+from mbt_online.prompts import student_messages
+from mbt_online.scoring.rows import score_rows
+from mbt_online.tasks.base import Example
+
+
+def generate_rows(
+    generator: Generator,
+    examples: list[Example],
+    cfg: Config,
+    sampling: SamplingConfig,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """K samples per question from the current student, as raw generations."""
+    messages = [
+        student_messages(ex, metacognitive=cfg.student.use_metacognitive_prompt) for ex in examples
+    ]
+    outs = generator.generate(
+        messages,
+        n=sampling.samples,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        max_tokens=sampling.max_tokens,
+        seed=seed,
+    )
+    return [
+        {
+            "example_id": ex.id,
+            "sample": k,
+            "completion": c.text,
+            "finish_reason": c.finish_reason,
+            "tokens": c.completion_tokens,
+            "prompt_tokens": c.prompt_tokens,
+        }
+        for ex, completions in zip(examples, outs, strict=True)
+        for k, c in enumerate(completions)
+    ]
+
+
+def rollout_rows(
+    generator: Generator,
+    examples: list[Example],
+    cfg: Config,
+    sampling: SamplingConfig,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Generate and score in one go (EVAL and the `eval` command)."""
+    raw = generate_rows(generator, examples, cfg, sampling, seed)
+    return score_rows(raw, {ex.id: ex for ex in examples}, cfg)

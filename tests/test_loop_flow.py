@@ -1,0 +1,382 @@
+"""The loop's control flow in seconds: the real `loop.train`/`Session` over a tiny world, with a
+fake generator, teacher and trainer in place of vLLM, the teacher backends and TRL.
+
+Covered: stages skipped when done, resume after a kill at every stage (and between EVAL's metrics
+line and its mark) ending exactly where an uninterrupted run ends, the lineage of models, one
+metrics line per round, and the hand-off calls the generator sees.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+
+from mbt_online import loop
+from mbt_online.config import Config, load_config
+from mbt_online.contracts import Trained, TrainJob
+from mbt_online.engine import Completion
+from mbt_online.prompts import format_target
+from mbt_online.rundir import load_rows, read_metrics
+from mbt_online.tasks import mixture
+from mbt_online.teachers.contract import TeachRequest, TeachResult
+
+STUDENT = "fake-student"
+ROUNDS = 2
+
+
+class Killed(RuntimeError):
+    """A simulated kill: the process dies in the middle of a stage."""
+
+
+def tiny_config(runs_dir: Path, **extra: object) -> Config:
+    """Two rounds on a handful of world questions; nothing on disk but the run directory."""
+    base: dict[str, object] = {
+        "run.name": "flow",
+        "run.runs_dir": str(runs_dir),
+        "data.train.limit": 4,
+        "data.eval.limit": 3,
+        "world.questions": 8,
+        "student.model": STUDENT,
+        "rollout.samples": 2,
+        "loop.rounds": ROUNDS,
+        "tracking.wandb_mode": "disabled",
+        "tracking.table_rows": 2,
+    }
+    base.update(extra)
+    return load_config(None, [f"{k}={v}" for k, v in base.items()])
+
+
+def model_name(model_dir: str) -> str:
+    """A model's identity independent of where its run lives: `round-1/train/model`."""
+    return "/".join(Path(model_dir).parts[-3:]) if model_dir != STUDENT else STUDENT
+
+
+def draw(*parts: object) -> int:
+    return zlib.crc32(":".join(map(str, parts)).encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# fakes
+
+
+class FakeGenerator:
+    """Canned completions: correct for some (model, seed, prompt, sample), else a wrong answer or
+    a truncated loop; what it serves changes with each hand-off, like real weights would."""
+
+    def __init__(self, model_dir: str, answers: dict[str, str], calls: list, fail_at: int = 0):
+        self.model, self.answers, self.calls, self.fail_at = model_dir, answers, calls, fail_at
+        self.generated = 0
+        calls.append(("start", model_name(model_dir)))
+
+    def generate(self, messages, *, n, temperature, top_p, top_k, max_tokens, seed):
+        self.generated += 1
+        if self.generated == self.fail_at:
+            raise Killed("generate")
+        self.calls.append(("generate", model_name(self.model), seed, len(messages), n))
+        return [
+            [self._completion(chat, seed, i, k) for k in range(n)]
+            for i, chat in enumerate(messages)
+        ]
+
+    def _completion(self, chat: list[dict], seed: int, i: int, k: int) -> Completion:
+        prompt = chat[-1]["content"]
+        answer = self.answers[max((q for q in self.answers if q in prompt), key=len)]
+        roll = draw(model_name(self.model), seed, i, k) % 4
+        if roll == 3:
+            return Completion("Let me check again. " * 20, "length", 50, 64)
+        text = format_target("Goal: follow the hops.", answer if roll < 2 else "Nobody")
+        return Completion(text, "stop", 50, len(text.split()))
+
+    def handoff(self, mode, model_dir, adapter_dir=None):
+        self.calls.append(("handoff", mode, model_name(model_dir), adapter_dir and "adapter"))
+        self.model = adapter_dir or model_dir
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+class FakeTeacher:
+    """Verifies about half its requests, with a trace that reaches the gold answer."""
+
+    def __init__(self, round_: int, calls: list, fail: bool = False):
+        self.round, self.calls, self.fail = round_, calls, fail
+
+    def teach(self, requests: list[TeachRequest]) -> list[TeachResult]:
+        if self.fail:
+            raise Killed("teach")
+        self.calls.append(("teach", self.round, len(requests)))
+        return [self._result(req) for req in requests]
+
+    def _result(self, req: TeachRequest) -> TeachResult:
+        ok = draw(req.example.id, req.draft, self.round) % 2 == 0
+        trace = f"Goal: find it. Check: the documents say {req.example.answer}."
+        reasons = [] if ok else ["phases:missing verification"]
+        return TeachResult(req.example.id, req.mode, trace, ok, reasons, 1, "fake")
+
+
+class FakeTrainer:
+    """Writes a new model folder per round; records what it was asked to train."""
+
+    def __init__(self, calls: list, fail: bool = False):
+        self.calls, self.fail = calls, fail
+
+    def train(self, job: TrainJob) -> Trained:
+        model = job.out_dir / "model"
+        model.mkdir(parents=True, exist_ok=True)  # a half-written folder is what a kill leaves
+        if self.fail:
+            raise Killed("train")
+        self.calls.append(
+            ("train", model_name(job.start_model), job.seed, len(job.sft), len(job.pairs))
+        )
+        metrics = {"train/sft_loss": 1.0 / (1 + len(job.sft)), "train/sft_seconds": 0.5}
+        return Trained(str(model), (job.start_model, str(job.out_dir / "adapter")), metrics)
+
+
+class Fakes:
+    """One run's drivers and the calls they saw; `fail` names the fake that dies, and when."""
+
+    def __init__(self, cfg: Config, fail: str = "", fail_at: int = 0):
+        train_ex, eval_ex = mixture.load_data(cfg)
+        self.answers = {ex.question: ex.answer for ex in [*train_ex, *eval_ex]}
+        self.calls: list = []
+        self.fail, self.fail_at = fail, fail_at
+
+    def drivers(self, cfg: Config, run_dir: Path) -> loop.Drivers:
+        def make_generator(model_dir: str) -> FakeGenerator:
+            at = self.fail_at if self.fail == "generator" else 0
+            return FakeGenerator(model_dir, self.answers, self.calls, at)
+
+        return loop.Drivers(
+            initial=STUDENT,
+            make_generator=make_generator,
+            make_teacher=lambda r: FakeTeacher(r, self.calls, self.fail == "teacher"),
+            make_trainer=lambda: FakeTrainer(self.calls, self.fail == "trainer"),
+            count_tokens=lambda text: len(text.split()),
+        )
+
+    def of(self, kind: str) -> list:
+        return [c for c in self.calls if c[0] == kind]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_datasets():
+    """Stage folders without hashing every row into a fingerprint (half of a tiny stage's time;
+    the rows written are the same) and without progress bars."""
+    import datasets
+    from datasets.fingerprint import generate_random_fingerprint
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            datasets.arrow_dataset, "generate_fingerprint", lambda _: generate_random_fingerprint()
+        )
+        datasets.disable_progress_bars()
+        yield
+        datasets.enable_progress_bars()
+
+
+def run(cfg: Config, fakes: Fakes, resume: bool = False) -> Path:
+    run_dir = Path(cfg.run.runs_dir) / cfg.run.name
+    return loop.train(cfg, run_dir, resume=resume, drivers=fakes.drivers)
+
+
+# ---------------------------------------------------------------------------------------------
+# what a finished run left behind
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("timing/")} for r in rows]
+
+
+def artifacts(run_dir: Path) -> dict[str, object]:
+    """Every stage's rows, the train metrics, the state (model paths made relative) and metrics."""
+    out: dict[str, object] = {}
+    for path in sorted(run_dir.glob("round-*/*")):
+        key = str(path.relative_to(run_dir))
+        if path.name == "build":
+            out[key] = [load_rows(path / "sft"), load_rows(path / "dpo")]
+        elif path.name == "train":
+            out[key] = json.loads((path / "train_metrics.json").read_text())
+        else:
+            out[key] = load_rows(path)
+    state = json.loads((run_dir / "state.json").read_text())
+    state["models"] = {r: model_name(m) for r, m in state["models"].items()}
+    out["state"] = state
+    out["metrics"] = without_timing(read_metrics(run_dir))
+    return out
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> tuple[Path, dict, Fakes]:
+    """One uninterrupted run: the reference every resumed run must end identical to."""
+    cfg = tiny_config(tmp_path_factory.mktemp("clean"))
+    fakes = Fakes(cfg)
+    run_dir = run(cfg, fakes)
+    return run_dir, artifacts(run_dir), fakes
+
+
+def test_a_run_trains_each_round_from_the_last_model(clean):
+    run_dir, art, fakes = clean
+    assert [m["round"] for m in art["metrics"]] == [0, 1, 2]
+    state = art["state"]
+    assert state["finished"]
+    assert state["models"] == {"1": "round-1/train/model", "2": "round-2/train/model"}
+    # lineage: round 1 starts from the initial student, round 2 from round 1's model
+    trained = fakes.of("train")
+    assert [(c[1], c[2]) for c in trained] == [(STUDENT, 1), ("round-1/train/model", 2)]
+    assert all(sft > 0 for *_, sft, _ in trained), "the fake teacher verified something"
+    # every stage of every trained round is done, eval marked last
+    stages = ("rollout", "score", "teach", "build", "train", "eval")
+    assert state["completed"] == [
+        "round-0/eval",
+        *(f"round-{r}/{s}" for r in (1, 2) for s in stages),
+    ]
+    r1 = art["metrics"][1]
+    assert r1["rollout/samples"] == 8 and r1["teacher/requests"] >= 1
+    assert r1["train/sft_rows"] == r1["teacher/accepted"] and "train/sft_loss" in r1
+    assert "train/sft_seconds" not in r1 and "timing/sft" in read_metrics(run_dir)[1]
+    assert art["metrics"][0]["eval/aes"] == pytest.approx(0.0)
+
+
+def test_the_generator_is_handed_each_new_model_once(clean):
+    _, _, fakes = clean
+    seen = [c[:3] if c[0] == "generate" else c for c in fakes.calls if c[0] != "teach"]
+    cfg = tiny_config(Path("unused"))
+    eval_seed, roll_seed = cfg.eval.sampling.seed + 10_000, cfg.rollout.seed
+    assert [c for c in seen if c[0] != "train"] == [
+        ("start", STUDENT),
+        ("generate", STUDENT, eval_seed + 0),  # round 0 EVAL: the baseline
+        ("generate", STUDENT, roll_seed + 1),  # round 1 ROLLOUT: same weights, no hand-off
+        ("handoff", "reload", "round-1/train/model", None),
+        ("generate", "round-1/train/model", eval_seed + 1),
+        ("generate", "round-1/train/model", roll_seed + 2),
+        ("handoff", "reload", "round-2/train/model", None),
+        ("generate", "round-2/train/model", eval_seed + 2),
+        ("close",),
+    ]
+
+
+def test_lora_handoff_serves_the_adapter_on_its_base(tmp_path):
+    cfg = tiny_config(tmp_path, **{"engine.handoff": "lora", "train.method": "lora"})
+    fakes = Fakes(cfg)
+    run(cfg, fakes)
+    assert fakes.of("handoff") == [
+        ("handoff", "lora", STUDENT, "adapter"),
+        ("handoff", "lora", "round-1/train/model", "adapter"),
+    ]
+
+
+def test_a_finished_run_resumed_does_nothing_again(clean, tmp_path):
+    run_dir, art, _ = clean
+    again = Fakes(tiny_config(tmp_path))
+    loop.train(load_config(run_dir / "config.yaml"), run_dir, resume=True, drivers=again.drivers)
+    assert again.calls == [], "no generator, teacher or trainer for a finished run"
+    assert artifacts(run_dir) == art
+    assert "round 2: already done, skipping" in (run_dir / "run.log").read_text()
+
+
+def test_the_eval_command_replays_a_rounds_evaluation(clean):
+    run_dir, art, fakes = clean
+
+    def make_generator(cfg: Config, model_dir: str) -> FakeGenerator:
+        return FakeGenerator(model_dir, fakes.answers, [])
+
+    out = loop.evaluate_round(run_dir, 1, make_generator=make_generator)
+    assert out["round"] == 1 and out["questions"] == 3
+    logged = art["metrics"][1]
+    assert {k: out[k] for k in logged if k.startswith("eval/")} == {
+        k: v for k, v in logged.items() if k.startswith("eval/")
+    }
+
+
+def fail_on_call(monkeypatch, name: str, n: int, after: bool = False) -> None:
+    """Make `loop.<name>` die at its n-th call, before it runs or (after=True) once it returned."""
+    real, count = getattr(loop, name), [0]
+
+    def dying(*args, **kwargs):
+        count[0] += 1
+        if count[0] == n and not after:
+            raise Killed(name)
+        out = real(*args, **kwargs)
+        if count[0] == n:
+            raise Killed(name)
+        return out
+
+    monkeypatch.setattr(loop, name, dying)
+
+
+def fail_on_save(monkeypatch, suffix: str) -> None:
+    """Die while writing the stage output whose path ends with `suffix` (the first time)."""
+    real, done = loop.save_rows, []
+
+    def dying(rows, out):
+        if str(out).endswith(suffix) and not done:
+            done.append(out)
+            raise Killed(suffix)
+        return real(rows, out)
+
+    monkeypatch.setattr(loop, "save_rows", dying)
+
+
+# (where the kill happens, the stage left unmarked in round 1, how it is arranged)
+KILLS = {
+    "rollout": lambda mp, f: setattr(f, "fail", "generator") or setattr(f, "fail_at", 2),
+    "score": lambda mp, f: fail_on_call(mp, "score_rows", 1),
+    "teach": lambda mp, f: setattr(f, "fail", "teacher"),
+    "build": lambda mp, f: fail_on_save(mp, "round-1/build/dpo"),  # SFT rows written, DPO not
+    "train": lambda mp, f: setattr(f, "fail", "trainer"),
+    "eval": lambda mp, f: fail_on_save(mp, "round-1/eval"),
+    "eval-mark": lambda mp, f: fail_on_call(mp, "write_round_metrics", 2, after=True),
+}
+
+
+@pytest.mark.parametrize("where", list(KILLS))
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(where, clean, tmp_path, monkeypatch):
+    _, reference, _ = clean
+    cfg = tiny_config(tmp_path)
+    fakes = Fakes(cfg)
+    with monkeypatch.context() as mp:
+        KILLS[where](mp, fakes)
+        with pytest.raises(Killed):
+            run(cfg, fakes)
+    run_dir = Path(cfg.run.runs_dir) / cfg.run.name
+    state = json.loads((run_dir / "state.json").read_text())
+    stage = where.removesuffix("-mark")
+    assert f"round-1/{stage}" not in state["completed"] and not state["finished"]
+    lines = [m["round"] for m in read_metrics(run_dir)]
+    assert lines == ([0, 1] if where == "eval-mark" else [0])
+
+    resumed = Fakes(cfg)
+    run(cfg, resumed, resume=True)
+    assert artifacts(run_dir) == reference
+    # what was done before the kill is not done again
+    order = ("rollout", "score", "teach", "build", "train", "eval")
+    before = order.index(stage)
+    assert len(resumed.of("train")) == (2 if before <= order.index("train") else 1)
+    teach_rounds = [c[1] for c in resumed.of("teach")]
+    assert teach_rounds == ([1, 2] if before <= order.index("teach") else [2])
+    assert "resuming" in (run_dir / "run.log").read_text()
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(clean):
+    from mbt_online.cli import flag_wording
+    from mbt_online.config import ConfigError
+
+    run_dir = clean[0]
+    cases = [
+        (lambda: loop.evaluate_round(run_dir, 1, distractors=1), "distractors: only for a data"),
+        (lambda: loop.evaluate_round(run_dir, 1, save=run_dir), "save: "),
+        (lambda: loop.evaluate_round(run_dir, 1, "hotpotqa", run_dir / "none"), "path: file"),
+        (lambda: loop.extend_run(run_dir, 1), "rounds: "),
+    ]
+    for call, start in cases:
+        with pytest.raises(ConfigError) as e:
+            call()
+        assert str(e.value).startswith(start) and "--" not in str(e.value)
+        assert flag_wording(e.value) == f"--{e.value}"
+    with pytest.raises(loop.RunExistsError) as e:
+        loop.train(load_config(run_dir / "config.yaml"), run_dir)
+    assert "--" not in str(e.value)
+    assert f"mbt-online train --resume {run_dir}" in flag_wording(e.value)
