@@ -157,3 +157,32 @@ def test_chains_never_repeat_a_relation_or_an_entity():
         assert len(set(rels)) == len(rels)
         entities = [h.title for h in ex.hops] + [ex.answer]
         assert len(set(entities)) == len(entities)
+
+
+def test_worlds_are_the_same_in_every_process():
+    """Python salts str hashes per process: a world drawn in set order changed with
+    PYTHONHASHSEED, so two processes of one run evaluated different questions (and the bootstrap
+    student, keyed on its traces, would be rebuilt by every process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, json\n"
+        "from mbt_online.config import DataSplit, WorldConfig\n"
+        "from mbt_online.tasks.world import world_split\n"
+        "exs = world_split(DataSplit(world_seed=3), WorldConfig(questions=60), 'eval')\n"
+        "blob = json.dumps([[e.question, e.documents, e.answer] for e in exs])\n"
+        "print(hashlib.sha256(blob.encode()).hexdigest())\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1

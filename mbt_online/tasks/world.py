@@ -254,7 +254,8 @@ def _confuser(world: World, path: list[str], rels: list[Relation], rng: random.R
     last, rel, answer = path[-2], rels[-1], path[-1]
     side = [world.facts[(e, r.name)] for e in path[:-1] for r in world.relations_of(e)]
     pool = [e for e in side if world.kind_of[e] == rel.subject] + world.names[rel.subject]
-    for e in sorted(set(pool), key=lambda e: (e not in side, rng.random())):
+    # sorted first: drawing the keys in set order made the world depend on PYTHONHASHSEED
+    for e in sorted(sorted(set(pool)), key=lambda e: (e not in side, rng.random())):
         if e != last and e not in path and world.facts[(e, rel.name)] != answer:
             return e
     raise RuntimeError("no confuser document in this world")  # impossible with >= 4 entities
