@@ -69,14 +69,27 @@ def train(
             "last model).",
         ),
     ] = None,
+    allow_changed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changed",
+            help="With --resume: continue although the run's config.yaml, a data file or the "
+            "package version changed since it started (a deliberate change; the run then records "
+            "the new ones).",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(help="Print the resolved config and the run directory, then exit."),
     ] = False,
 ) -> None:
     """Run a multi-round MBT training run (the embedded synthetic world by default)."""
+    from mbt_online.contracts import StageFailed
+
     if rounds is not None and not resume:
         fail("--rounds extends a run with --resume; for a new run use loop.rounds=N")
+    if allow_changed and not resume:
+        fail("--allow-changed accepts a changed run on --resume; a new run records what it reads")
     if resume and (overrides or config):
         fail("--resume takes the run's own config.yaml; drop --config and overrides")
     try:
@@ -87,9 +100,15 @@ def train(
             print(config_yaml(cfg), end="")
             print(f"# run directory: {resume or run_dir or cfg.run_dir()}")
             return
-        out = _train(config, overrides or [], run_dir, resume, rounds)
+        out = _train(config, overrides or [], run_dir, resume, rounds, allow_changed)
     except ConfigError as e:
         fail(flag_wording(e))
+    except StageFailed as e:  # an endpoint outage: nothing of the stage was committed
+        fail(
+            f"{e}\nThe stage is not marked done; when the endpoint is back, run "
+            f"`mbt-online train --resume {e.run_dir or '<run directory>'}`: only the failed "
+            "requests are sent again."
+        )
     print_round_table(out)
 
 
@@ -99,13 +118,12 @@ def _train(
     run_dir: Path | None,
     resume: Path | None,
     rounds: int | None,
+    allow_changed: bool = False,
 ) -> Path:
     from mbt_online import loop
 
-    if resume:
-        if rounds is not None:
-            loop.extend_run(resume, rounds)
-        return loop.train(load_config(resume / "config.yaml"), resume, resume=True)
+    if resume:  # the run's own config.yaml, read once its integrity is checked
+        return loop.train(None, resume, resume=True, rounds=rounds, allow_changed=allow_changed)
     return loop.train(load_config(config, overrides), run_dir)
 
 
@@ -447,17 +465,24 @@ def judge(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Add LLM-judge metrics to a finished round (endpoint: the run's teacher.base_url/model)."""
+    from mbt_online.contracts import StageFailed
     from mbt_online.llm.judges import judge_round
+    from mbt_online.rundir.lock import run_lock
 
     names = [j.strip() for j in judges.split(",") if j.strip()]
     allowed = ("correctness", "answer_hit", "rrp", "mqi")
     if bad := [j for j in names if j not in allowed]:
         fail(f"--judges: unknown {', '.join(bad)}; allowed: {', '.join(allowed)}")
     try:
-        cfg = load_config(run / "config.yaml")
-        metrics = judge_round(run, round_, names, cfg)
+        if not run.is_dir():
+            raise ConfigError(f"--run: {run} is not a run directory")
+        with run_lock(run):  # judge rewrites metrics.jsonl: one writer per run
+            cfg = load_config(run / "config.yaml")
+            metrics = judge_round(run, round_, names, cfg)
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e))
+    except StageFailed as e:
+        fail(f"{e}\nNothing was written; run the same command again when the endpoint is back.")
     if as_json:
         print(json.dumps(metrics, sort_keys=True))
     else:

@@ -40,6 +40,7 @@ from mbt_online.config_schema import (
     TrainConfig,
     WorldConfig,
 )
+from mbt_online.llm.endpoint import redact_url
 from mbt_online.rundir.atomic import write_text_atomic
 
 __all__ = [
@@ -198,9 +199,9 @@ def _format_errors(err: ValidationError) -> str:
             if parent is not None:
                 msg += f"; allowed keys here: {', '.join(sorted(parent.model_fields))}"
         elif "ctx" in e and "expected" in e["ctx"]:
-            msg = f"{msg} (got {e.get('input')!r})"
+            msg = f"{msg} (got {redact_url(repr(e.get('input')))})"
         else:
-            msg = f"{msg} (got {e.get('input')!r})" if "input" in e else msg
+            msg = f"{msg} (got {redact_url(repr(e.get('input')))})" if "input" in e else msg
         lines.append(f"  {path}: {msg}")
     return "invalid config:\n" + "\n".join(lines)
 

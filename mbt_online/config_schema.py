@@ -8,10 +8,12 @@ fails on a field without one). Loading YAML files and overrides lives in `mbt_on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from mbt_online.llm.endpoint import check_base_url
+from mbt_online.rundir.names import check_safe_name
 from mbt_online.tasks.names import BENCHMARKS, DATASETS
 
 
@@ -24,9 +26,10 @@ class Section(BaseModel):
 class RunConfig(Section):
     """What the run is called, its seed and where its directory goes."""
 
-    name: str = Field(
+    name: Annotated[str, AfterValidator(check_safe_name)] = Field(
         default="mbt",
-        description="Run name: the run directory <runs_dir>/<name> and the wandb run name.",
+        description="Run name: the run directory <runs_dir>/<name> and the wandb run name; one "
+        "path component (letters, digits and . _ + -, starting with a letter or digit).",
     )
     seed: int = Field(
         default=0,
@@ -318,9 +321,10 @@ class TeacherConfig(Section):
         description="`structured`: the built-in rule-based teacher (no model); `openai`: an "
         "OpenAI-compatible endpoint at base_url; `vllm`: teacher.model in a local vLLM engine.",
     )
-    base_url: str = Field(
+    base_url: Annotated[str, AfterValidator(check_base_url)] = Field(
         default="http://127.0.0.1:8000/v1",
-        description="OpenAI-compatible endpoint (backend=openai; also the LLM judges').",
+        description="OpenAI-compatible endpoint (backend=openai; also the LLM judges'); no "
+        "user:pass@ or ?query (refused: the key goes in api_key_env).",
     )
     model: str = Field(
         default="",
@@ -343,7 +347,22 @@ class TeacherConfig(Section):
     concurrency: int = Field(
         default=8, ge=1, description="Requests in flight at once to the endpoint."
     )
-    timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout in seconds.")
+    timeout_s: float = Field(default=120.0, gt=0, description="Read timeout per request, seconds.")
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a connection to the endpoint."
+    )
+    max_response_bytes: int = Field(
+        default=8_000_000, ge=1, description="Largest response body read; past it `too_large`."
+    )
+    max_retry_after_s: float = Field(
+        default=60.0, ge=0, description="Longest Retry-After honoured; past it a request fails."
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive connection errors or timeouts that stop sending."
+    )
+    allow_insecure_key: bool = Field(
+        default=False, description="Send the API key over plain http to a non-loopback host."
+    )
     temperature: float = Field(default=0.7, ge=0, description="LLM teacher's sampling temperature.")
     max_tokens: int = Field(
         default=4096, ge=1, description="LLM teacher's completion length cap in tokens."
@@ -366,6 +385,12 @@ class TeacherConfig(Section):
         default=None,
         ge=1,
         description="verify's length cap in student tokens; null = the largest reward budget.",
+    )
+    max_failure_rate: float = Field(
+        default=0.2, ge=0, le=1, description="Unanswered share that fails TEACH/judge, unmarked."
+    )
+    stage_deadline_s: float | None = Field(
+        default=None, gt=0, description="TEACH's time limit (s); past it, it fails unmarked."
     )
 
 

@@ -7,11 +7,13 @@ vLLM (`engine.Engine`), a teacher backend (`teachers`) and TRL (`train.TrlTraine
 They sit in one module, apart from their implementations, because the implementations import
 heavy libraries at the top (torch, TRL) and a fake must not need them; `Teacher` belongs to the
 teachers' contract (with `TeachRequest`, `TeachResult` and `verify`) and is re-exported here.
+`StageFailed` is what a stage asking a teacher or judge endpoint raises on an outage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sized
+from collections import Counter
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +21,10 @@ from typing import Protocol
 from mbt_online.engine import Completion, HandoffMode
 from mbt_online.teachers.contract import Teacher
 
-__all__ = ["Generator", "Teacher", "Trainer", "TrainJob", "Trained"]
+__all__ = ["Generator", "StageFailed", "Teacher", "Trainer", "TrainJob", "Trained"]
+
+# The `ChatFailure.kind` of a request the client refused because its circuit breaker is open.
+CIRCUIT_OPEN = "circuit_open"
 
 
 class Generator(Protocol):
@@ -74,3 +79,36 @@ class Trainer(Protocol):
     """Turns a round's training rows into a new model folder on disk."""
 
     def train(self, job: TrainJob) -> Trained: ...
+
+
+class StageFailed(RuntimeError):
+    """A stage that asked a teacher or judge endpoint and could not trust the answer set: too many
+    requests failed, the client's circuit breaker opened, or the stage's deadline passed. It raises
+    instead of writing rows from nothing, so the stage stays unmarked and `--resume` asks again;
+    the answers that did arrive are in the run's request cache and are not paid for twice."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage, self.reason = stage, reason
+        self.run_dir: Path | None = None  # set by the loop, for the resume command it names
+
+
+def check_failures(stage: str, failures: Sequence[str | None], max_rate: float) -> None:
+    """Raise `StageFailed` when the share of failed requests passes `max_rate` or any request met
+    an open circuit breaker. `failures` holds one entry per request: the failure's kind, or None
+    for a request that was answered (a reply that fails `verify` or a judge's parser still counts
+    as answered: that is the model's doing, not an outage)."""
+    kinds = Counter(k for k in failures if k is not None)
+    failed, total = sum(kinds.values()), len(failures)
+    if not failed:
+        return
+    top, count = kinds.most_common(1)[0]
+    common = f"most common error: {top} ({count} of {failed})"
+    if CIRCUIT_OPEN in kinds:
+        raise StageFailed(stage, f"the endpoint's circuit breaker is open ({common})")
+    if failed / total > max_rate:
+        raise StageFailed(
+            stage,
+            f"{failed} of {total} requests failed ({failed / total:.0%}, over "
+            f"teacher.max_failure_rate={max_rate:g}); {common}",
+        )

@@ -13,21 +13,23 @@ sequences, skips and records: what a stage does lives in the module it calls (`r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mbt_online.config import Config, ConfigError, dump_config, load_config
-from mbt_online.contracts import Generator, Teacher, Trainer, TrainJob
+from mbt_online.contracts import Generator, StageFailed, Teacher, Trainer, TrainJob
 from mbt_online.rollout import generate_rows, rollout_rows
 from mbt_online.rundir import (
     STATE_FILE,
     RunState,
+    integrity,
     load_dataset_dir,
     load_rows,
     read_metrics,
@@ -36,6 +38,7 @@ from mbt_online.rundir import (
     write_json_atomic,
     write_round_metrics,
 )
+from mbt_online.rundir.lock import run_lock
 from mbt_online.scoring.round_metrics import (
     format_headline,
     rollout_metrics,
@@ -113,21 +116,49 @@ DriversFactory = Callable[[Config, Path], Drivers]
 
 
 def train(
-    cfg: Config,
+    cfg: Config | None,
     run_dir: Path | None = None,
     resume: bool = False,
     *,
+    rounds: int | None = None,
+    allow_changed: bool = False,
     drivers: DriversFactory = real_drivers,
 ) -> Path:
-    """Run (or resume) a multi-round MBT training run; returns the run directory."""
-    run_dir = Path(run_dir or Path(cfg.run.runs_dir) / cfg.run.name)
+    """Run (or resume) a multi-round MBT training run; returns the run directory.
+
+    The run directory is locked for the whole call (one writer per run). A resume ignores `cfg`:
+    it continues from the run's own config.yaml once its integrity is checked (`open_run`);
+    `rounds` first extends it (`extend_run`); `allow_changed` accepts a changed config, data file
+    or package version deliberately."""
+    if run_dir is None:
+        if cfg is None:
+            raise ConfigError("run_dir: a resume names its run directory")
+        run_dir = Path(cfg.run.runs_dir) / cfg.run.name
+    run_dir = Path(run_dir)
     if resume:
-        cfg = load_config(run_dir / "config.yaml")
-    prepare_run_dir(run_dir, cfg, resume)
+        _check_resumable(run_dir)
+    else:
+        assert cfg is not None, "a new run needs its config"
+        _check_new_run(run_dir, cfg)
+    with run_lock(run_dir):
+        if resume:
+            if rounds is not None:
+                extend_run(run_dir, rounds, allow_changed=allow_changed)
+            cfg = open_run(run_dir, allow_changed)
+        else:
+            assert cfg is not None
+            prepare_run_dir(run_dir, cfg, resume=False)
+        _run(cfg, run_dir, resume, drivers)
+    return run_dir
+
+
+def _run(cfg: Config, run_dir: Path, resume: bool, drivers: DriversFactory) -> None:
     setup_logging(run_dir)
     state = RunState.load(run_dir)
     what = "resuming" if resume else "starting"
     log.info("run %s: %s, %d rounds", run_dir, what, cfg.loop.rounds)
+    if state.integrity is None:
+        log.warning("%s: no integrity record (an older run): config and data not checked", run_dir)
     train_examples, eval_examples = mixture.load_data(cfg)
     parts = drivers(cfg, run_dir)
     tracker = Tracker(cfg, run_dir)
@@ -140,21 +171,28 @@ def train(
         log.info("run finished: %s", run_dir)
     finally:
         session.close()
-    return run_dir
 
 
-def extend_run(run_dir: Path, rounds: int) -> None:
+def extend_run(run_dir: Path, rounds: int, *, allow_changed: bool = False) -> None:
     """Set a run's round count before resuming: a finished run whose curves still improve goes on
-    from its last model (its done rounds untouched) instead of being retrained from round 0."""
+    from its last model (its done rounds untouched) instead of being retrained from round 0.
+    The config is checked before it is rewritten, and its new hash recorded."""
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml", [f"loop.rounds={rounds}"])
-    state = RunState.load(run_dir)
-    trained = max(state.trained_rounds(), default=0)
-    if rounds < trained:
-        raise ConfigError(f"rounds: {run_dir} has already trained {trained} rounds, not {rounds}")
-    dump_config(cfg, run_dir / "config.yaml")
-    if state.finished and rounds > trained:
-        state.finished = False
+    _check_resumable(run_dir)
+    with run_lock(run_dir):
+        open_run(run_dir, allow_changed)
+        cfg = load_config(run_dir / "config.yaml", [f"loop.rounds={rounds}"])
+        state = RunState.load(run_dir)
+        trained = max(state.trained_rounds(), default=0)
+        if rounds < trained:
+            raise ConfigError(
+                f"rounds: {run_dir} has already trained {trained} rounds, not {rounds}"
+            )
+        dump_config(cfg, run_dir / "config.yaml")
+        if state.integrity is not None:
+            state.integrity["config_sha256"] = integrity.sha256_file(run_dir / "config.yaml")
+        if state.finished and rounds > trained:
+            state.finished = False
         state.save()
 
 
@@ -188,21 +226,25 @@ def evaluate_round(
     save = None if save is None else Path(save)
     if save is not None and save.exists():
         raise ConfigError(f"save: {save} already exists; pick a new folder")
-    cfg = _eval_config(run_dir, seed, samples, temperature, max_model_len, distractors)
-    round_, model = _eval_model(run_dir, cfg, round_)
-    examples = _eval_examples(cfg, dataset, path, limit)
-    generator = (make_generator or _engine)(cfg, model)
-    try:
-        seed_ = stage_seed(cfg.eval.sampling.seed, round_, "eval")
-        rows = rollout_rows(generator, examples, cfg, cfg.eval.sampling, seed_)
-    finally:
-        generator.close()
-    out = summarize(rows, cfg, read_metrics(run_dir), prefix="eval")
-    out["eval/cover"] = out["eval/accuracy"]
-    out.update(round=round_, questions=len(examples))
-    if save is not None:
-        save_rows(rows, save)
-        write_json_atomic(save / "metrics.json", out)
+    # a saved evaluation is a run's record: one writer per run while it is made
+    with run_lock(run_dir) if save is not None else contextlib.nullcontext():
+        if save is not None and save.exists():  # made by another process before the lock
+            raise ConfigError(f"save: {save} already exists; pick a new folder")
+        cfg = _eval_config(run_dir, seed, samples, temperature, max_model_len, distractors)
+        round_, model = _eval_model(run_dir, cfg, round_)
+        examples = _eval_examples(cfg, dataset, path, limit)
+        generator = (make_generator or _engine)(cfg, model)
+        try:
+            seed_ = stage_seed(cfg.eval.sampling.seed, round_, "eval")
+            rows = rollout_rows(generator, examples, cfg, cfg.eval.sampling, seed_)
+        finally:
+            generator.close()
+        out = summarize(rows, cfg, read_metrics(run_dir), prefix="eval")
+        out["eval/cover"] = out["eval/accuracy"]
+        out.update(round=round_, questions=len(examples))
+        if save is not None:
+            save_rows(rows, save)
+            write_json_atomic(save / "metrics.json", out)
     return out
 
 
@@ -258,17 +300,23 @@ def _engine(cfg: Config, model_dir: str) -> Generator:
 # set-up: everything that can fail on user input fails here, before any work
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
-    if resume:
-        if not (run_dir / "config.yaml").exists():
-            raise ConfigError(f"resume: {run_dir} has no config.yaml; is it a run directory?")
-        return
+def _check_resumable(run_dir: Path) -> None:
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"resume: {run_dir} has no config.yaml; is it a run directory?")
+    if not (run_dir / STATE_FILE).exists():
+        raise ConfigError(
+            f"resume: {run_dir} has no {STATE_FILE}: the run never started; start it anew"
+        )
+
+
+def _check_new_run(run_dir: Path, cfg: Config) -> None:
+    """Everything a new run can check before it creates anything."""
     if (run_dir / STATE_FILE).exists():
         raise RunExistsError(run_dir)
     mixture.check_data_paths(cfg)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -276,8 +324,42 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
             f"run directory {run_dir} is not writable ({e.strerror}); "
             "pick a writable run directory or run.runs_dir"
         ) from None
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+    """A new run: its config.yaml, then its state.json created exclusively with the integrity
+    record (a second start of the same run fails here, even past the lock). A resume: the checks
+    of `open_run`."""
+    if resume:
+        open_run(run_dir)
+        return
+    _check_new_run(run_dir, cfg)
     dump_config(cfg, run_dir / "config.yaml")
-    RunState(path=run_dir / STATE_FILE).save()
+    state = RunState(path=run_dir / STATE_FILE, integrity=integrity.record(cfg, run_dir))
+    try:
+        state.create()
+    except FileExistsError:
+        raise RunExistsError(run_dir) from None
+
+
+def open_run(run_dir: Path, allow_changed: bool = False) -> Config:
+    """The config a resume continues from, after checking the run is what it started as: a
+    state.json that passes its schema, a config.yaml with its recorded hash (checked before it
+    is parsed: a truncated file still parses), the same data files and package version."""
+    _check_resumable(run_dir)
+    state = RunState.load(run_dir)  # a StateError (a ConfigError) names the file
+    changed = integrity.config_change(state, run_dir)
+    if changed and not allow_changed:
+        raise ConfigError(f"resume: {changed}; {integrity.ALLOW_HINT}")
+    try:
+        cfg = load_config(run_dir / "config.yaml")
+    except ConfigError as e:
+        raise ConfigError(f"resume: {run_dir / 'config.yaml'}: {e}") from None
+    problems = [changed] if changed else []
+    integrity.refuse_or_renew(
+        problems + integrity.other_changes(state, cfg), state, cfg, run_dir, allow_changed
+    )
+    return cfg
 
 
 def resolve_student(cfg: Config) -> str:
@@ -357,7 +439,7 @@ class Session:
         if self.cfg.eval.judges:
             from mbt_online.llm.judges import judge_round
 
-            with timed("judge", timings):
+            with timed("judge", timings), self.outage_logged(r):
                 metrics.update(judge_round(self.run_dir, r, self.cfg.eval.judges, self.cfg))
             metrics.update(timings)
             write_round_metrics(self.run_dir, metrics)
@@ -377,7 +459,7 @@ class Session:
             raw = self.stage(r, "rollout", lambda: self.rollout(r, start_model, questions))
         with timed("score", timings):
             scored = self.stage(r, "score", lambda: score_rows(raw, examples, cfg))
-        with timed("teach", timings):
+        with timed("teach", timings), self.outage_logged(r):
             taught = self.stage(r, "teach", lambda: self.teach(r, scored, examples))
         with timed("build", timings):
             self.build(r, scored, taught, examples)
@@ -385,6 +467,24 @@ class Session:
             metrics = self.train_round(r, start_model)
         metrics.update(rollout_metrics(scored, taught))
         return metrics
+
+    @contextlib.contextmanager
+    def outage_logged(self, r: int) -> Iterator[None]:
+        """A stage that asks an endpoint may fail on an outage (`StageFailed`), unmarked: say so in
+        run.log with what to do, and let it end the run."""
+        try:
+            yield
+        except StageFailed as e:
+            e.run_dir = self.run_dir
+            log.error(
+                "round %d: %s; the stage is not marked done: resume with "
+                "`mbt-online train --resume %s` once the endpoint answers "
+                "(answers already received are cached)",
+                r,
+                e,
+                self.run_dir,
+            )
+            raise
 
     def stage(
         self, r: int, name: str, compute: Callable[[], list[dict]], mark: bool = True

@@ -7,14 +7,22 @@ Each request consumes the next behaviour from `plan` ("ok" once the plan is empt
 - "malformed": 200 with a body that is not JSON; "no_choices": 200 with `{"choices": []}`;
 - "slow": sleep `slow_s` before answering "ok" (longer than the client's timeout);
 - "drop": close the connection without answering;
-- "die": stop the whole server (listening socket closed) and drop the connection.
+- "die": stop the whole server (listening socket closed) and drop the connection;
+- "<status>;<Header>=<value>;...": that status with those headers, e.g. "429;Retry-After=3600" or
+  "503;x-should-retry=false";
+- "huge": 200 whose body is `huge_bytes` long (Content-Length sent); "huge_chunked": the same
+  streamed in chunks with no length, so only reading it tells the size;
+- "hang": read the request and never answer (a black hole past the connection) until stopped;
+- "junk": 200 with bytes that are not UTF-8; "nested": 200 with `{"choices":` and 5,000 `[`.
 It records every payload and Authorization header, and the peak number of requests in flight.
+`BlackHole` is an address that never even accepts a connection (a full listen backlog).
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -34,11 +42,13 @@ class FakeLLMServer:
         self.responder: Responder = responder or (lambda payload, i: f"answer {i}")
         self.delay_s = delay_s
         self.slow_s = 1.0
+        self.huge_bytes = 4_000_000
         self.payloads: list[dict] = []
         self.auth: list[str] = []
         self.inflight = 0
         self.max_inflight = 0
         self.dead = False  # after "die": whatever still reaches a handler is dropped
+        self.stopped = threading.Event()  # releases "hang" handlers
         self._lock = threading.Lock()
         self._httpd = self._bind(port)
         self._httpd.daemon_threads = True
@@ -78,6 +88,7 @@ class FakeLLMServer:
         return self
 
     def stop(self) -> None:
+        self.stopped.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -127,14 +138,36 @@ class FakeLLMServer:
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
 
-            def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                ctype: str = "application/json",
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
-                if status == 429:
+                headers = headers or {}
+                if status == 429 and "Retry-After" not in headers:
                     self.send_header("Retry-After", "0")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _send_chunked(self, total: int) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunk = b"x" * 65536
+                sent = 0
+                while sent < total:
+                    part = chunk[: total - sent]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    sent += len(part)
+                self.wfile.write(b"0\r\n\r\n")
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
@@ -166,8 +199,26 @@ class FakeLLMServer:
                     if behaviour == "die":
                         threading.Thread(target=server.stop, daemon=True).start()
                     return
-                if behaviour.isdigit():
-                    self._send(int(behaviour), json.dumps({"error": f"fake {behaviour}"}).encode())
+                status, *pairs = behaviour.split(";")
+                if status.isdigit():
+                    headers = dict(p.split("=", 1) for p in pairs)
+                    body = json.dumps({"error": f"fake {status}"}).encode()
+                    self._send(int(status), body, headers=headers)
+                    return
+                if behaviour == "huge":
+                    self._send(200, b"x" * server.huge_bytes)
+                    return
+                if behaviour == "huge_chunked":
+                    self._send_chunked(server.huge_bytes)
+                    return
+                if behaviour == "hang":
+                    server.stopped.wait()
+                    return
+                if behaviour == "junk":
+                    self._send(200, bytes(range(128, 256)) * 4, "application/octet-stream")
+                    return
+                if behaviour == "nested":
+                    self._send(200, b'{"choices": ' + b"[" * 5000)
                     return
                 if behaviour == "echo401":
                     echoed = self.headers.get("Authorization", "")
@@ -183,3 +234,25 @@ class FakeLLMServer:
                 self._send(200, json.dumps(server.completion(payload)).encode())
 
         return Handler
+
+
+class BlackHole:
+    """An address that never accepts: one connection fills a zero backlog, so every later connect
+    waits (the kernel drops the SYN) until the client's connect timeout."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self._filler = socket.create_connection(self._listener.getsockname(), timeout=5)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._filler.close()
+        self._listener.close()

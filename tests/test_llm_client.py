@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
-from fake_llm_server import FakeLLMServer
+from fake_llm_server import BlackHole, FakeLLMServer
 
 from mbt_online.llm.client import (
     ChatFailure,
@@ -20,6 +22,7 @@ from mbt_online.llm.client import (
     MalformedResponse,
     parse_chat_response,
 )
+from mbt_online.llm.endpoint import key_may_go_to, redact_secret, redact_url
 
 MSG = [{"role": "user", "content": "two words"}]
 SECRET = "sk-test-SECRET-4242"
@@ -212,3 +215,173 @@ def test_parse_chat_response_reads_choices_in_index_order_and_null_content():
     for bad in ([], {"choices": []}, {"choices": [{"text": "x"}]}, {"error": "overloaded"}):
         with pytest.raises(MalformedResponse):
             parse_chat_response(bad)
+
+
+# -- hardening: size cap, keys, URLs, Retry-After, x-should-retry, timeouts, circuit breaker ---
+
+
+@pytest.mark.parametrize("mode", ["huge", "huge_chunked"])
+def test_body_over_the_cap_fails_as_too_large_not_retried_not_cached(server, tmp_path, mode):
+    server.plan = [mode]
+    with client_for(server, cache_dir=tmp_path, max_retries=3, max_response_bytes=50_000) as c:
+        out = c.complete(ChatRequest(MSG))
+        assert isinstance(out, ChatFailure) and (out.kind, out.attempts) == ("too_large", 1)
+        assert "max_response_bytes=50000" in out.error and c.usage["failures_too_large"] == 1
+        assert server.chat_requests == 1 and not list(tmp_path.rglob("*.json"))
+        assert not c.chat(MSG).cached  # asked again (nothing cached), the normal answer fits
+
+
+@pytest.mark.parametrize("bad_key", [SECRET + "\r", SECRET + "\n", "sk-te\x1bst-" + SECRET])
+def test_api_key_with_control_characters_is_refused_before_sending(
+    server, monkeypatch, caplog, bad_key
+):
+    monkeypatch.setenv("MBT_TEST_LLM_KEY", bad_key)
+    with caplog.at_level(logging.DEBUG), client_for(server, max_retries=2) as client:
+        out = client.complete(ChatRequest(MSG))
+    assert isinstance(out, ChatFailure) and (out.kind, out.attempts) == ("bad_key", 1)
+    assert "MBT_TEST_LLM_KEY" in out.error and "position" in out.error
+    assert server.chat_requests == 0
+    assert SECRET not in out.error and SECRET not in caplog.text
+
+
+def test_redaction_does_not_need_an_exact_match():
+    key = SECRET + "\r"
+    for leak in (
+        f"Illegal header value b'Bearer {SECRET}\\r'",  # httpx's error: the \\r escaped
+        f"token={SECRET} was rejected",  # the key without its control character
+        f'{{"error": "bad key {json.dumps(key)}"}}',  # JSON-escaped echo
+        f"Authorization: bearer {SECRET[:-2]}",  # a truncated echo after "Bearer"
+    ):
+        assert SECRET[:10] not in redact_secret(leak, key), leak
+    assert redact_secret("nothing secret here", key) == "nothing secret here"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:pw-777@127.0.0.1:8000/v1", "https://h/v1?api_key=pw-777", "ftp://h/v1"]
+)
+def test_base_url_with_credentials_or_a_query_is_refused(url):
+    from mbt_online.config import ConfigError, load_config
+
+    with pytest.raises(ValueError, match="base_url") as err:
+        LLMClient(url, "m")
+    with pytest.raises(ConfigError, match="teacher.base_url") as cfg_err:
+        load_config(None, [f"teacher.base_url={url}"])
+    assert "pw-777" not in str(err.value) and "pw-777" not in str(cfg_err.value)
+    assert redact_url(f"see {url} now").count("pw-777") == 0
+
+
+def test_key_goes_only_over_https_or_to_loopback(monkeypatch):
+    for url, ok in [
+        ("https://api.example.com/v1", True),
+        ("http://127.0.0.1:8000/v1", True),
+        ("http://127.9.9.9/v1", True),
+        ("http://localhost:8000/v1", True),
+        ("http://[::1]:8000/v1", True),
+        ("http://10.0.0.1/v1", False),
+        ("http://127.example.com/v1", False),
+    ]:
+        assert key_may_go_to(url) is ok, url
+    monkeypatch.setenv("MBT_TEST_LLM_KEY", SECRET)
+    seen: list[str] = []
+
+    def remote(request: httpx.Request) -> httpx.Response:  # a plain-http host, no network
+        seen.append(request.headers.get("authorization", ""))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "hi"}}]})
+
+    outs = []
+    for allow in (False, True):
+        client = LLMClient("http://10.1.2.3/v1", "m", api_key_env="MBT_TEST_LLM_KEY",
+                           allow_insecure_key=allow)  # fmt: skip
+        client._http = httpx.Client(transport=httpx.MockTransport(remote))
+        with client:
+            outs.append(client.complete(ChatRequest(MSG)))
+    refused, allowed = outs
+    assert isinstance(refused, ChatFailure) and refused.kind == "insecure_key"
+    assert "allow_insecure_key" in refused.error and SECRET not in refused.error
+    assert isinstance(allowed, ChatResult) and seen == [f"Bearer {SECRET}"]  # sent once: allowed
+
+
+def test_retry_after_past_the_ceiling_fails_at_once(server):
+    server.plan = ["429;Retry-After=3600"]
+    start = time.monotonic()
+    with client_for(server, max_retries=3, max_retry_after_s=60) as client:
+        out = client.complete(ChatRequest(MSG))
+    assert isinstance(out, ChatFailure) and (out.kind, out.attempts) == ("http_429", 1)
+    assert "Retry-After 3600s" in out.error and "max_retry_after_s" in out.error
+    assert server.chat_requests == 1 and time.monotonic() - start < 2
+
+
+def test_retry_after_below_the_ceiling_is_honoured_beyond_max_backoff(server):
+    server.plan = ["503;Retry-After=0.4"]
+    start = time.monotonic()
+    with client_for(server, max_backoff_s=0.01, max_retry_after_s=5) as client:
+        assert client.chat(MSG).attempts == 2
+    assert time.monotonic() - start >= 0.4
+
+
+def test_x_should_retry_is_obeyed(server):
+    server.plan = ["503;x-should-retry=false"]
+    with client_for(server, max_retries=3) as client:
+        out = client.complete(ChatRequest(MSG))
+        assert isinstance(out, ChatFailure) and (out.kind, out.attempts) == ("http_503", 1)
+        assert server.chat_requests == 1
+        server.plan = ["400;x-should-retry=true"]  # not retried by status, but the server says so
+        assert client.chat(MSG, seed=1).attempts == 2
+
+
+def test_junk_and_deeply_nested_bodies_are_malformed_and_retried(server):
+    server.plan = ["junk", "nested"]
+    with client_for(server, max_retries=2) as client:
+        assert client.chat(MSG).attempts == 3
+        server.plan = ["nested"] * 3
+        out = client.complete(ChatRequest(MSG, seed=1))
+    assert isinstance(out, ChatFailure) and (out.kind, out.attempts) == ("malformed", 3)
+
+
+def test_connect_timeout_is_separate_from_the_read_timeout():
+    start = time.monotonic()
+    kw = {"timeout_s": 30, "connect_timeout_s": 0.2, "max_retries": 1, "backoff_s": 0.001}
+    with BlackHole() as hole, LLMClient(hole.base_url, "m", **kw) as client:
+        out = client.complete(ChatRequest(MSG))
+    assert isinstance(out, ChatFailure) and (out.kind, out.attempts) == ("timeout", 2)
+    assert "ConnectTimeout" in out.error and time.monotonic() - start < 3
+
+
+def test_circuit_breaker_fails_the_rest_at_once_and_a_resume_sends_only_the_failed(
+    server, tmp_path, caplog
+):
+    server.plan = ["ok", "ok", "hang", "hang"]
+    reqs = [ChatRequest([{"role": "user", "content": f"q{k}"}]) for k in range(8)]
+    kw = {"cache_dir": tmp_path, "concurrency": 1, "timeout_s": 0.2, "breaker_failures": 2}
+    start = time.monotonic()
+    with caplog.at_level(logging.DEBUG), client_for(server, max_retries=3, **kw) as client:
+        outs = client.chat_many(reqs)
+        assert client.breaker_open and client.usage["failures_circuit_open"] == 6
+    assert time.monotonic() - start < 2
+    assert [o.kind if isinstance(o, ChatFailure) else "ok" for o in outs] == (
+        ["ok", "ok", "circuit_open"] + ["circuit_open"] * 5
+    )
+    assert outs[2].attempts == 2 and "last error: timeout" in outs[2].error
+    assert outs[3].attempts == 0 and server.chat_requests == 4
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "circuit breaker open" in errors[0]  # once, not per request
+    with client_for(server, max_retries=3, **kw) as resumed:  # the endpoint is back
+        assert all(isinstance(o, ChatResult) for o in resumed.chat_many(reqs))
+        assert resumed.usage["requests"] == 6 and resumed.usage["cache_hits"] == 2
+
+
+def test_a_success_resets_the_breaker(server):
+    server.plan = ["hang", "ok", "hang", "ok", "hang"]
+    reqs = [ChatRequest([{"role": "user", "content": f"q{k}"}]) for k in range(5)]
+    with client_for(server, concurrency=1, timeout_s=0.2, max_retries=0, breaker_failures=2) as c:
+        kinds = [o.kind if isinstance(o, ChatFailure) else "ok" for o in c.chat_many(reqs)]
+        assert not c.breaker_open
+    assert kinds == ["timeout", "ok", "timeout", "ok", "timeout"]
+
+
+def test_completions_keep_their_own_words_only_the_key_is_redacted(monkeypatch):
+    monkeypatch.setenv("MBT_TEST_LLM_KEY", SECRET)
+    said = f"Bearer bonds, see https://x.org/a?q=1 and {SECRET}"
+    with FakeLLMServer(responder=lambda payload, i: said) as server, client_for(server) as client:
+        text = client.chat(MSG).texts[0]
+    assert text == "Bearer bonds, see https://x.org/a?q=1 and ***"

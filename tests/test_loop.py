@@ -105,7 +105,7 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
     assert target.startswith("<think>\n") and "</think>\n\n<answer>" in target
     state = json.loads((run / "state.json").read_text())
     assert state["finished"] and set(state["models"]) == {"1", "2"}
-    assert Path(state["models"]["2"], "model.safetensors").exists()
+    assert Path(run, state["models"]["2"], "model.safetensors").exists()  # relative to the run
     assert len(load_from_disk(str(run / "round-2" / "eval"))) == 6
     log = (run / "run.log").read_text()
     assert "stage train: done" in log and "round 2:" in log
@@ -218,10 +218,10 @@ def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, 
     from safetensors.torch import load_file
 
     wa = load_file(
-        str(Path(json.loads((a / "state.json").read_text())["models"]["1"]) / "model.safetensors")
+        str(a / json.loads((a / "state.json").read_text())["models"]["1"] / "model.safetensors")
     )
     wb = load_file(
-        str(Path(json.loads((b / "state.json").read_text())["models"]["1"]) / "model.safetensors")
+        str(b / json.loads((b / "state.json").read_text())["models"]["1"] / "model.safetensors")
     )
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 

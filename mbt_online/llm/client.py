@@ -9,11 +9,19 @@ usage is counted in one place.
 The API key is read from the environment at request time and only ever placed in the
 `Authorization` header. It is not an attribute, not part of the cache key, not in any cache file,
 and every error message is redacted before it is logged or returned, because servers and proxies
-sometimes echo request headers back in their error bodies.
+sometimes echo request headers back in their error bodies. A key with control characters is refused
+before sending, and a key goes only over https or to this machine (`endpoint.py` holds these rules).
+
+An endpoint that is down must cost little: connecting has its own short timeout, bodies are read
+with a size cap, a `Retry-After` past a ceiling fails at once, and after `breaker_failures`
+consecutive connection errors or timeouts the client stops sending (`circuit_open` failures), so
+the calling stage can fail quickly and a resume re-sends only what failed (failures are never
+cached).
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import logging
@@ -30,6 +38,13 @@ from typing import Any
 
 import httpx
 
+from mbt_online.llm.endpoint import (
+    check_base_url,
+    key_may_go_to,
+    key_problem,
+    redact_secret,
+    redact_url,
+)
 from mbt_online.rundir.atomic import write_text_atomic
 
 log = logging.getLogger("mbt_online.llm.client")
@@ -38,6 +53,9 @@ log = logging.getLogger("mbt_online.llm.client")
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 # Cache entries carry a version so a change of format never returns a stale shape.
 CACHE_VERSION = 1
+# Failure kinds that say the endpoint is unreachable (not that one request was bad): the breaker
+# counts the first two, and a stage may treat all three as an outage.
+OUTAGE_KINDS = frozenset({"timeout", "connection", "circuit_open"})
 
 
 @dataclass
@@ -66,8 +84,13 @@ class ChatResult:
 
 @dataclass
 class ChatFailure:
-    """A request that failed for good. `kind` is a short stable label for counting ("timeout",
-    "connection", "http_500", "malformed", ...); `error` the redacted detail of the last try."""
+    """A request that failed for good; never cached, so a resume sends it again.
+
+    `kind` is a short stable label for counting: "timeout", "connection" (retried, then given up),
+    "circuit_open" (not sent: the breaker is open), "http_<status>" (also a Retry-After past the
+    ceiling or `x-should-retry: false`), "malformed", "too_large" (body over the cap, not
+    retried), "bad_key" / "insecure_key" (refused before sending), "no_model". `error` is the
+    redacted detail of the last try."""
 
     kind: str
     error: str
@@ -156,16 +179,23 @@ class LLMClient:
         cache_dir: str | Path | None = None,
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        max_response_bytes: int = 8_000_000,
+        max_retry_after_s: float = 60.0,
+        breaker_failures: int = 5,
+        allow_insecure_key: bool = False,
     ) -> None:
         """`model` "" asks the server which model it serves (a `vllm serve` has exactly one).
 
-        `timeout_s` bounds connecting and each wait for data: a server that sends nothing for that
-        long is treated as down and the request retried. `max_retries` counts retries after the
-        first try, so a request is sent at most `max_retries + 1` times.
+        `timeout_s` bounds each wait for data and `connect_timeout_s` connecting: a server that
+        sends nothing for that long is treated as down and the request retried. `max_retries`
+        counts retries after the first try, so a request is sent at most `max_retries + 1` times.
+        A `Retry-After` is honoured up to `max_retry_after_s`; past it the request fails at once.
+        ValueError when `base_url` carries credentials or a query (see `check_base_url`).
         """
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        self.base_url = base_url.rstrip("/")
+        if concurrency < 1 or breaker_failures < 1 or max_response_bytes < 1:
+            raise ValueError("concurrency, breaker_failures and max_response_bytes must be >= 1")
+        self.base_url = check_base_url(base_url).rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
         self.concurrency = concurrency
@@ -174,16 +204,23 @@ class LLMClient:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.max_response_bytes = max_response_bytes
+        self.max_retry_after_s = max_retry_after_s
+        self.breaker_failures = breaker_failures
+        self.allow_insecure_key = allow_insecure_key
+        self._outages = 0  # consecutive connection errors / timeouts; the breaker opens at N
+        self._breaker_open = ""  # why it opened; "" while closed
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_s),
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
 
     def __repr__(self) -> str:
-        return f"LLMClient(base_url={self.base_url!r}, model={self.model!r})"
+        return f"LLMClient(base_url={redact_url(self.base_url)!r}, model={self.model!r})"
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -217,6 +254,8 @@ class LLMClient:
             payload = self._payload(req)
         except ValueError as e:
             return self._failure("no_model", str(e), 1)
+        except _Fatal as e:
+            return self._failure(e.kind, e.detail, e.attempts)
         key = cache_key(self.base_url, payload)
         hit = self._cache_get(key)
         if hit is not None:
@@ -233,6 +272,12 @@ class LLMClient:
             completion_tokens=result.usage["completion_tokens"],
         )
         return result
+
+    @property
+    def breaker_open(self) -> bool:
+        """Whether the circuit breaker has opened: every further request fails as circuit_open."""
+        with self._lock:
+            return bool(self._breaker_open)
 
     @property
     def usage(self) -> dict[str, int]:
@@ -269,27 +314,44 @@ class LLMClient:
 
     def _model_name(self) -> str:
         """The configured model, or the first one the server lists (asked once)."""
-        with self._lock:
+        with self._model_lock:  # not self._lock: asking the server counts and checks the breaker
             if not self.model:
                 self.model = self._served_model()
             return self.model
 
     def _served_model(self) -> str:
+        """Raises _Fatal for what would fail every request alike (key refused, breaker open)."""
         try:
-            resp = self._http.get(f"{self.base_url}/models", headers=self._headers())
-            resp.raise_for_status()
-            return resp.json()["data"][0]["id"]
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+            status, _, body = self._send("GET", f"{self.base_url}/models")
+            if status != 200:
+                raise ValueError(f"HTTP {status}")
+            return json.loads(body)["data"][0]["id"]
+        except (_Retryable, ValueError, KeyError, IndexError, TypeError, RecursionError) as e:
             msg = f"no model configured and {self.base_url}/models did not name one: {e}"
             raise ValueError(self._redact(msg)) from None
 
+    def _key(self) -> str:
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        """The Authorization header, or _Fatal before anything is sent: a key httpx would reject
+        (and quote in its error), or a key bound for plain http to another machine."""
+        key = self._key()
+        if not key:
+            return {}
+        problem = key_problem(key)
+        if problem:
+            raise _Fatal("bad_key", f"the API key in ${self.api_key_env} {problem}; not sent")
+        if not (self.allow_insecure_key or key_may_go_to(self.base_url)):
+            raise _Fatal(
+                "insecure_key",
+                f"not sending the API key over plain http to {redact_url(self.base_url)}: use "
+                "https, a loopback address, or set teacher.allow_insecure_key",
+            )
+        return {"Authorization": f"Bearer {key}"}
 
     def _redact(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        return text.replace(key, "***") if key else text
+        return redact_url(redact_secret(text, self._key()))
 
     def _post_with_retries(self, payload: dict[str, Any]) -> ChatResult:
         last: _Retryable | None = None
@@ -311,51 +373,126 @@ class LLMClient:
             except _Retryable as e:
                 last = e
                 continue
-            except _Fatal as e:
-                e.attempts = attempt + 1
+            except _Fatal as e:  # circuit_open: this attempt was never sent
+                e.attempts = attempt + int(e.kind != "circuit_open")
+                if last is not None and e.kind == "circuit_open":
+                    e.detail += f"; last error: {last.kind}: {last.detail}"
                 raise
             return ChatResult(texts, usage, False, reasons, attempt + 1)
         assert last is not None
         raise _Fatal(last.kind, last.detail, self.max_retries + 1)
 
     def _post_once(self, payload: dict[str, Any]) -> tuple[list[str], list[str], dict[str, int]]:
-        url = f"{self.base_url}/chat/completions"
         with self._slots:
-            self._count(requests=1)
-            try:
-                resp = self._http.post(url, json=payload, headers=self._headers())
-            except httpx.TimeoutException as e:
-                raise _Retryable("timeout", self._redact(f"{type(e).__name__}: {e}")) from None
-            except httpx.TransportError as e:
-                raise _Retryable("connection", self._redact(f"{type(e).__name__}: {e}")) from None
-        return self._read(resp)
+            status, headers, body = self._send("POST", f"{self.base_url}/chat/completions", payload)
+        return self._read(status, headers, body)
 
-    def _read(self, resp: httpx.Response) -> tuple[list[str], list[str], dict[str, int]]:
-        # Redacted before anything reads it: a server that echoes headers into its error or even
-        # into a completion must not carry the key into logs, caches or artifacts.
-        status, body = resp.status_code, self._redact(resp.text)
-        detail = f"HTTP {status}: {body[:300]}"
-        if status in RETRY_STATUSES or status >= 500:
-            raise _Retryable(f"http_{status}", detail, _retry_after(resp))
-        if status >= 400:
-            raise _Fatal(f"http_{status}", detail)
+    def _send(
+        self, method: str, url: str, payload: dict[str, Any] | None = None
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """Status, headers and body (at most `max_response_bytes`), through the breaker: a
+        connection error or timeout counts toward opening it, any answer closes the count."""
+        headers = self._headers()
+        self._breaker_check()
+        self._count(requests=1)
         try:
-            return parse_chat_response(json.loads(body))
-        except (ValueError, MalformedResponse) as e:
-            raise _Retryable("malformed", f"{e}; body: {body[:200]}") from None
+            with self._http.stream(method, url, json=payload, headers=headers) as resp:
+                body = self._read_capped(resp)
+                status, resp_headers = resp.status_code, resp.headers
+        except httpx.TimeoutException as e:
+            raise self._outage("timeout", e) from None
+        except httpx.DecodingError as e:
+            raise _Retryable("malformed", self._redact(f"{type(e).__name__}: {e}")) from None
+        except httpx.HTTPError as e:
+            raise self._outage("connection", e) from None
+        with self._lock:
+            self._outages = 0
+        return status, resp_headers, body
+
+    def _read_capped(self, resp: httpx.Response) -> bytes:
+        """The body, streamed, or _Fatal("too_large") as soon as it passes the cap: a runaway or
+        hostile server must not fill memory, and asking again would only repeat it."""
+        cap = self.max_response_bytes
+        declared = resp.headers.get("content-length", "")
+        too_large = f"HTTP {resp.status_code}: body over teacher.max_response_bytes={cap}"
+        if declared.isdigit() and int(declared) > cap:
+            raise _Fatal("too_large", f"{too_large} (Content-Length {declared})")
+        buf = bytearray()
+        for chunk in resp.iter_bytes():
+            buf += chunk
+            if len(buf) > cap:
+                raise _Fatal("too_large", too_large)
+        return bytes(buf)
+
+    def _read(
+        self, status: int, headers: httpx.Headers, raw: bytes
+    ) -> tuple[list[str], list[str], dict[str, int]]:
+        # Redacted before anything reads it: a server that echoes headers into its error or even
+        # into a completion must not carry the key into logs, caches or artifacts. A completion
+        # loses only the key itself: its own words ("bearer bonds", URLs) stay as written.
+        text = raw.decode("utf-8", errors="replace")
+        if status < 400:
+            body = redact_secret(text, self._key(), bearer=False)
+            try:
+                return parse_chat_response(json.loads(body))
+            except (ValueError, MalformedResponse, RecursionError) as e:
+                raise _Retryable("malformed", self._redact(f"{e}; body: {body[:200]}")) from None
+        body = self._redact(text)
+        kind, detail = f"http_{status}", f"HTTP {status}: {body[:300]}"
+        retry = status in RETRY_STATUSES or status >= 500
+        should = headers.get("x-should-retry", "").strip().lower()
+        retry = {"true": True, "false": False}.get(should, retry)  # the server knows best
+        if not retry:
+            raise _Fatal(kind, detail + ("; x-should-retry: false" if should == "false" else ""))
+        wait = _retry_after(headers)
+        if wait is not None and wait > self.max_retry_after_s:
+            raise _Fatal(
+                kind,
+                f"{detail}; Retry-After {wait:.0f}s is past teacher.max_retry_after_s="
+                f"{self.max_retry_after_s:g}: not waiting",
+            )
+        raise _Retryable(kind, detail, wait)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter (so parallel retries do not arrive together); a
-        server's Retry-After wins when it asks for longer, up to `max_backoff_s`."""
+        server's Retry-After (already at most `max_retry_after_s`) wins when it asks for longer."""
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
         delay *= random.uniform(0.5, 1.0)
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_backoff_s))
+            delay = max(delay, retry_after)
         return delay
+
+    # -- circuit breaker -------------------------------------------------------------------------
+
+    def _breaker_check(self) -> None:
+        with self._lock:
+            why = self._breaker_open
+        if why:
+            raise _Fatal("circuit_open", f"not sent: circuit breaker open ({why})", 0)
+
+    def _outage(self, kind: str, e: Exception) -> _Retryable:
+        """A connection error or timeout, counted: the Nth in a row opens the breaker."""
+        detail = self._redact(f"{type(e).__name__}: {e}")
+        with self._lock:
+            self._outages += 1
+            opens = self._outages >= self.breaker_failures and not self._breaker_open
+            if opens:
+                self._breaker_open = f"{self._outages} consecutive connection errors or timeouts"
+        if opens:
+            log.error(
+                "llm endpoint %s unreachable (%s): circuit breaker open, the remaining requests "
+                "fail at once as circuit_open",
+                redact_url(self.base_url),
+                detail,
+            )
+        return _Retryable(kind, detail)
 
     def _failure(self, kind: str, detail: str, attempts: int) -> ChatFailure:
         self._count(failures=1, **{f"failures_{kind}": 1})
-        log.error("llm request failed for good (%s, %d attempt(s)): %s", kind, attempts, detail)
+        # circuit_open is logged once, when the breaker opens, not once per refused request
+        level = logging.DEBUG if kind == "circuit_open" else logging.ERROR
+        msg = "llm request failed for good (%s, %d attempt(s)): %s"
+        log.log(level, msg, kind, attempts, detail)
         return ChatFailure(kind, detail, attempts)
 
     def _count(self, **deltas: int) -> None:
@@ -382,7 +519,7 @@ class LLMClient:
                 list(entry.get("finish_reasons", [])),
                 0,
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None  # a corrupt entry is a miss; the fresh answer overwrites it
 
     def _cache_put(self, key: str, result: ChatResult) -> None:
@@ -411,11 +548,20 @@ _USAGE_KEYS = (
 )
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    try:
-        return float(resp.headers["retry-after"])
-    except (KeyError, ValueError):
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds a `Retry-After` header asks for (a number or an HTTP date), or None."""
+    value = headers.get("retry-after", "").strip()
+    if not value:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def cache_key(base_url: str, payload: dict[str, Any]) -> str:
@@ -435,6 +581,11 @@ def make_client(teacher_cfg: Any, cache_dir: str | Path | None = None, **kw: Any
         api_key_env=teacher_cfg.api_key_env,
         concurrency=teacher_cfg.concurrency,
         timeout_s=teacher_cfg.timeout_s,
+        connect_timeout_s=teacher_cfg.connect_timeout_s,
+        max_response_bytes=teacher_cfg.max_response_bytes,
+        max_retry_after_s=teacher_cfg.max_retry_after_s,
+        breaker_failures=teacher_cfg.breaker_failures,
+        allow_insecure_key=teacher_cfg.allow_insecure_key,
         cache_dir=cache_dir,
         **kw,
     )

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mbt_online.contracts import check_failures
 from mbt_online.llm.client import ChatFailure, ChatRequest, ChatResult, LLMClient, make_client
 from mbt_online.prompts import (
     JUDGE_GRADES,
@@ -81,7 +82,31 @@ Verdict = CorrectnessVerdict | AnswerHitVerdict | RRPVerdict | MQIVerdict
 
 
 # --------------------------------------------------------------------------------------------------
-# Parsers: text in, verdict out, never an exception
+# Parsers: text in, verdict out, never an exception. Replies are cached, so a reply that crashed a
+# parser would crash every resume: every regex here is linear (possessive quantifiers where
+# whitespace runs meet), digit runs are read only when short, and the JSON scan is bounded.
+
+# Only this many trailing characters are searched for JSON objects. A judge reply is at most the
+# teacher's token cap (a few thousand characters) and its verdict comes last; the bound keeps a
+# hostile reply's scan short, since the decoder retries at every brace and each retry on deeply
+# nested text walks up to the recursion limit before it fails.
+JSON_SCAN_CHARS = 20_000
+_MAX_DIGITS = 9  # longer digit runs are no paragraph or level, and `int` refuses 4,300+ digits
+
+
+def _reply_text(text: Any) -> str:
+    """The reply as text whatever a backend or cache handed over: bytes are decoded leniently,
+    None and any other non-text value read as an empty (so unparsable) reply."""
+    if isinstance(text, str):
+        return text
+    if isinstance(text, bytes | bytearray):
+        return bytes(text).decode("utf-8", errors="replace")
+    return ""
+
+
+def _small_int(digits: str) -> int | None:
+    """A run of digits as an int, or None when it is too long to be a count or a level."""
+    return int(digits) if len(digits.lstrip("-")) <= _MAX_DIGITS else None
 
 
 _GRADE_LINE = re.compile(r"GRADE\W{0,4}(NOT[\s_-]*ATTEMPTED|INCORRECT|CORRECT)\b", re.IGNORECASE)
@@ -102,10 +127,11 @@ def _last_line(text: str) -> str:
 def parse_correctness(text: str) -> CorrectnessVerdict:
     """The last "GRADE: X"; else an upper-case grade word or a SimpleQA letter on the last line.
     Lower-case prose ("this is not correct") is never read as a grade."""
-    marked = _GRADE_LINE.findall(text or "")
+    text = _reply_text(text)
+    marked = _GRADE_LINE.findall(text)
     if marked:
         return CorrectnessVerdict(_canon_grade(marked[-1]), raw=text)
-    last = _last_line(text or "")
+    last = _last_line(text)
     words = {_canon_grade(w) for w in _GRADE_WORD.findall(last)}
     if len(words) == 1:
         return CorrectnessVerdict(words.pop(), raw=text)
@@ -119,22 +145,26 @@ _HIT_LINE = re.compile(r"HIT\W{0,4}(YES|NO)\b", re.IGNORECASE)
 
 def parse_answer_hit(text: str) -> AnswerHitVerdict:
     """The last "HIT: YES|NO"; else a bare yes/no as the last line."""
-    marked = _HIT_LINE.findall(text or "")
+    text = _reply_text(text)
+    marked = _HIT_LINE.findall(text)
     if marked:
         return AnswerHitVerdict(marked[-1].upper() == "YES", raw=text)
-    last = _last_line(text or "").lower()
+    last = _last_line(text).lower()
     if last in ("yes", "no"):
         return AnswerHitVerdict(last == "yes", raw=text)
     return AnswerHitVerdict(None, unparsable=True, raw=text)
 
 
 def _json_objects(text: str) -> list[dict]:
-    """Every JSON object embedded in the text (inside prose or code fences), in order."""
+    """Every JSON object embedded in the last `JSON_SCAN_CHARS` of the text (inside prose or code
+    fences), in order. Text that is no JSON, nested past the recursion limit or holds a number
+    past `int`'s digit limit is skipped like prose."""
+    text = text[-JSON_SCAN_CHARS:]
     decoder, out, i = json.JSONDecoder(), [], 0
     while (i := text.find("{", i)) != -1:
         try:
             obj, end = decoder.raw_decode(text, i)
-        except ValueError:
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
             i += 1
             continue
         if isinstance(obj, dict):
@@ -144,17 +174,22 @@ def _json_objects(text: str) -> list[dict]:
 
 
 def _as_int(value: Any) -> int | None:
-    """3, 3.0, "3", "P3", "[P3]" -> 3; anything else None."""
+    """3, 3.0, "3", "P3", "[P3]" -> 3; anything else, and any number of more than `_MAX_DIGITS`
+    digits (it would not fit the verdict table's integer column), None."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, float) and value.is_integer():  # NaN and infinities are not
+        value = int(value)
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return value if abs(value) < 10**_MAX_DIGITS else None
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*\[?\s*P?\s*(-?\d+)\s*\]?\s*", value, re.IGNORECASE)
-        return int(m.group(1)) if m else None
+        m = _INT_TEXT.fullmatch(value.strip())
+        return _small_int(m.group(1)) if m else None
     return None
+
+
+# possessive: a long run of spaces must not be split every way between the `\s*`s
+_INT_TEXT = re.compile(r"\[?\s*+P?\s*+(-?\d++)\s*+\]?", re.IGNORECASE)
 
 
 def _rrp_labels(raw: Any, n: int) -> list[str] | None:
@@ -167,8 +202,10 @@ def _rrp_labels(raw: Any, n: int) -> list[str] | None:
     return labels if all(lb in RRP_LABELS for lb in labels) else None
 
 
-_RRP_ANSWER = re.compile(r"answer[_ ]paragraph\W{0,4}P?(\d+)", re.IGNORECASE)
-_RRP_LINE = re.compile(r"\[?P(\d+)\]?\s*[:=\-]?\s*\**(PROGRESS|VERIFICATION|REDUNDANT)", re.I)
+_RRP_ANSWER = re.compile(r"answer[_ ]paragraph\W{0,4}P?(\d++)", re.IGNORECASE)
+_RRP_LINE = re.compile(
+    r"\[?P(\d++)\]?\s*+[:=\-]?\s*+\**+(PROGRESS|VERIFICATION|REDUNDANT)", re.IGNORECASE
+)
 
 
 def _rrp_fields(text: str, n: int) -> tuple[int | None, list[str] | None]:
@@ -177,16 +214,16 @@ def _rrp_fields(text: str, n: int) -> tuple[int | None, list[str] | None]:
         if "answer_paragraph" in obj or "labels" in obj:
             return _as_int(obj.get("answer_paragraph")), _rrp_labels(obj.get("labels"), n)
     m = _RRP_ANSWER.findall(text)
-    lines = {int(k): v for k, v in _RRP_LINE.findall(text)}
+    lines = {_small_int(k): v for k, v in _RRP_LINE.findall(text)}
     labels = _rrp_labels([lines.get(i) for i in range(1, n + 1)], n) if lines else None
-    return (int(m[-1]) if m else None), labels
+    return (_small_int(m[-1]) if m else None), labels
 
 
 def parse_rrp(text: str, paragraphs: list[str]) -> RRPVerdict:
     """Marks for `paragraphs`: both an answer paragraph in 0..n and exactly n valid labels, or
     unparsable (a label list of the wrong length means the judge misread the trace)."""
-    n = len(paragraphs)
-    answer, labels = _rrp_fields(text or "", n)
+    text, n = _reply_text(text), len(paragraphs)
+    answer, labels = _rrp_fields(text, n)
     if answer is None or not 0 <= answer <= n or labels is None:
         return RRPVerdict(answer, labels or [], unparsable=True, raw=text)
     reach, redundancy, score = rrp_from_marks(paragraphs, answer, labels)
@@ -226,7 +263,8 @@ def _canon_phase(name: Any) -> str | None:
 def parse_mqi(text: str) -> MQIVerdict:
     """{"level": 0..5, "phases": [...]} (last such object); else a "level: k" phrase. Phase names
     are normalised and unknown ones dropped; a level outside 0..5 is unparsable."""
-    for obj in reversed(_json_objects(text or "")):
+    text = _reply_text(text)
+    for obj in reversed(_json_objects(text)):
         if "level" not in obj:
             continue
         level = _as_int(obj.get("level"))
@@ -235,7 +273,7 @@ def parse_mqi(text: str) -> MQIVerdict:
         if level is None or not 0 <= level <= 5:
             return MQIVerdict(None, phases, unparsable=True, raw=text)
         return MQIVerdict(level, phases, raw=text)
-    m = _MQI_LEVEL.findall(text or "")
+    m = _MQI_LEVEL.findall(text)
     if m:
         return MQIVerdict(int(m[-1]), raw=text)
     return MQIVerdict(None, unparsable=True, raw=text)
@@ -428,7 +466,11 @@ def judge_round(
     """Judge `RUN_DIR/round-<r>/eval`, save per-row verdicts to `round-<r>/judge`, and merge the
     judge/ scalars into that round's line of metrics.jsonl. MQI is length-aware against round 0's
     eval when it exists. The client comes from the teacher section (endpoint, model, key variable)
-    with its cache in the run directory, so re-judging a round costs nothing."""
+    with its cache in the run directory, so re-judging a round costs nothing.
+
+    Raises `StageFailed`, writing nothing, when the failed requests pass
+    `teacher.max_failure_rate` or the client's circuit breaker opens: metrics from the few
+    verdicts that came back would read as a real score; a rerun asks only the failed ones."""
     run_dir = Path(run_dir)
     eval_dir = stage_dir(run_dir, round_, "eval")
     if not eval_dir.exists():
@@ -440,11 +482,13 @@ def judge_round(
     client = client or make_client(cfg.teacher, cache_dir=run_dir / "cache" / "llm")
     try:
         # the teacher's token cap: reasoning models spend most of it before a one-line verdict
-        verdicts = judge_rows(client, rows, judges, max_tokens=cfg.teacher.max_tokens)
+        counted = _FailureCounter(client)
+        verdicts = judge_rows(counted, rows, judges, max_tokens=cfg.teacher.max_tokens)
         usage = getattr(client, "usage", {})
     finally:
         if own:
             client.close()
+    check_failures("judge", counted.failures, cfg.teacher.max_failure_rate)
     metrics = aggregate_verdicts(verdicts, judges, _mean_tokens(rows), base_tokens)
     for key in ("prompt_tokens", "completion_tokens", "cache_hits", "failures"):
         if key in usage:
@@ -456,3 +500,17 @@ def judge_round(
     line = next((m for m in read_metrics(run_dir) if m.get("round") == round_), {"round": round_})
     write_round_metrics(run_dir, {**line, **metrics})
     return metrics
+
+
+class _FailureCounter:
+    """A chat backend that records, per request, the kind of its failure (None when answered), so
+    a judge stage is checked on what the endpoint did rather than on what the parsers made of it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.failures: list[str | None] = []
+
+    def chat_many(self, requests: Sequence[ChatRequest]) -> list[ChatResult | ChatFailure]:
+        outs = self.client.chat_many(requests)
+        self.failures += [o.kind if isinstance(o, ChatFailure) else None for o in outs]
+        return outs

@@ -1,12 +1,17 @@
 """Atomic writes: a reader (or a resumed run) sees the old content or the new, never half of it.
 
-Every file is written to a temporary file in the same folder and renamed over the target
-(`os.replace` is atomic within one file system); every folder is filled beside its final place and
-swapped in. The one home of this pattern: state files, metrics, caches and model folders use it.
+Every file is written to a uniquely named temporary file in the same folder, flushed and fsynced,
+and renamed over the target (`os.replace` is atomic within one file system; the fsync makes sure
+the rename never lands before the bytes, so a power cut leaves the old file, not an empty one);
+every folder is filled in a unique temp folder beside its final place and swapped in. Temp names
+carry the writer's PID, so two processes never share one and a later writer clears only the
+leftovers of dead ones. The one home of this pattern: state files, metrics, caches and model
+folders use it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,11 +29,65 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def create_text_exclusive(path: str | Path, text: str) -> Path:
+    """Write `path` complete and durable, failing with `FileExistsError` if it already exists.
+
+    The text goes to a temp file first and is hard-linked into place: `link` refuses an existing
+    target, so of two processes creating one path exactly one wins, and neither a loser nor a
+    reader ever sees a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except OSError as e:
+            if isinstance(e, FileExistsError) or e.errno not in _NO_LINK:
+                raise
+            _create_exclusive_without_link(path, text)  # a file system without hard links
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+# link() unsupported: EPERM (e.g. some FUSE and SMB mounts), EOPNOTSUPP / ENOTSUP, EXDEV
+_NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV}
+
+
+def _create_exclusive_without_link(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(
@@ -68,10 +127,38 @@ def swap_dir(tmp: Path, out: Path, *, keep_theirs: Callable[[Path], bool] | None
 
 
 def write_dir_atomic(out: Path, write: Callable[[Path], Any]) -> Path:
-    """Let `write` fill a sibling temp folder, then swap it in (a crash never leaves half a
-    folder at `out`; the temp folder of a killed attempt is cleared by the next one)."""
+    """Let `write` create and fill a folder (a path that does not exist yet, inside a sibling temp
+    folder unique to this process), then swap it in. A crash never leaves half a folder at `out`;
+    the temp folders of killed writers are cleared by the next writer of `out`."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    return swap_dir(tmp, out)
+    prefix = f".{out.name}.tmp-"
+    _clear_dead_writers(out.parent, prefix)
+    work = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
+    try:
+        tmp = work / out.name
+        write(tmp)
+        return swap_dir(tmp, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _clear_dead_writers(folder: Path, prefix: str) -> None:
+    """Remove temp folders `<prefix><pid>-*` whose writer process no longer exists."""
+    for path in folder.glob(f"{prefix}*"):
+        pid = path.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (one of another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

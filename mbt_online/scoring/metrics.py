@@ -107,34 +107,85 @@ def split_trace(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# SQuAD answer scores
+# Answer scores, as each benchmark's official evaluation script computes them
+
+# Which official rule scores a benchmark's EM / F1. "hotpotqa": `hotpot_evaluate_v1.py`, whose F1 is
+# 0 when either side normalises to yes / no / noanswer and they differ, and 0 when either side is
+# empty; 2WikiMultihopQA's `2wikimultihop_evaluate_v1.1.py` copies it (max over the answer and its
+# id_aliases). "squad": SQuAD v2.0's `compute_f1` (empty vs empty is 1), which MuSiQue's
+# `evaluate_v1.0` answer metric uses, max over the answer and its aliases. The synthetic world
+# task is scored as HotpotQA, the benchmark its bridge questions imitate. Unknown or empty
+# sources (rows and tests without a benchmark) get plain SQuAD, the rule the others extend.
+OFFICIAL_RULES: dict[str, str] = {
+    "hotpotqa": "hotpotqa",
+    "2wikimultihopqa": "hotpotqa",
+    "world": "hotpotqa",
+    "musique": "squad",
+}
+# Answers that HotpotQA's script never gives partial F1 to (its comparison questions' yes / no).
+_YES_NO = ("yes", "no", "noanswer")
+
+
+def official_rule(benchmark: str) -> str:
+    """The EM / F1 rule of a benchmark (`Example.source`): "hotpotqa" or "squad"."""
+    return OFFICIAL_RULES.get(benchmark, "squad")
 
 
 def exact_match(pred: str | None, golds: list[str]) -> float:
     """1.0 if the normalised prediction equals any normalised gold (answer or alias); a missing
-    answer is wrong, as in the paper."""
+    answer is wrong, as in the paper. All three official scripts agree on EM."""
     if pred is None:
         return 0.0
     p = normalize_answer(pred)
     return float(any(p == normalize_answer(g) for g in golds))
 
 
-def _f1_pair(pred: str, gold: str) -> float:
+def _overlap_f1(p: list[str], g: list[str]) -> float:
+    """Bag-of-tokens F1, written as the official scripts write it so floats agree bit for bit."""
+    num_same = sum((Counter(p) & Counter(g)).values())
+    if num_same == 0:
+        return 0.0
+    precision = 1.0 * num_same / len(p)
+    recall = 1.0 * num_same / len(g)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def _f1_squad(pred: str, gold: str) -> float:
+    """SQuAD v2.0 / MuSiQue `compute_f1`: an empty side scores 1 only against another empty."""
     p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
     if not p or not g:
-        return float(p == g)  # the SQuAD script's convention for empty answers
-    common = sum((Counter(p) & Counter(g)).values())
-    if common == 0:
+        return float(p == g)
+    return _overlap_f1(p, g)
+
+
+def _f1_hotpot(pred: str, gold: str) -> float:
+    """HotpotQA / 2Wiki `f1_score`: yes / no / noanswer score all or nothing; empty scores 0."""
+    p, g = normalize_answer(pred), normalize_answer(gold)
+    if p != g and (p in _YES_NO or g in _YES_NO):
         return 0.0
-    precision, recall = common / len(p), common / len(g)
-    return 2 * precision * recall / (precision + recall)
+    return _overlap_f1(p.split(), g.split())
 
 
-def f1_score(pred: str | None, golds: list[str]) -> float:
-    """SQuAD token F1 (bag of normalised tokens), best over the gold answer and its aliases."""
+def f1_score(pred: str | None, golds: list[str], benchmark: str = "") -> float:
+    """Token F1 under the benchmark's official rule (`official_rule`), best over the gold answer
+    and its aliases; a missing answer scores 0, as a missing prediction does in every script."""
     if pred is None:
         return 0.0
-    return max((_f1_pair(pred, g) for g in golds), default=0.0)
+    pair = _f1_hotpot if official_rule(benchmark) == "hotpotqa" else _f1_squad
+    return max((pair(pred, g) for g in golds), default=0.0)
+
+
+def cover_substring(pred: str | None, golds: list[str]) -> float:
+    """The paper's cover: 1.0 if any normalised gold is a substring of the normalised prediction.
+
+    Reported beside `cover_match` (`eval/cover_substring`) only so numbers can be set beside the
+    paper's; it counts "no" inside "Knowles", so neither the reward nor `eval/accuracy` uses it.
+    Golds that normalise to nothing are skipped, as in `cover_match`: "" is in every string.
+    """
+    if pred is None:
+        return 0.0
+    p = normalize_answer(pred)
+    return float(any(g and g in p for g in map(normalize_answer, golds)))
 
 
 def cover_match(pred: str | None, golds: list[str]) -> float:
@@ -373,8 +424,8 @@ class TraceDiagnostics:
 
     answer: str | None
     correct: float  # cover match of the extracted answer
-    em: float
-    f1: float
+    em: float  # normalised equality: the same in every official script
+    f1: float  # under the benchmark's official rule (`official_rule`)
     has_answer_tag: bool
     truncated: bool  # stopped by the token cap: the degeneration count
     repetition: float
@@ -387,6 +438,7 @@ class TraceDiagnostics:
     tokens: int = 0
     budget: int = 0
     over_budget: float = 0.0  # max(0, tokens / budget - 1)
+    cover_substring: float = 0.0  # the paper's substring cover; 0 in rows scored before it existed
 
 
 def diagnose(
@@ -396,12 +448,14 @@ def diagnose(
     golds: list[str],
     budget: int,
     ngram: int = 4,
+    benchmark: str = "",
 ) -> TraceDiagnostics:
     """Score one generated response against its gold answers.
 
     Reach, redundancy and phases are read from the reasoning part only (`split_trace`): the final
     answer repeating the gold must not count as the trace having derived it. Repetition is read on
-    the whole response, since a loop can run past the reasoning.
+    the whole response, since a loop can run past the reasoning. EM / F1 follow the official
+    script of `benchmark` (the example's source), so they sit beside published numbers.
     """
     answer = extract_answer(text)
     correct = cover_match(answer, golds)
@@ -412,7 +466,7 @@ def diagnose(
         answer=answer,
         correct=correct,
         em=exact_match(answer, golds),
-        f1=f1_score(answer, golds),
+        f1=f1_score(answer, golds, benchmark),
         has_answer_tag=answer is not None,
         truncated=finish_reason == "length",
         repetition=repetition_ratio(text, ngram),
@@ -425,6 +479,7 @@ def diagnose(
         tokens=n_tokens,
         budget=budget,
         over_budget=max(0.0, n_tokens / budget - 1) if budget > 0 else 0.0,
+        cover_substring=cover_substring(answer, golds),
     )
 
 
@@ -446,6 +501,7 @@ def aggregate(diags: list[TraceDiagnostics], tiers: list[str] | None = None) -> 
     out = {
         "n": float(len(diags)),
         "accuracy": mean([d.correct for d in diags], empty=0.0),
+        "cover_substring": mean([d.cover_substring for d in diags], empty=0.0),
         "em": mean([d.em for d in diags], empty=0.0),
         "f1": mean([d.f1 for d in diags], empty=0.0),
         "mean_tokens": mean([float(d.tokens) for d in diags], empty=0.0),

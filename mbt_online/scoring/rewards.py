@@ -47,8 +47,10 @@ def score(
     cfg: RewardConfig,
 ) -> tuple[TraceDiagnostics, dict[str, float], float]:
     """Diagnose one response for its question and reward it; the budget is the tier's, since a
-    4-hop question deserves more tokens than a 2-hop one."""
+    4-hop question deserves more tokens than a 2-hop one. The benchmark (`example.source`) picks
+    the official EM / F1 rule of the reported metrics; the reward reads cover, not EM / F1."""
     budget = cfg.budgets.get(example.tier, cfg.default_budget)
-    d = diagnose(text, finish_reason, n_tokens, example.answers, budget, cfg.repetition_ngram)
+    golds, ngram = example.answers, cfg.repetition_ngram
+    d = diagnose(text, finish_reason, n_tokens, golds, budget, ngram, benchmark=example.source)
     components = reward_components(d)
     return d, components, total_reward(components, cfg.weights)

@@ -37,7 +37,9 @@ def squash(text: str) -> str:
 def normalize_answer(s: str) -> str:
     """SQuAD normalisation (lowercase, drop punctuation, articles, extra spaces).
 
-    Kept bit-for-bit the official script's order so EM / F1 are comparable with published numbers.
+    Kept bit-for-bit the official scripts' order (HotpotQA's, 2Wiki's and MuSiQue's agree: only
+    ASCII `string.punctuation` is dropped, before the articles) so EM / F1 are comparable with
+    published numbers.
     """
     s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
     return " ".join(_ARTICLES.sub(" ", s).split())
@@ -60,9 +62,13 @@ def mentions(text: str, phrase: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 # Sentences and paragraphs of generated text
 
-_BOUNDARY = re.compile(r"[.!?]+[\"')\]]*\s+")
+# only from the first mark of a run, possessive: a run of dots with no space after it is one
+# failed match, not one per dot (a degenerate "......" trace was quadratic)
+_BOUNDARY = re.compile(r"(?<![.!?])[.!?]++[\"')\]]*+\s+")
 _ABBREVIATIONS = wordset("mr mrs ms dr prof st mt ft jr sr vs approx dept univ")
 _INITIALS = re.compile(r"[a-z](\.[a-z])*")
+_HEAD_CHARS = 64
+_ONE_WORD = re.compile(r"\s*+(\S++)\s*+")  # possessive: fails at the second word, not the end
 
 
 def _is_false_boundary(head: str, punct: str) -> bool:
@@ -70,11 +76,26 @@ def _is_false_boundary(head: str, punct: str) -> bool:
     ("1. Find ...") does not end a sentence; multi-hop answers are full of such names."""
     if punct.strip().rstrip("\"')]") != ".":
         return False
-    words = head.split()
-    if not words:
+    word = _last_word(head)
+    if not word:
         return True
-    last = words[-1].lower().lstrip("\"'([")
-    return last in _ABBREVIATIONS or bool(_INITIALS.fullmatch(last)) or head.strip().isdigit()
+    last = word.lower().lstrip("\"'([")
+    first = _ONE_WORD.fullmatch(head)  # a list marker: the head is one number
+    marker = bool(first and first.group(1).isdigit())
+    return last in _ABBREVIATIONS or bool(_INITIALS.fullmatch(last)) or marker
+
+
+def _last_word(head: str) -> str:
+    """The last whitespace-separated word of `head`, "" when none, reading only its end: `head`
+    grows across skipped boundaries, and splitting all of it each time made a line of initials
+    ("J. J. J. ...") quadratic. Only a word longer than the window reads further back."""
+    tail = head[-_HEAD_CHARS:]
+    words = tail.split()
+    if len(head) <= _HEAD_CHARS or len(words) > 1 or (words and tail[0].isspace()):
+        return words[-1] if words else ""
+    if not words and head.isspace():  # stops at the first character that is not a space
+        return ""
+    return head.rsplit(None, 1)[-1]
 
 
 def split_sentences(text: str) -> list[str]:

@@ -15,7 +15,8 @@ from mbt_online.tasks.base import (
     Hop,
     MalformedRow,
     aliases,
-    contains_phrase,
+    as_text,
+    norm_text,
     records,
     row_id,
     text_field,
@@ -38,21 +39,26 @@ def parse(row: dict) -> Example:
     answer = text_field(row, "answer")
     if row.get("paragraphs") is None:
         raise MalformedRow("missing_context")
-    paragraphs = records(row["paragraphs"])
+    paragraphs = records(row["paragraphs"], "documents")
     if not all(isinstance(p, dict) for p in paragraphs):
         raise MalformedRow("bad_layout")
     docs = [
-        (str(p.get("title", "")), str(p.get("paragraph_text") or "").strip()) for p in paragraphs
+        (
+            as_text(p.get("title"), "bad_title", ""),
+            as_text(p.get("paragraph_text"), "bad_paragraph_text", "").strip(),
+        )
+        for p in paragraphs
     ]
     if not any(text for _, text in docs):
         raise MalformedRow("empty_documents")
-    position = {p.get("idx", i): i for i, p in enumerate(paragraphs)}
-    steps = records(row.get("question_decomposition") or [])
+    position = {_index(p.get("idx", i)): i for i, p in enumerate(paragraphs)}
+    steps = records(row.get("question_decomposition") or [], "hops")
     if not steps or not all(isinstance(s, dict) for s in steps):
         raise MalformedRow("missing_decomposition")
     hops, used = [], []
     for step in steps:
-        pos = position.get(step.get("paragraph_support_idx"))
+        support = step.get("paragraph_support_idx")
+        pos = position.get(support) if _is_index(support) else None
         if pos is None:
             raise MalformedRow("missing_support_paragraph")
         hops.append(_hop(step, [h.answer for h in hops], docs[pos]))
@@ -73,18 +79,32 @@ def parse(row: dict) -> Example:
     )
 
 
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _index(value: object) -> int:
+    """A paragraph's `idx`: an integer, or the row is `bad_idx` (a list or dict is no key)."""
+    if not _is_index(value):
+        raise MalformedRow("bad_idx", type(value).__name__)
+    return value
+
+
 def _hop(step: dict, earlier: list[str], doc: tuple[str, str]) -> Hop:
     """Sub-question with `#k` filled by hop k's answer; evidence: first sentence with the answer."""
 
     def fill(match: re.Match) -> str:
-        k = int(match.group(1))
+        k = int(match.group(1))  # at most 4 digits: never past int's digit limit
         return earlier[k - 1] if 1 <= k <= len(earlier) else match.group(0)
 
-    answer = str(step.get("answer") or "").strip()
+    answer = as_text(step.get("answer"), "bad_decomposition", "").strip()
+    question = as_text(step.get("question"), "bad_decomposition", "")
     sentences = _source_sentences(doc[1]) or [""]
-    evidence = next((s for s in sentences if contains_phrase(s, answer)), sentences[0])
+    wanted = norm_text(answer)  # normalised once, not once per sentence
+    found = (s for s in sentences if wanted and wanted in norm_text(s))
+    evidence = next(found, sentences[0])
     return Hop(
-        question=re.sub(r"#(\d+)", fill, str(step.get("question") or "")),
+        question=re.sub(r"#(\d{1,4})(?!\d)", fill, question),
         answer=answer,
         title=doc[0],
         evidence=evidence,
@@ -100,7 +120,7 @@ def _source_sentences(text: str) -> list[str]:
 def question_type(example_id: str, steps: int) -> str:
     """The id prefix (`2hop`, `3hop1`, `4hop3`...) names the composition shape."""
     prefix = example_id.split("__", 1)[0]
-    return prefix if re.fullmatch(r"\d+hop\d*", prefix) else f"{steps}hop"
+    return prefix if re.fullmatch(r"\d{1,3}hop\d*", prefix) else f"{steps}hop"
 
 
 def tier(example_id: str, steps: int) -> str:

@@ -8,7 +8,7 @@ entity}`).
 
 from __future__ import annotations
 
-from mbt_online.tasks.base import Example, Hop, contains_phrase, tuples
+from mbt_online.tasks.base import Example, Hop, as_text, norm_text, tuples
 from mbt_online.tasks.wiki_context import parse_context_row
 
 NAME = "2wikimultihopqa"
@@ -35,28 +35,39 @@ def parse(row: dict) -> Example:
 
 
 def _hops(row: dict, example: Example) -> list[Hop]:
-    """One hop per evidence triple; the supporting sentence naming the object grounds it."""
+    """One hop per evidence triple; the supporting sentence naming the object grounds it. The
+    texts searched are normalised once per row, not once per triple."""
     evidences = row.get("evidences")
     if not evidences:
         return []
+    triples = tuples(evidences, SUBJECT_KEYS, RELATION_KEYS, OBJECT_KEYS, what="hops")
+    support = [(t, s, norm_text(s)) for t, s in example.supporting_sentences]
+    titles = set(example.supporting_titles)
+    docs = [(t, norm_text(text)) for t, text in example.documents if t in titles]
     return [
-        _hop(str(s), str(r), str(o), example)
-        for s, r, o in tuples(evidences, SUBJECT_KEYS, RELATION_KEYS, OBJECT_KEYS)
+        _hop(*(as_text(x, "bad_evidences") for x in triple), support, docs) for triple in triples
     ]
 
 
-def _hop(subject: str, relation: str, obj: str, example: Example) -> Hop:
-    support = example.supporting_sentences
-    evidence = next(((t, s) for t, s in support if contains_phrase(s, obj)), None)
-    docs = [(t, text) for t, text in example.documents if t in example.supporting_titles]
+def _hop(
+    subject: str,
+    relation: str,
+    obj: str,
+    support: list[tuple[str, str, str]],
+    docs: list[tuple[str, str]],
+) -> Hop:
+    """`support`: (title, sentence, normalised sentence); `docs`: (title, normalised text) of the
+    supporting documents."""
+    o, s = norm_text(obj), norm_text(subject)
+    evidence = next(((t, x) for t, x, n in support if o and o in n), None)
     title = (
         evidence[0]
         if evidence
-        else next((t for t, text in docs if contains_phrase(text, obj)), None)
-        or next((t for t, text in docs if contains_phrase(text, subject)), "")
+        else next((t for t, n in docs if o and o in n), None)
+        or next((t for t, n in docs if s and s in n), "")
     )
     if evidence is None:  # the annotation words the object differently: use the title's fact
-        evidence = next(((t, s) for t, s in support if t == title), (title, ""))
+        evidence = next(((t, x) for t, x, _ in support if t == title), (title, ""))
     return Hop(
         question=f"What is the {relation} of {subject}?",
         answer=obj,

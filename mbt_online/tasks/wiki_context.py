@@ -13,6 +13,7 @@ from mbt_online.tasks.base import (
     Example,
     MalformedRow,
     aliases,
+    as_text,
     row_id,
     text_field,
     tuples,
@@ -32,8 +33,8 @@ def parse_context_row(row: dict, source: str, tier: TierRule) -> Example:
     answer = text_field(row, "answer")
     if row.get("context") is None:
         raise MalformedRow("missing_context")
-    pairs = tuples(row["context"], TITLE_KEYS, SENTENCE_KEYS)
-    docs = [(str(t), _doc_sentences(s)) for t, s in pairs]
+    pairs = tuples(row["context"], TITLE_KEYS, SENTENCE_KEYS, what="documents")
+    docs = [(as_text(t, "bad_title"), _doc_sentences(s)) for t, s in pairs]
     if not any(any(sentences) for _, sentences in docs):
         raise MalformedRow("empty_documents")
     by_title: dict[str, list[str]] = {}
@@ -41,9 +42,9 @@ def parse_context_row(row: dict, source: str, tier: TierRule) -> Example:
         by_title.setdefault(title, sentences)
     if not row.get("supporting_facts"):
         raise MalformedRow("missing_supporting_facts")
-    facts = tuples(row["supporting_facts"], TITLE_KEYS, SENT_ID_KEYS)
-    support = [_supporting_sentence(by_title, str(t), i) for t, i in facts]
-    kind = str(row.get("type") or "")
+    facts = tuples(row["supporting_facts"], TITLE_KEYS, SENT_ID_KEYS, what="facts")
+    support = [_supporting_sentence(by_title, as_text(t, "bad_title"), i) for t, i in facts]
+    kind = as_text(row.get("type"), "bad_type", "")
     return Example(
         id=example_id,
         question=question,
@@ -67,7 +68,7 @@ def _doc_sentences(value: Any) -> list[str]:
         value = [value]
     if not isinstance(value, list | tuple):
         raise MalformedRow("bad_layout")
-    return [str(v).strip() for v in value]
+    return [as_text(v, "bad_sentences", "").strip() for v in value]
 
 
 def _supporting_sentence(
@@ -78,5 +79,6 @@ def _supporting_sentence(
     sentences = by_title[title]
     valid = isinstance(sent_id, int) and not isinstance(sent_id, bool)
     if not valid or not 0 <= sent_id < len(sentences) or not sentences[sent_id]:
-        raise MalformedRow("bad_sentence_id", f"{title}[{sent_id}]")
+        shown = sent_id if valid and abs(sent_id) < 10**9 else type(sent_id).__name__
+        raise MalformedRow("bad_sentence_id", f"{title}[{shown}]")
     return title, sentences[sent_id]

@@ -5,8 +5,10 @@ The model is reached through anything with `chat_many(list[ChatRequest])`: an `L
 way the teacher is the same: it asks for `teacher.samples` completions per request, keeps the
 first that passes `verify`, asks again with a fresh seed for the ones that did not, up to
 `teacher.max_tries`, and returns one `TeachResult` per request whatever happened. A request that
-still fails (rejected text, or a server that never answered) is recorded with its reasons and the
-round goes on: losing one rewrite is cheaper than losing a round.
+still fails (rejected text, or a server that never answered: `request_failed:<kind>`) is recorded
+with its reasons; the TEACH stage (`teachers.stage`) goes on past a few lost rewrites, and fails
+unmarked when they pass `teacher.max_failure_rate` or the client's circuit breaker opens (then no
+further try is sent here: every one would fail alike).
 
 MBT-R is the paper's three-turn conversation: the teacher first writes a gold solution for the
 question, then rewrites the student's thinking with that solution in its context. A gold solution
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mbt_online.config import Config, ConfigError, TeacherConfig
+from mbt_online.contracts import CIRCUIT_OPEN
 from mbt_online.llm.client import ChatFailure, ChatRequest, ChatResult, make_client
 from mbt_online.prompts import gold_solution_messages, mbt_r_messages, mbt_s_messages
 from mbt_online.scoring.metrics import split_trace
@@ -138,6 +141,7 @@ class LLMTeacher:
         self.seed = seed
         self.backend = backend
         self.gold_solutions: dict[str, str] = {}
+        self.gold_failures: dict[str, str] = {}  # question id -> the last failure's kind
 
     def teach(self, requests: list[TeachRequest]) -> list[TeachResult]:
         """One result per request, in order; never raises for a server or a model failure."""
@@ -153,6 +157,8 @@ class LLMTeacher:
             # its seed leaves out `self.seed`, so later rounds find it in the request cache.
             self._ensure_gold_solutions(pending, _hash_seed(f"gold:{attempt}"))
             self._attempt(pending, self._seed(attempt))
+            if any(f"request_failed:{CIRCUIT_OPEN}" in j.reasons for j in jobs):
+                break  # the endpoint is down: another try would only fail the same way
         return [self._result(j) for j in jobs]
 
     def close(self) -> None:
@@ -185,16 +191,23 @@ class LLMTeacher:
         )
         for owner, out in zip(owners, outs, strict=True):
             _add_usage(owner, out)  # charged to the first request that needed it
-            text = out.texts[0].strip() if isinstance(out, ChatResult) and out.texts else ""
+            ex_id = owner.req.example.id
+            if isinstance(out, ChatFailure):
+                self.gold_failures[ex_id] = out.kind
+                continue
+            self.gold_failures.pop(ex_id, None)
+            text = out.texts[0].strip() if out.texts else ""
             if text:
-                self.gold_solutions[owner.req.example.id] = split_trace(text) or text
+                self.gold_solutions[ex_id] = split_trace(text) or text
 
     def _attempt(self, jobs: list[_Job], seed: int) -> None:
         ready = []
         for j in jobs:
             j.tries += 1
             if j.req.mode == "mbt-r" and j.req.example.id not in self.gold_solutions:
-                j.reasons = ["gold_solution_failed"]
+                # an unanswered gold request is a failed request too: it counts as an outage
+                kind = self.gold_failures.get(j.req.example.id)
+                j.reasons = ["gold_solution_failed"] + ([f"request_failed:{kind}"] if kind else [])
             else:
                 ready.append(j)
         outs = self.chat.chat_many(

@@ -1,11 +1,17 @@
 """The TEACH stage: which teacher a round gets, asking it in batches, the stage's row shape, and
 the verified traces as DPO candidates. The loop and the `teach` command both call `taught_rows`,
-so a trace written by either reads back the same."""
+so a trace written by either reads back the same.
+
+An outage never commits: when the teacher's failed requests pass `teacher.max_failure_rate`, its
+client's circuit breaker opens, or `teacher.stage_deadline_s` passes, the stage raises
+`StageFailed` before any row is written, so the loop leaves it unmarked and a resume asks again.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -14,10 +20,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mbt_online.config import Config
+from mbt_online.contracts import StageFailed, check_failures
 from mbt_online.prompts import format_target
 from mbt_online.scoring.rewards import score
 from mbt_online.tasks.base import Example
-from mbt_online.teachers.contract import Teacher, TeachRequest
+from mbt_online.teachers.contract import Teacher, TeachRequest, TeachResult
 
 BATCH = 32  # requests per `teach` call: progress is reported, and a kill loses at most a batch
 
@@ -30,23 +37,49 @@ def teach_rows(
     desc: str = "teach",
 ) -> list[dict[str, Any]]:
     """TEACH: MBT-R rewrites / MBT-S syntheses for the round's scored rollouts, every output
-    verified; no teacher is built when `teacher.mode` is none."""
+    verified; no teacher is built when `teacher.mode` is none. Raises `StageFailed` on an outage
+    (see `taught_rows`)."""
     from mbt_online.teachers.targets import teach_requests
 
     if cfg.teacher.mode == "none":
         return []
-    return taught_rows(teach_requests(scored, examples, cfg), make_teacher(), desc)
+    requests = teach_requests(scored, examples, cfg)
+    t = cfg.teacher
+    return taught_rows(
+        requests,
+        make_teacher(),
+        desc,
+        max_failure_rate=t.max_failure_rate,
+        deadline_s=t.stage_deadline_s,
+    )
 
 
 def taught_rows(
-    requests: list[TeachRequest], teacher: Teacher, desc: str = "teach"
+    requests: list[TeachRequest],
+    teacher: Teacher,
+    desc: str = "teach",
+    *,
+    max_failure_rate: float = 1.0,
+    deadline_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """Ask `teacher` in batches and return one row per request, verified or not, with the draft it
-    rewrote ("" for MBT-S); the teacher is closed afterwards when it holds resources."""
-    results = []
+    rewrote ("" for MBT-S); the teacher is closed afterwards when it holds resources.
+
+    After each batch the failed requests so far are checked against `max_failure_rate` (and an open
+    circuit breaker fails at once), so a dead endpoint stops the stage after one batch instead of
+    being asked for every batch; no new batch starts once `deadline_s` has passed."""
+    results: list[TeachResult] = []
+    start = time.monotonic()
     try:
         for i in tqdm(range(0, len(requests), BATCH), desc=desc, unit="batch"):
+            if deadline_s is not None and time.monotonic() - start > deadline_s:
+                raise StageFailed(
+                    "teach",
+                    f"past teacher.stage_deadline_s={deadline_s:g} with {i} of "
+                    f"{len(requests)} requests asked",
+                )
             results.extend(teacher.teach(requests[i : i + BATCH]))
+            check_failures("teach", [failure_kind(r) for r in results], max_failure_rate)
     finally:
         if hasattr(teacher, "close"):
             teacher.close()
@@ -58,6 +91,16 @@ def taught_rows(
         row["usage"] = json.dumps(res.usage)
         rows.append(row)
     return rows
+
+
+def failure_kind(result: TeachResult) -> str | None:
+    """Why the endpoint left a request unanswered (the `ChatFailure` kind the LLM teacher records
+    as `request_failed:<kind>`), or None when it answered: a trace that fails `verify` is the
+    teacher's normal outcome, not an outage."""
+    if result.verified:
+        return None
+    failed = [r for r in result.reasons if r.startswith("request_failed:")]
+    return failed[-1].removeprefix("request_failed:") if failed else None
 
 
 def round_teacher(
