@@ -322,7 +322,7 @@ class LLMClient:
     def _served_model(self) -> str:
         """Raises _Fatal for what would fail every request alike (key refused, breaker open)."""
         try:
-            status, _, body = self._send("GET", f"{self.base_url}/models")
+            status, _, body = self._send("GET", f"{self.base_url}/models", count=False)
             if status != 200:
                 raise ValueError(f"HTTP {status}")
             return json.loads(body)["data"][0]["id"]
@@ -388,13 +388,16 @@ class LLMClient:
         return self._read(status, headers, body)
 
     def _send(
-        self, method: str, url: str, payload: dict[str, Any] | None = None
+        self, method: str, url: str, payload: dict[str, Any] | None = None, *, count: bool = True
     ) -> tuple[int, httpx.Headers, bytes]:
         """Status, headers and body (at most `max_response_bytes`), through the breaker: a
-        connection error or timeout counts toward opening it, any answer closes the count."""
+        connection error or timeout counts toward opening it, any answer closes the count.
+        `count=False` for the one-off model lookup: `requests` counts chat requests, so a resumed
+        stage whose replies are all cached reads 0."""
         headers = self._headers()
         self._breaker_check()
-        self._count(requests=1)
+        if count:
+            self._count(requests=1)
         try:
             with self._http.stream(method, url, json=payload, headers=headers) as resp:
                 body = self._read_capped(resp)
