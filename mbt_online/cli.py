@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mbt_online.config import ConfigError, config_yaml, load_config, resolve_config
-from mbt_online.config_docs import sections_help
+from mbt_online.config.docs import sections_help
 from mbt_online.tasks.names import BENCHMARKS
 
 app = typer.Typer(
@@ -153,7 +153,7 @@ def config_show(
     """Print the resolved config as YAML: the file (or shipped name) with the overrides applied
     and every default filled in, exactly what `train` would run and record in config.yaml."""
     from mbt_online.config import apply_overrides, validate
-    from mbt_online.config_docs import explained_yaml
+    from mbt_online.config.docs import explained_yaml
 
     if defaults and config:
         fail("--defaults shows the schema defaults; drop --config")
@@ -172,7 +172,7 @@ def config_show(
 def config_list() -> None:
     """List the configs shipped with the package: names for --config (and for `sweep`)."""
     from mbt_online.config import shipped_configs
-    from mbt_online.config_docs import config_summary
+    from mbt_online.config.docs import config_summary
 
     for name in shipped_configs():
         console.print(f"[bold]{name}[/]  {config_summary(name)}", highlight=False)

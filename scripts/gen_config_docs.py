@@ -3,7 +3,7 @@
     .venv/bin/python scripts/gen_config_docs.py [--check]
 
 The reference is generated, never edited by hand: field descriptions live in
-mbt_online/config_schema.py, and tests/test_config.py fails when the committed file differs.
+mbt_online/config/schema.py, and tests/test_config.py fails when the committed file differs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mbt_online.config_docs import markdown
+from mbt_online.config.docs import markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

@@ -19,7 +19,7 @@ from mbt_online.config import (
     shipped_configs,
     to_flat_dict,
 )
-from mbt_online.config_docs import explained_yaml, markdown
+from mbt_online.config.docs import explained_yaml, markdown
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -126,7 +126,7 @@ def test_lora_handoff_needs_lora_training(tmp_path):
 
 
 def test_shipped_configs_are_package_data():
-    assert Path(config_module.__file__).resolve().parent / "configs" == CONFIG_DIR
+    assert Path(config_module.__file__).resolve().parents[1] / "configs" == CONFIG_DIR
     assert {"quickstart", "smollm2-mhqa-cpu", "sweeps/paper-baselines"} <= set(shipped_configs())
 
 

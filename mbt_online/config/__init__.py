@@ -1,6 +1,6 @@
 """Loading a run's configuration: shipped configs by name, YAML files and dotted overrides.
 
-The schema itself (every knob with its description) is `mbt_online.config_schema`; its classes are
+The schema itself (every knob with its description) is `mbt_online.config.schema`; its classes are
 re-exported here, so `from mbt_online.config import Config` is the one import a caller needs.
 A config is always a file: `--config` names a path or a config shipped inside the package, and
 nothing falls back silently to the schema defaults (a different experiment, with no warning).
@@ -17,29 +17,31 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mbt_online.config_schema import (
+from mbt_online.config.learning import (
+    DPOConfig,
+    LoraConfig,
+    RewardConfig,
+    RewardWeights,
+    SFTConfig,
+    TeacherConfig,
+    TrainConfig,
+)
+from mbt_online.config.schema import (
     AESConfig,
     BootstrapConfig,
     Config,
     DataConfig,
     DataSplit,
-    DPOConfig,
     EngineConfig,
     EvalConfig,
     LoopConfig,
-    LoraConfig,
-    RewardConfig,
-    RewardWeights,
     RunConfig,
     SamplingConfig,
-    Section,
-    SFTConfig,
     StudentConfig,
-    TeacherConfig,
     TrackingConfig,
-    TrainConfig,
     WorldConfig,
 )
+from mbt_online.config.section import Section
 from mbt_online.llm.endpoint import redact_url
 from mbt_online.rundir.atomic import write_text_atomic
 

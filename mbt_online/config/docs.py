@@ -1,7 +1,7 @@
 """The config reference, generated from the schema: docs/configuration.md, `config show --explain`
 and the section list in `train --help`.
 
-Written from the field descriptions, types, ranges and defaults of `mbt_online.config_schema`, so
+Written from the field descriptions, types, ranges and defaults of `mbt_online.config.schema`, so
 the reference cannot drift from the code (a test compares the committed docs with `markdown()`).
 """
 
@@ -24,7 +24,7 @@ from mbt_online.config import Config, resolve_config, shipped_configs
 DOC_HEADER = """\
 # Configuration reference
 
-<!-- Generated from mbt_online/config_schema.py by scripts/gen_config_docs.py: do not edit by
+<!-- Generated from mbt_online/config/schema.py by scripts/gen_config_docs.py: do not edit by
 hand; a test fails when this file and the schema disagree. -->
 
 A run is configured by one YAML file of the sections below, plus dotted overrides on the command

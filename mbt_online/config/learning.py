@@ -1,0 +1,241 @@
+"""The sections of how a round learns: rewards, the teacher, and training (LoRA, SFT, DPO).
+
+Split from `schema` (the run, its data, student, engine, sampling and tracking) so each stays
+readable; `mbt_online.config` re-exports every class.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from mbt_online.config.section import Section
+from mbt_online.llm.endpoint import check_base_url
+
+
+class RewardWeights(Section):
+    """Weight of each reward component (each in [0, 1]); the sign says penalty or bonus."""
+
+    correct: float = Field(default=1.0, description="The answer covers a gold answer.")
+    format: float = Field(default=0.2, description="The response has an answer tag.")
+    degenerate: float = Field(
+        default=-1.0, description="The response was cut at max_tokens (a loop or a ramble)."
+    )
+    answer_inclusive: float = Field(
+        default=-0.5,
+        description="The reasoning reached a gold answer but the final answer is wrong.",
+    )
+    redundancy: float = Field(
+        default=-0.3, description="Share of the reasoning spent after first reaching the answer."
+    )
+    over_budget: float = Field(
+        default=-0.3,
+        description="Tokens over the tier's budget, as a fraction of the budget (capped at 1).",
+    )
+    phases: float = Field(
+        default=0.2,
+        description="Share of the metacognitive phases (goal, plan, monitor, verify...) present.",
+    )
+
+
+class RewardConfig(Section):
+    """The per-trace reward: what ranks rollouts, picks DPO pairs and scores evaluation."""
+
+    weights: RewardWeights = Field(
+        default=RewardWeights(), description="Weight of each reward component."
+    )
+    budgets: dict[str, int] = Field(
+        default_factory=dict,
+        description="Token budget per difficulty tier (easy, medium, hard), e.g. {easy: 100}; "
+        "tiers not listed use default_budget.",
+    )
+    default_budget: int = Field(
+        default=256, ge=1, description="Token budget of a tier without its own in budgets."
+    )
+    repetition_ngram: int = Field(
+        default=4, ge=1, description="n-gram length of the repetition diagnostic."
+    )
+
+
+class TeacherConfig(Section):
+    """Who writes the target traces, and how they are checked."""
+
+    mode: Literal["mbt-r", "mbt-s", "both", "none"] = Field(
+        default="mbt-r",
+        description="`mbt-r` rewrites the student's drafts, `mbt-s` synthesizes traces from the "
+        "question, `both` does both, `none` trains on the student's own correct traces "
+        "(self-distillation).",
+    )
+    backend: Literal["structured", "openai", "vllm"] = Field(
+        default="structured",
+        description="`structured`: the built-in rule-based teacher (no model); `openai`: an "
+        "OpenAI-compatible endpoint at base_url; `vllm`: teacher.model in a local vLLM engine.",
+    )
+    base_url: Annotated[str, AfterValidator(check_base_url)] = Field(
+        default="http://127.0.0.1:8000/v1",
+        description="OpenAI-compatible endpoint (backend=openai; also the LLM judges'); no "
+        "user:pass@ or ?query (refused: the key goes in api_key_env).",
+    )
+    model: str = Field(
+        default="",
+        description="Teacher model: the endpoint's model name (openai) or a local model folder "
+        "(vllm).",
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        description="Environment variable holding the endpoint's API key (the key itself never "
+        "goes in a config).",
+    )
+    max_tries: int = Field(
+        default=3,
+        ge=1,
+        description="Attempts per request until a trace passes verify (a fresh seed each).",
+    )
+    samples: int = Field(
+        default=1, ge=1, description="LLM completions per attempt; the first verified one is kept."
+    )
+    concurrency: int = Field(
+        default=8, ge=1, description="Requests in flight at once to the endpoint."
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Read timeout per request, seconds.")
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a connection to the endpoint."
+    )
+    max_response_bytes: int = Field(
+        default=8_000_000, ge=1, description="Largest response body read; past it `too_large`."
+    )
+    max_retry_after_s: float = Field(
+        default=60.0, ge=0, description="Longest Retry-After honoured; past it a request fails."
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive connection errors or timeouts that stop sending."
+    )
+    allow_insecure_key: bool = Field(
+        default=False, description="Send the API key over plain http to a non-loopback host."
+    )
+    temperature: float = Field(default=0.7, ge=0, description="LLM teacher's sampling temperature.")
+    max_tokens: int = Field(
+        default=4096, ge=1, description="LLM teacher's completion length cap in tokens."
+    )
+    rewrite: Literal["failing", "all"] = Field(
+        default="failing",
+        description="Under MBT-R, which student traces get rewritten: `failing` ones or `all` "
+        "sampled ones, lowest reward first, at most rewrites_per_question per question.",
+    )
+    rewrites_per_question: int = Field(
+        default=1, ge=1, description="Most MBT-R rewrites per question and round."
+    )
+    style: Literal["full", "concise", "student"] = Field(
+        default="full",
+        description="Structured teacher's wording: `full` monologue paragraphs, `concise` one "
+        "line per phase, `student` the world student's own lines plus short phase cues "
+        "(concise outside the world).",
+    )
+    budget_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="verify's length cap in student tokens; null = the largest reward budget.",
+    )
+    max_failure_rate: float = Field(
+        default=0.2, ge=0, le=1, description="Unanswered share that fails TEACH/judge, unmarked."
+    )
+    stage_deadline_s: float | None = Field(
+        default=None, gt=0, description="TEACH's time limit (s); past it, it fails unmarked."
+    )
+
+
+class LoraConfig(Section):
+    """LoRA adapter shape (train.method=lora)."""
+
+    r: int = Field(default=64, ge=1, description="Adapter rank.")
+    alpha: int = Field(default=32, ge=1, description="LoRA scaling alpha (scale = alpha / r).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: str | list[str] = Field(
+        default="all-linear",
+        description="Modules that get adapters: `all-linear` or a list of module names (PEFT).",
+    )
+
+
+class SFTConfig(Section):
+    """Supervised fine-tuning on the verified teacher traces (TRL SFTTrainer)."""
+
+    enabled: bool = Field(default=True, description="Run the SFT step each round.")
+    learning_rate: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the round's SFT rows.")
+    batch_size: int = Field(default=8, ge=1, description="Per-device batch size.")
+    grad_accum: int = Field(
+        default=1, ge=1, description="Gradient accumulation steps per optimizer step."
+    )
+    warmup_ratio: float = Field(
+        default=0.1, ge=0, le=1, description="Share of the steps spent warming up the rate."
+    )
+    lr_scheduler: str = Field(
+        default="cosine",
+        description="Learning-rate schedule (a transformers scheduler name: cosine, linear...).",
+    )
+    max_grad_norm: float = Field(default=0.3, gt=0, description="Gradient clipping norm.")
+    max_length: int = Field(
+        default=2048, ge=16, description="Longest training sequence in tokens; longer rows cut."
+    )
+
+
+class DPOConfig(Section):
+    """Preference tuning after SFT: the chosen trace against the student's worst (TRL DPO)."""
+
+    enabled: bool = Field(default=True, description="Run the DPO step each round.")
+    beta: float = Field(
+        default=0.1, gt=0, description="DPO temperature: how far from the reference model."
+    )
+    learning_rate: float = Field(default=5e-5, gt=0, description="Peak learning rate.")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the round's pairs.")
+    batch_size: int = Field(default=8, ge=1, description="Per-device batch size.")
+    grad_accum: int = Field(
+        default=1, ge=1, description="Gradient accumulation steps per optimizer step."
+    )
+    max_grad_norm: float = Field(default=0.3, gt=0, description="Gradient clipping norm.")
+    max_length: int = Field(
+        default=2048, ge=16, description="Longest prompt + trace in tokens; longer pairs cut."
+    )
+    margin: float = Field(
+        default=0.5,
+        ge=0,
+        description="Smallest reward gap between chosen and rejected for a pair to be kept, so "
+        "DPO never pushes against a preference the rewards cannot see.",
+    )
+    chosen: Literal["teacher", "student_best", "student_then_teacher"] = Field(
+        default="teacher",
+        description="The chosen trace: the teacher's, the student's own best correct one, or "
+        "the student's where it has one and the teacher's otherwise (on-policy pairs that teach "
+        "which of its own answers to commit).",
+    )
+    reference: Literal["initial", "previous"] = Field(
+        default="previous",
+        description="DPO reference model: the `initial` student or the `previous` round's.",
+    )
+    max_pairs_per_question: int = Field(
+        default=1, ge=1, description="Most preference pairs per question and round."
+    )
+    sft_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="Weight of an NLL term on the chosen trace beside the DPO loss (RPO); "
+        "0 = plain DPO. DPO alone can lower the chosen trace's likelihood too, and the freed "
+        "mass shows up as repetition.",
+    )
+
+
+class TrainConfig(Section):
+    """How each round's student is trained: SFT, then DPO."""
+
+    method: Literal["lora", "full"] = Field(
+        default="full", description="`full` fine-tuning or a `lora` adapter merged each round."
+    )
+    lora: LoraConfig = Field(default=LoraConfig(), description="Adapter shape for method=lora.")
+    sft: SFTConfig = Field(default=SFTConfig(), description="The SFT step.")
+    dpo: DPOConfig = Field(default=DPOConfig(), description="The DPO step.")
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads for training (torch); null = torch's default.",
+    )
