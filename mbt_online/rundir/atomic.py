@@ -25,18 +25,33 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write `text` (UTF-8) to `path` through a uniquely named temp file in the same folder, so
     concurrent writers of one path (threads filling one cache entry) never share a temp file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _durable_temp(path, text)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _durable_temp(path: Path, text: str) -> Path:
+    """`text` written and fsynced to a uniquely named temp file beside `path` (removed again if
+    the write fails)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        _write_synced(fd, text)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def _write_synced(fd: int, text: str) -> None:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def create_text_exclusive(path: str | Path, text: str) -> Path:
@@ -46,12 +61,8 @@ def create_text_exclusive(path: str | Path, text: str) -> Path:
     target, so of two processes creating one path exactly one wins, and neither a loser nor a
     reader ever sees a half-written file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _durable_temp(path, text)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
         try:
             os.link(tmp, path)
         except OSError as e:
@@ -59,7 +70,7 @@ def create_text_exclusive(path: str | Path, text: str) -> Path:
                 raise
             _create_exclusive_without_link(path, text)  # a file system without hard links
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
     return path
 
@@ -69,11 +80,7 @@ _NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV}
 
 
 def _create_exclusive_without_link(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    _write_synced(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), text)
 
 
 def _fsync_dir(folder: Path) -> None:
