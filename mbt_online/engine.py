@@ -24,6 +24,7 @@ from mbt_online.seeds import hash_seed
 
 if TYPE_CHECKING:
     from mbt_online.config import Config
+    from mbt_online.contracts import Generator
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,60 @@ def request_seed(seed: int, index: int) -> int:
     return hash_seed(f"{seed}:{index}", digest_size=8)
 
 
+def render_chat(tokenizer: Any, messages: list[dict]) -> list[int]:
+    """Prompt token ids for one chat, via the tokenizer's own chat template (every backend).
+
+    Token ids (not text) go to the model so it cannot add a second BOS to a template that has one.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def check_prompt_lengths(
+    prompts: list[list[int]], max_model_len: int, max_tokens: int, first: int = 0
+) -> None:
+    """Raise `PromptTooLongError` naming the prompts (numbered from `first`) that leave less than
+    `max_tokens` of room."""
+    room = max_model_len - max_tokens
+    too_long = [(i, len(ids)) for i, ids in enumerate(prompts, first) if len(ids) > room]
+    if too_long:
+        shown = ", ".join(f"#{i}: {length}" for i, length in too_long[:5])
+        raise PromptTooLongError(
+            f"{len(too_long)} prompt(s) exceed max_model_len {max_model_len} - max_tokens "
+            f"{max_tokens} = {room} tokens ({shown}); shorten the documents or raise "
+            "student.max_model_len"
+        )
+
+
+def make_generator(
+    cfg: Config, model_path: str, *, lora: bool | None = None, seed: int | None = None
+) -> Generator:
+    """The generator `engine.backend` asks for, on `model_path`: the one place that picks.
+
+    `vllm` is `Engine`; `transformers` is `hf_engine.TransformersEngine` (no vLLM needed), imported
+    only when chosen so neither backend's libraries load for the other. Both take the same
+    arguments (`engine_kwargs`) and serve the `contracts.Generator` interface. With
+    `engine.data_parallel_size` > 1, that many of them run in child processes
+    (`data_parallel.DataParallelGenerator`).
+    """
+    if cfg.engine.data_parallel_size > 1:
+        from mbt_online.data_parallel import DataParallelGenerator
+
+        return DataParallelGenerator(cfg, model_path, lora=lora, seed=seed)
+    return backend_generator(cfg, model_path, lora=lora, seed=seed)
+
+
+def backend_generator(
+    cfg: Config, model_path: str, *, lora: bool | None = None, seed: int | None = None
+) -> Generator:
+    """One generator of the configured backend in this process (a data-parallel worker's)."""
+    if cfg.engine.backend == "transformers":
+        from mbt_online.hf_engine import TransformersEngine
+
+        return TransformersEngine.from_config(cfg, model_path, lora=lora, seed=seed)
+    return Engine.from_config(cfg, model_path, lora=lora, seed=seed)
+
+
 def engine_kwargs(
     cfg: Config, *, lora: bool | None = None, seed: int | None = None
 ) -> dict[str, Any]:
@@ -67,7 +122,49 @@ def engine_kwargs(
         max_lora_rank=cfg.train.lora.r,
         kvcache_gib=cfg.engine.kvcache_gib,
         enforce_eager=cfg.engine.enforce_eager,
+        chunked_prefill=cfg.engine.chunked_prefill,
+        max_num_seqs=cfg.engine.max_num_seqs,
+        prefix_caching=cfg.engine.prefix_caching,
         gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+        chat_template=cfg.student.chat_template,
+    )
+
+
+def reload_takes_folder() -> bool:
+    """Whether this vLLM's model runners take `reload_weights(weights_path=...)`, what
+    `load_weights` calls. The worker forwards `*args, **kwargs`, so the runners are inspected:
+    older releases' `reload_weights()` takes no folder and fails only when the first round ends."""
+    import importlib
+    import inspect
+
+    runners = []
+    for module in ("vllm.v1.worker.gpu_model_runner", "vllm.v1.worker.gpu.model_runner"):
+        try:
+            runners.append(importlib.import_module(module).GPUModelRunner)
+        except (ImportError, AttributeError):
+            continue
+    return bool(runners) and all(
+        "weights_path" in inspect.signature(getattr(r, "reload_weights", lambda: None)).parameters
+        for r in runners
+    )
+
+
+def require_folder_reload() -> None:
+    """Fail at engine start, not after a round's training, when handoff=reload cannot work."""
+    if reload_takes_folder():
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mbt_online.config import ConfigError
+
+    try:
+        installed = version("vllm")
+    except PackageNotFoundError:
+        installed = "unknown"
+    raise ConfigError(
+        f"engine.handoff=reload needs a vLLM whose reload_weights takes a folder (weights_path); "
+        f"the installed vLLM ({installed}) does not. Install the pinned release "
+        "(`make install-gpu`: vllm==0.32.0) or set engine.handoff=restart."
     )
 
 
@@ -135,25 +232,41 @@ class Engine:
         enable_lora: bool = False,
         max_lora_rank: int = 64,
         kvcache_gib: float = 1.0,
-        enforce_eager: bool = True,
+        enforce_eager: bool | None = None,
+        chunked_prefill: bool | None = None,
+        max_num_seqs: int | None = None,
+        prefix_caching: bool | None = None,
         gpu_memory_utilization: float = 0.45,
+        chat_template: str = "model",
     ) -> None:
         self.max_model_len = max_model_len
+        self.chat_template = chat_template  # prompts.use_chat_template: the same as training's
+        gpu = _cuda_available()
+        # None = the platform's choice: eager on CPU (compiling costs 30 s there and runs slower),
+        # CUDA graphs on GPU; chunked prefill off on CPU, vLLM's default (on) on GPU.
         self._llm_kwargs: dict[str, Any] = dict(
             dtype=dtype,
             max_model_len=max_model_len,
             seed=seed,
-            enforce_eager=enforce_eager,
+            enforce_eager=not gpu if enforce_eager is None else enforce_eager,
+        )
+        if not (gpu if chunked_prefill is None else chunked_prefill):
             # Prompts are prefilled whole: a chunked prefill discards the token it sampled and
             # rewinds the request's seeded generator, which the CPU generator cannot do
             # ("CPU Generator does not use offset"), and whole prefills keep seeded sampling
             # independent of how a batch happens to be split.
-            enable_chunked_prefill=False,
-            max_num_batched_tokens=max(max_model_len, 8192),
-        )
+            self._llm_kwargs.update(
+                enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192)
+            )
+        elif chunked_prefill:
+            self._llm_kwargs["enable_chunked_prefill"] = True
+        if max_num_seqs is not None:
+            self._llm_kwargs["max_num_seqs"] = max_num_seqs
+        if prefix_caching is not None:
+            self._llm_kwargs["enable_prefix_caching"] = prefix_caching
         if enable_lora:
             self._llm_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
-        if _cuda_available():
+        if gpu:
             self._llm_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         else:
             _set_cpu_env(kvcache_gib)
@@ -167,7 +280,12 @@ class Engine:
     def from_config(
         cls, cfg: Config, model_path: str, *, lora: bool | None = None, seed: int | None = None
     ) -> Engine:
-        """An engine for `model_path` sized by the run config (see `engine_kwargs`)."""
+        """An engine for `model_path` sized by the run config (see `engine_kwargs`).
+
+        The student's engine (`lora` left to the config) checks first that its handoff can work;
+        a teacher's engine (`lora=False`) never takes new weights."""
+        if lora is None and cfg.engine.handoff == "reload":
+            require_folder_reload()
         return cls(model_path, **engine_kwargs(cfg, lora=lora, seed=seed))
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -176,8 +294,12 @@ class Engine:
         from transformers import AutoTokenizer
         from vllm import LLM
 
+        from mbt_online.prompts import use_chat_template
+
         self.model_path = str(model_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.tokenizer = use_chat_template(
+            AutoTokenizer.from_pretrained(self.model_path), self.chat_template
+        )
         self._llm = LLM(model=self.model_path, **self._llm_kwargs)
         self._lora: Any = None
         self._lora_counter = 0
@@ -212,8 +334,10 @@ class Engine:
         self._require_open()
         try:
             self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
-        except (TypeError, AttributeError, NotImplementedError) as err:
-            # vLLM releases without `reload_weights(weights_path=...)`: same result, slower.
+        except (TypeError, AttributeError, NotImplementedError, RuntimeError) as err:
+            # vLLM releases without `reload_weights(weights_path=...)`, or a worker that failed
+            # (a GPU worker's exception comes back as a RuntimeError): a fresh engine on the
+            # folder gives the same weights, slower.
             logger.warning("in-place reload unsupported (%s); restarting the engine", err)
             self.restart(model_dir)
             return
@@ -263,14 +387,8 @@ class Engine:
     # -- generation ------------------------------------------------------------------------------
 
     def render(self, messages: list[dict]) -> list[int]:
-        """Prompt token ids for one chat, via the tokenizer's own chat template.
-
-        Token ids (not text) go to vLLM so it cannot add a second BOS to a template that has one.
-        """
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """Prompt token ids for one chat (see `render_chat`)."""
+        return render_chat(self.tokenizer, messages)
 
     def generate(
         self,
@@ -284,8 +402,10 @@ class Engine:
         seed: int,
         stop: list[str] | None = None,
         progress: bool = True,
+        index_offset: int = 0,
     ) -> list[list[Completion]]:
-        """n completions per chat, in order. Temperature 0 is greedy.
+        """n completions per chat, in order. Temperature 0 is greedy. `index_offset` is the first
+        chat's index in the whole batch (a data-parallel slice's start): seeds follow the index.
 
         vLLM refuses n > 1 with greedy decoding; greedy is deterministic, so one completion is
         decoded and repeated n times (the caller still gets n entries per prompt).
@@ -296,11 +416,11 @@ class Engine:
         """
         self._require_open()
         prompts = [self.render(chat) for chat in messages]
-        self._check_lengths(prompts, max_tokens)
+        check_prompt_lengths(prompts, self.max_model_len, max_tokens, index_offset)
         copies = n if temperature == 0 else 1
         params = [
             self._sampling_params(n // copies, temperature, top_p, top_k, max_tokens, seed, i, stop)
-            for i in range(len(prompts))
+            for i in range(index_offset, index_offset + len(prompts))
         ]
         outputs = self._llm.generate(
             [{"prompt_token_ids": ids} for ids in prompts],
@@ -311,17 +431,6 @@ class Engine:
         return [
             _completions(out, len(ids)) * copies for out, ids in zip(outputs, prompts, strict=True)
         ]
-
-    def _check_lengths(self, prompts: list[list[int]], max_tokens: int) -> None:
-        room = self.max_model_len - max_tokens
-        too_long = [(i, len(ids)) for i, ids in enumerate(prompts) if len(ids) > room]
-        if too_long:
-            shown = ", ".join(f"#{i}: {length}" for i, length in too_long[:5])
-            raise PromptTooLongError(
-                f"{len(too_long)} prompt(s) exceed max_model_len {self.max_model_len} - max_tokens "
-                f"{max_tokens} = {room} tokens ({shown}); shorten the documents or raise "
-                "student.max_model_len"
-            )
 
     def _sampling_params(self, n, temperature, top_p, top_k, max_tokens, seed, index, stop):
         from vllm import SamplingParams

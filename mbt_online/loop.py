@@ -87,8 +87,9 @@ class Drivers:
 
 
 def real_drivers(cfg: Config, run_dir: Path) -> Drivers:
-    """vLLM for the student, the configured teacher backend, TRL for training."""
-    from mbt_online.engine import Engine
+    """The configured rollout backend for the student, the configured teacher backend, TRL for
+    training."""
+    from mbt_online.engine import make_generator
     from mbt_online.teachers.stage import round_teacher, student_token_counter
 
     initial = resolve_student(cfg)
@@ -97,11 +98,15 @@ def real_drivers(cfg: Config, run_dir: Path) -> Drivers:
     def make_trainer() -> Trainer:
         from mbt_online.train import TrlTrainer  # torch and TRL: only when a round trains
 
-        return TrlTrainer(cfg.train, bf16=cfg.student.dtype == "bfloat16")
+        return TrlTrainer(
+            cfg.train,
+            bf16=cfg.student.dtype == "bfloat16",
+            chat_template=cfg.student.chat_template,
+        )
 
     return Drivers(
         initial=initial,
-        make_generator=lambda model_dir: Engine.from_config(cfg, model_dir),
+        make_generator=lambda model_dir: make_generator(cfg, model_dir),
         make_teacher=lambda round_: round_teacher(cfg, round_, run_dir, count),
         make_trainer=make_trainer,
         count_tokens=count,
@@ -219,7 +224,7 @@ def evaluate_round(
     full context may need a larger `max_model_len` than the run trained with. `save` keeps the
     scored completions (a `datasets` folder, with the metrics in `metrics.json`) so a reported
     number can be re-checked or rescored later; it never overwrites an earlier evaluation.
-    `make_generator(cfg, model_dir)` defaults to a vLLM engine."""
+    `make_generator(cfg, model_dir)` defaults to the engine `engine.backend` names."""
     run_dir = Path(run_dir)
     if distractors is not None and not dataset:
         raise ConfigError("distractors: only for a data file; give dataset and path too")
@@ -291,9 +296,9 @@ def _eval_examples(
 
 
 def _engine(cfg: Config, model_dir: str) -> Generator:
-    from mbt_online.engine import Engine
+    from mbt_online.engine import make_generator
 
-    return Engine.from_config(cfg, model_dir)
+    return make_generator(cfg, model_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +318,7 @@ def _check_new_run(run_dir: Path, cfg: Config) -> None:
     """Everything a new run can check before it creates anything."""
     if (run_dir / STATE_FILE).exists():
         raise RunExistsError(run_dir)
+    _check_models(cfg)
     mixture.check_data_paths(cfg)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -324,6 +330,16 @@ def _check_new_run(run_dir: Path, cfg: Config) -> None:
             f"run directory {run_dir} is not writable ({e.strerror}); "
             "pick a writable run directory or run.runs_dir"
         ) from None
+
+
+def _check_models(cfg: Config) -> None:
+    """The student (and a vllm teacher's model) exist, cached or on the hub, before the run
+    directory does: an uncached id offline is refused here, not after config.yaml is written."""
+    from mbt_online.tools.pretrained import check_model_name, check_student
+
+    check_student(cfg)
+    if cfg.teacher.backend == "vllm" and cfg.teacher.model:
+        check_model_name(cfg.teacher.model, "teacher.model")
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
@@ -363,23 +379,11 @@ def open_run(run_dir: Path, allow_changed: bool = False) -> Config:
 
 
 def resolve_student(cfg: Config) -> str:
-    """The initial student's HF folder: the embedded bootstrap, a known name, or a local path."""
-    name = cfg.student.model
-    if name == "bootstrap":
-        from mbt_online.sim.bootstrap import ensure_student
+    """The initial student's HF folder (`tools.pretrained.resolve_student`: bootstrap, a known
+    name, a local folder or a hub id)."""
+    from mbt_online.tools.pretrained import resolve_student as resolve
 
-        return str(ensure_student(cfg))
-    from mbt_online.tools.pretrained import KNOWN_MODELS, ModelFetchError, resolve_model
-
-    try:
-        return str(Path(resolve_model(name)).resolve())
-    except ValueError:
-        raise ConfigError(
-            f"student.model: {name!r} is not 'bootstrap', a known model "
-            f"({', '.join(KNOWN_MODELS)}) or an existing model folder"
-        ) from None
-    except ModelFetchError as e:
-        raise ConfigError(f"student.model: could not fetch {name!r}: {e}") from None
+    return resolve(cfg)
 
 
 # ---------------------------------------------------------------------------------------------

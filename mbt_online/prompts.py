@@ -9,6 +9,7 @@ whose verdict needs a second model to parse it is not a judge.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from mbt_online.tasks.base import Example
 
@@ -77,6 +78,43 @@ def student_messages(ex: Example, metacognitive: bool = False) -> list[dict]:
     if metacognitive:
         return [{"role": "system", "content": METACOGNITIVE_SYSTEM}, user]
     return [user]
+
+
+# `student.chat_template: verbatim`: ChatML with every message's content emitted as it is. Qwen3's
+# own template rewrites reasoning (it moves <think> into `reasoning_content` and drops the thinking
+# of earlier turns), so the trace the student is trained on would not be the bytes it was given.
+# The {% generation %} markers let TRL build assistant-only loss masks.
+VERBATIM_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
+    "{{ '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHAT_TEMPLATES = ("model", "verbatim")
+
+
+def use_chat_template(tokenizer: Any, choice: str) -> Any:
+    """The tokenizer the student's prompts and targets are rendered with: its own template
+    (`model`) or `VERBATIM_CHAT_TEMPLATE` (`verbatim`), set on it so that generation (engine) and
+    training (TRL) render alike; a tokenizer saved afterwards keeps the template it was given.
+    ChatML's turn markers must be tokens of the model (Qwen, SmolLM2), or it is refused."""
+    if choice == "model":
+        return tokenizer
+    if choice != "verbatim":
+        raise ValueError(f"chat template {choice!r}: expected one of {', '.join(CHAT_TEMPLATES)}")
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in vocab]
+    if missing:
+        raise ValueError(
+            f"student.chat_template=verbatim is ChatML, but the tokenizer has no {missing} "
+            "token; use student.chat_template=model for this model"
+        )
+    tokenizer.chat_template = VERBATIM_CHAT_TEMPLATE
+    return tokenizer
 
 
 def format_target(trace: str, answer: str) -> str:

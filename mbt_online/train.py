@@ -102,6 +102,7 @@ def train_sft(
     seed: int,
     *,
     bf16: bool = False,
+    chat_template: str = "model",
 ) -> TrainResult:
     """Supervised fine-tuning on prompt/completion rows; loss on completion tokens only.
 
@@ -112,7 +113,9 @@ def train_sft(
     if len(rows) == 0:
         return _nothing_to_train(model_dir, out_dir, "sft")
     with _torch_threads(cfg.threads), _scratch(out_dir) as tmp:
-        trainer = sft_trainer(model_dir, _in_memory(rows), cfg, seed, tmp, bf16=bf16)
+        trainer = sft_trainer(
+            model_dir, _in_memory(rows), cfg, seed, tmp, bf16=bf16, chat_template=chat_template
+        )
         metrics = _fit(trainer, "sft", len(rows))
         metrics.update(_sft_metrics(trainer.state.log_history))
         result = _finish(trainer, model_dir, out_dir, metrics)
@@ -130,6 +133,7 @@ def train_dpo(
     seed: int,
     *,
     bf16: bool = False,
+    chat_template: str = "model",
 ) -> TrainResult:
     """DPO on chosen/rejected pairs against a frozen reference.
 
@@ -142,7 +146,14 @@ def train_dpo(
         return _nothing_to_train(model_dir, out_dir, "dpo")
     with _torch_threads(cfg.threads), _scratch(out_dir) as tmp:
         trainer = dpo_trainer(
-            model_dir, ref_model_dir, _in_memory(pairs), cfg, seed, tmp, bf16=bf16
+            model_dir,
+            ref_model_dir,
+            _in_memory(pairs),
+            cfg,
+            seed,
+            tmp,
+            bf16=bf16,
+            chat_template=chat_template,
         )
         metrics = _fit(trainer, "dpo", len(pairs))
         metrics.update(_dpo_metrics(trainer.state.log_history))
@@ -156,20 +167,38 @@ class TrlTrainer:
     """The loop's `Trainer` in a real run: SFT then DPO with TRL, each from the model the step
     before it left; a step with no rows is skipped (its model is the one it was given)."""
 
-    def __init__(self, cfg: TrainConfig, *, bf16: bool = False) -> None:
-        self.cfg, self.bf16 = cfg, bf16
+    def __init__(
+        self, cfg: TrainConfig, *, bf16: bool = False, chat_template: str = "model"
+    ) -> None:
+        # chat_template: student.chat_template, so targets render as the engine renders prompts
+        self.cfg, self.bf16, self.chat_template = cfg, bf16, chat_template
 
     def train(self, job: TrainJob) -> Trained:
         model, adapter, adapter_base = job.start_model, None, job.start_model
         metrics: dict[str, float] = {}
         if len(job.sft):
-            res = train_sft(model, job.sft, job.out_dir / "sft", self.cfg, job.seed, bf16=self.bf16)
+            res = train_sft(
+                model,
+                job.sft,
+                job.out_dir / "sft",
+                self.cfg,
+                job.seed,
+                bf16=self.bf16,
+                chat_template=self.chat_template,
+            )
             adapter_base, model, adapter = model, str(res.model_dir), res.adapter_dir
             metrics.update(res.metrics)
         if len(job.pairs):
             ref = job.reference or model
             res = train_dpo(
-                model, ref, job.pairs, job.out_dir / "dpo", self.cfg, job.seed, bf16=self.bf16
+                model,
+                ref,
+                job.pairs,
+                job.out_dir / "dpo",
+                self.cfg,
+                job.seed,
+                bf16=self.bf16,
+                chat_template=self.chat_template,
             )
             adapter_base, model, adapter = model, str(res.model_dir), res.adapter_dir
             metrics.update(res.metrics)
@@ -189,6 +218,7 @@ def sft_trainer(
     output_dir: str | Path,
     *,
     bf16: bool = False,
+    chat_template: str = "model",
 ) -> SFTTrainer:
     """The configured TRL SFT trainer (not yet run): `train_sft`'s engine, open for inspection."""
     hp = cfg.sft
@@ -206,7 +236,7 @@ def sft_trainer(
         # pinning it keeps prompts out of the loss if that default ever changes.
         completion_only_loss=True,
     )
-    model, tokenizer = _load_policy(model_dir)
+    model, tokenizer = _load_policy(model_dir, chat_template)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -227,6 +257,7 @@ def dpo_trainer(
     output_dir: str | Path,
     *,
     bf16: bool = False,
+    chat_template: str = "model",
 ) -> DPOTrainer:
     """The configured TRL DPO trainer (not yet run), reference model resolved as in `train_dpo`."""
     hp = cfg.dpo
@@ -242,7 +273,7 @@ def dpo_trainer(
         beta=hp.beta,
         **_dpo_loss(hp.sft_weight),
     )
-    model, tokenizer = _load_policy(model_dir)
+    model, tokenizer = _load_policy(model_dir, chat_template)
     trainer = DPOTrainer(
         model=model,
         ref_model=_load_reference(model_dir, ref_model_dir, lora, args.bf16),
@@ -356,10 +387,15 @@ def _peft_config(lora: LoraConfig) -> PeftLoraConfig:
     )
 
 
-def _load_policy(model_dir: str | Path) -> tuple[PreTrainedModel, Any]:
-    """fp32 master weights whatever the folder's dtype: bf16 weights round away small updates."""
+def _load_policy(
+    model_dir: str | Path, chat_template: str = "model"
+) -> tuple[PreTrainedModel, Any]:
+    """fp32 master weights whatever the folder's dtype: bf16 weights round away small updates.
+    The tokenizer renders chats as the engine does (`prompts.use_chat_template`)."""
+    from mbt_online.prompts import use_chat_template
+
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = use_chat_template(AutoTokenizer.from_pretrained(str(model_dir)), chat_template)
     return model, tokenizer
 
 

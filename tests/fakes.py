@@ -38,7 +38,8 @@ def tiny_config(runs_dir: Path, **extra: object) -> Config:
         "data.train.limit": 4,
         "data.eval.limit": 3,
         "world.questions": 8,
-        "student.model": STUDENT,
+        # the drivers' initial model is STUDENT; the config names one a new run's checks accept
+        "student.model": "bootstrap",
         "rollout.samples": 2,
         "loop.rounds": ROUNDS,
         "tracking.wandb_mode": "disabled",

@@ -74,6 +74,7 @@ __all__ = [
     "config_yaml",
     "dump_config",
     "load_config",
+    "merge_configs",
     "parse_override",
     "read_yaml",
     "resolve_config",
@@ -223,11 +224,28 @@ def _section_at(loc: tuple) -> type[BaseModel] | None:
 # load and dump
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(
+    path: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None
+) -> Config:
     """Read a config (a file, a shipped name, or the packaged quickstart when None), apply
-    dotted overrides, validate."""
-    raw = read_yaml(resolve_config(path))
+    dotted overrides, validate. A list of files is layered: later files override earlier ones key
+    by key (a preset, then a hardware overlay), then the overrides."""
+    paths = list(path) if isinstance(path, list | tuple) else [path]
+    raw: dict = {}
+    for p in paths or [None]:
+        raw = merge_configs(raw, read_yaml(resolve_config(p)))
     return validate(apply_overrides(raw, list(overrides or [])))
+
+
+def merge_configs(base: dict, top: dict) -> dict:
+    """`top` over `base`: sections merge recursively, any other value (lists too) is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_configs(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:

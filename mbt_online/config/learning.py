@@ -79,8 +79,8 @@ class TeacherConfig(Section):
     )
     model: str = Field(
         default="",
-        description="Teacher model: the endpoint's model name (openai) or a local model folder "
-        "(vllm).",
+        description="Teacher model: the endpoint's model name (openai), or a local model folder "
+        "or Hugging Face hub id such as `Qwen/Qwen3-8B`, read through the hub cache (vllm).",
     )
     api_key_env: str = Field(
         default="OPENAI_API_KEY",

@@ -45,14 +45,30 @@ class DataSplit(Section):
 
     dataset: Literal[DATASETS] = Field(  # type: ignore[valid-type]
         default="world",
-        description="Benchmark layout of `path`, or `world` for the embedded synthetic world "
-        "(no file needed).",
+        description="Benchmark layout of `path` (or `hub`), or `world` for the embedded "
+        "synthetic world (no file needed).",
     )
     path: str | None = Field(
         default=None,
         description="Data file in the benchmark's official layout (JSON, JSON lines or Parquet) "
-        "or a datasets save_to_disk folder; required unless dataset=world. "
+        "or a datasets save_to_disk folder; required unless dataset=world or `hub` is set. "
         "`pkg://samples/<benchmark>/<file>` names a dev sample shipped with the package.",
+    )
+    hub: str | None = Field(
+        default=None,
+        description="Instead of `path`: a Hugging Face hub data set in the benchmark's hub "
+        "layout (e.g. `hotpotqa/hotpot_qa`; README: where each benchmark lives), or a local "
+        "folder laid out like one, read through `datasets.load_dataset` and the hub cache "
+        "(with HF_HUB_OFFLINE=1 it must be cached).",
+    )
+    hub_config: str | None = Field(
+        default=None,
+        description="The hub data set's configuration (`distractor` for hotpotqa/hotpot_qa); "
+        "null = its default.",
+    )
+    hub_split: str = Field(
+        default="validation",
+        description="The hub data set's split to read (the benchmarks' dev sets: `validation`).",
     )
     limit: int | None = Field(
         default=None, ge=1, description="Use at most this many questions; null = all."
@@ -207,13 +223,21 @@ class StudentConfig(Section):
     model: str = Field(
         default="bootstrap",
         description="Initial student: `bootstrap` (the embedded world's tiny model), a known "
-        "pretrained name (`mbt-online models fetch`) or a local Hugging Face model folder.",
+        "pretrained name (`mbt-online models fetch`), a local Hugging Face model folder, or a "
+        "hub id such as `Qwen/Qwen3-0.6B`, read through the hub cache (`HF_HOME`; with "
+        "HF_HUB_OFFLINE=1 it must be cached).",
     )
     dtype: Literal["float32", "bfloat16"] = Field(
         default="float32", description="Weights' dtype in the engine and in training."
     )
     max_model_len: int = Field(
         default=2048, ge=64, description="Context window in tokens (prompt + completion)."
+    )
+    chat_template: Literal["model", "verbatim"] = Field(
+        default="model",
+        description="How the student's chats become text, alike in the engine and in training: "
+        "the model's own template (`model`), or `verbatim`, ChatML that keeps every message, "
+        "<think> trace included, byte for byte (Qwen3's own template rewrites reasoning).",
     )
     use_metacognitive_prompt: bool = Field(
         default=False,
@@ -223,8 +247,20 @@ class StudentConfig(Section):
 
 
 class EngineConfig(Section):
-    """The vLLM engine that samples the student."""
+    """The engine that samples the student (vLLM, or transformers where vLLM does not install)."""
 
+    backend: Literal["vllm", "transformers"] = Field(
+        default="vllm",
+        description="Rollout backend: `vllm` (fast; the vLLM package), or `transformers`: "
+        "transformers' `generate`, for machines without vLLM and as the rollout benchmark's "
+        "baseline (seeded per prompt and sample like vLLM, same handoffs; much slower).",
+    )
+    data_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        description="Engine processes for rollouts: each takes a contiguous slice of the prompts "
+        "(and, on GPU, its own devices) and every prompt keeps the seeds it has with one engine.",
+    )
     handoff: Literal["reload", "lora", "restart"] = Field(
         default="reload",
         description="How a round's new weights reach the engine: `reload` in place, `lora` "
@@ -233,15 +269,34 @@ class EngineConfig(Section):
     kvcache_gib: float = Field(
         default=1.0, gt=0, description="CPU only: KV-cache size in GiB (rounded up)."
     )
-    enforce_eager: bool = Field(
-        default=True,
-        description="Run without CUDA graphs / compilation: slower steps, much faster start.",
+    enforce_eager: bool | None = Field(
+        default=None,
+        description="Run without CUDA graphs / compilation (slower steps, much faster start); "
+        "null = the platform's choice: eager on CPU, CUDA graphs on GPU.",
+    )
+    chunked_prefill: bool | None = Field(
+        default=None,
+        description="vLLM's chunked prefill; null = off on CPU (its seeded sampling needs whole "
+        "prefills), vLLM's default (on) on GPU, where vLLM 0.32 warns that off may crash or "
+        "give wrong outputs.",
+    )
+    max_num_seqs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most sequences vLLM decodes at once (a memory/throughput knob); null = "
+        "vLLM's default.",
+    )
+    prefix_caching: bool | None = Field(
+        default=None,
+        description="vLLM's prefix cache (samples of one prompt share its prefill); null = "
+        "vLLM's default.",
     )
     gpu_memory_utilization: float = Field(
         default=0.45,
         gt=0,
         le=1,
-        description="GPU only: share of GPU memory vLLM may take; the rest is left to training.",
+        description="GPU only: share of GPU memory vLLM may take; training runs in-process beside "
+        "the live engine and gets the rest.",
     )
 
 
@@ -373,12 +428,14 @@ class Config(Section):
                 "engine.handoff=lora needs train.method=lora (full fine-tuning "
                 "produces no adapter); use reload or restart"
             )
-        for split in ("train", "eval"):
-            s = getattr(self.data, split)
-            if s.dataset in BENCHMARKS and not s.path:
+        for split, s in self.data.splits():
+            if s.dataset in BENCHMARKS and not (s.path or s.hub):
                 raise ValueError(
-                    f"data.{split}.path is required when data.{split}.dataset={s.dataset}"
+                    f"data.{split}.path is required when data.{split}.dataset={s.dataset} "
+                    f"(or a hub data set in data.{split}.hub)"
                 )
+            if s.path and s.hub:
+                raise ValueError(f"data.{split}: name a path or a hub data set, not both")
         return self
 
     def run_dir(self) -> Path:

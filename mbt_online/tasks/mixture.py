@@ -15,10 +15,24 @@ log = logging.getLogger("mbt_online")
 
 
 def check_data_paths(cfg: Config) -> None:
-    """Fail before any work when a benchmark file is missing, naming the config key."""
+    """Fail before any work when a benchmark file is missing or a hub data set cannot be loaded
+    (offline: is not cached), naming the config key."""
     for name, s in cfg.data.splits():
-        if s.dataset in BENCHMARKS and not resolve_data_path(s.path).is_file():
+        if s.dataset not in BENCHMARKS:
+            continue
+        if s.hub:
+            _check_hub(name, s)
+        elif not resolve_data_path(s.path).is_file():
             raise ConfigError(f"data.{name}.path: file not found: {describe_missing(s.path)}")
+
+
+def _check_hub(name: str, s: DataSplit) -> None:
+    from mbt_online import hub
+
+    try:
+        hub.check_dataset(s.hub, s.hub_config, s.hub_split)
+    except hub.HubError as e:
+        raise ConfigError(f"data.{name}.hub: {e}") from None
 
 
 def load_data(cfg: Config) -> tuple[list[Example], list[Example]]:
@@ -45,12 +59,13 @@ def load_split(cfg: Config, which: str) -> list[Example]:
 
 
 def load_source(s: DataSplit, cfg: Config, which: str) -> LoadResult:
-    """One source through its task: a benchmark file through that benchmark's parser (shuffled
-    with the run's seed), or the split's generated world (`which` picks its side of the names)."""
+    """One source through its task: a benchmark file or hub data set through that benchmark's
+    parser (shuffled with the run's seed), or the split's generated world (`which` picks its
+    side of the names)."""
     if s.dataset in BENCHMARKS:
         return load_examples(
             s.dataset,
-            s.path,
+            _hub_split(s) if s.hub else s.path,
             limit=s.limit,
             offset=s.offset,
             distractors=s.distractors,
@@ -59,6 +74,18 @@ def load_source(s: DataSplit, cfg: Config, which: str) -> LoadResult:
         )
     examples = world_split(s, cfg.world, which)
     return LoadResult(examples=examples, total=len(examples))
+
+
+def _hub_split(s: DataSplit) -> object:
+    """The hub data set's split (a `datasets.Dataset`), which the benchmark's parser reads in
+    its hub layout like any other source."""
+    from mbt_online import hub
+
+    assert s.hub is not None
+    try:
+        return hub.load_dataset_split(s.hub, s.hub_config, s.hub_split)
+    except hub.HubError as e:
+        raise ConfigError(f"hub data set: {e}") from None
 
 
 def round_questions(examples: list[Example], round_: int, per_round: int | None) -> list[Example]:

