@@ -371,18 +371,7 @@ class Engine:
         For "lora", `model_dir` is the base the adapter was trained on; it is loaded first when it
         is not the engine's current weights (e.g. earlier rounds' adapters merged into it).
         """
-        if mode == "reload":
-            self.load_weights(model_dir)
-        elif mode == "restart":
-            self.restart(model_dir)
-        elif mode == "lora":
-            if adapter_dir is None:
-                raise ValueError("handoff mode 'lora' needs adapter_dir")
-            if Path(model_dir).resolve() != Path(self.model_path).resolve():
-                self.load_weights(model_dir)
-            self.set_lora(adapter_dir)
-        else:
-            raise ValueError(f"unknown handoff mode {mode!r}; use reload, lora or restart")
+        dispatch_handoff(self, mode, model_dir, adapter_dir)
 
     # -- generation ------------------------------------------------------------------------------
 
@@ -461,3 +450,23 @@ def _completions(output: Any, prompt_tokens: int) -> list[Completion]:
         )
         for o in ordered
     ]
+
+
+def dispatch_handoff(
+    engine: Any, mode: HandoffMode, model_dir: str, adapter_dir: str | None = None
+) -> None:
+    """The handoff modes over an engine's `load_weights` / `restart` / `set_lora`, shared by the
+    vLLM and transformers backends so both read a mode the same way. For "lora", `model_dir` is the
+    base the adapter was trained on; it is loaded first when it is not the engine's weights."""
+    if mode == "reload":
+        engine.load_weights(model_dir)
+    elif mode == "restart":
+        engine.restart(model_dir)
+    elif mode == "lora":
+        if adapter_dir is None:
+            raise ValueError("handoff mode 'lora' needs adapter_dir")
+        if Path(model_dir).resolve() != Path(engine.model_path).resolve():
+            engine.load_weights(model_dir)
+        engine.set_lora(adapter_dir)
+    else:
+        raise ValueError(f"unknown handoff mode {mode!r}; use reload, lora or restart")

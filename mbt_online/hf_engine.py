@@ -19,7 +19,6 @@ Prompts are batched with left padding, `batch_size` prompts x n samples per `gen
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,6 +28,7 @@ from mbt_online.engine import (
     Completion,
     HandoffMode,
     check_prompt_lengths,
+    dispatch_handoff,
     render_chat,
     request_seed,
 )
@@ -172,18 +172,7 @@ class TransformersEngine:
 
     def handoff(self, mode: HandoffMode, model_dir: str, adapter_dir: str | None = None) -> None:
         """Give the engine the round's new policy the way the config asks (as `Engine.handoff`)."""
-        if mode == "reload":
-            self.load_weights(model_dir)
-        elif mode == "restart":
-            self.restart(model_dir)
-        elif mode == "lora":
-            if adapter_dir is None:
-                raise ValueError("handoff mode 'lora' needs adapter_dir")
-            if Path(model_dir).resolve() != Path(self.model_path).resolve():
-                self.load_weights(model_dir)
-            self.set_lora(adapter_dir)
-        else:
-            raise ValueError(f"unknown handoff mode {mode!r}; use reload, lora or restart")
+        dispatch_handoff(self, mode, model_dir, adapter_dir)
 
     # -- generation ------------------------------------------------------------------------------
 

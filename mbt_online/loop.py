@@ -138,7 +138,7 @@ def train(
     if run_dir is None:
         if cfg is None:
             raise ConfigError("run_dir: a resume names its run directory")
-        run_dir = Path(cfg.run.runs_dir) / cfg.run.name
+        run_dir = cfg.run_dir()
     run_dir = Path(run_dir)
     if resume:
         _check_resumable(run_dir)

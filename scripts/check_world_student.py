@@ -45,7 +45,7 @@ def main() -> None:
 
 
 def report(cfg, path: str, n: int) -> None:
-    from mbt_online.engine import Engine
+    from mbt_online.engine import make_generator
     from mbt_online.prompts import student_messages
     from mbt_online.scoring.metrics import aggregate, diagnose
     from mbt_online.tasks.world import world_split
@@ -53,7 +53,7 @@ def report(cfg, path: str, n: int) -> None:
     split = cfg.data.eval.model_copy(update={"limit": n})
     examples = world_split(split, cfg.world, "eval")
     s = cfg.eval.sampling
-    engine = Engine.from_config(cfg, path, lora=False, seed=s.seed)
+    engine = make_generator(cfg, path, lora=False, seed=s.seed)
     start = time.perf_counter()
     outs = engine.generate(
         [student_messages(ex) for ex in examples],

@@ -12,7 +12,6 @@ import torch
 from mbt_online.config import Config, validate
 from mbt_online.sim import bootstrap
 from mbt_online.sim.bootstrap import (
-    cache_root,
     encode_row,
     ensure_student,
     install_reader,
@@ -48,17 +47,6 @@ def tiny(**changes) -> Config:
 def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MBT_ONLINE_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def test_cache_root_precedence(tmp_path, monkeypatch):
-    monkeypatch.delenv("MBT_ONLINE_CACHE", raising=False)
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cache_root() == tmp_path / "home" / ".cache" / "mbt-online"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_root() == tmp_path / "xdg" / "mbt-online"
-    monkeypatch.setenv("MBT_ONLINE_CACHE", str(tmp_path / "mine"))
-    assert cache_root() == tmp_path / "mine"
 
 
 def test_cache_key_follows_what_shapes_the_student():

@@ -14,6 +14,8 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from mbt_online.prompts import VERBATIM_CHAT_TEMPLATE
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 PAD = "<|pad|>"
@@ -22,19 +24,10 @@ SPECIAL_TOKENS = (PAD, IM_START, IM_END)
 # to count) but NOT special, so `decode(skip_special_tokens=True)` (vLLM's default) keeps them.
 TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
 
-# ChatML. Assistant content is emitted verbatim, <think> blocks included: MBT trains on the
+# ChatML with assistant content emitted verbatim, <think> blocks included: MBT trains on the
 # reasoning itself, so a template that strips earlier thoughts (as Qwen3's does) would erase the
-# very tokens being taught. The {% generation %} markers let TRL build assistant-only loss masks.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
-    "{{ '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+# very tokens being taught. The same template as `student.chat_template: verbatim`.
+CHAT_TEMPLATE = VERBATIM_CHAT_TEMPLATE
 
 # vLLM's CPU attention kernels only accept these head sizes; smaller heads fail at engine start.
 _MIN_HEAD_DIM = 32

@@ -312,7 +312,7 @@ def make_teacher(
 
         return StructuredTeacher(seed, budget_tokens, count_tokens, t.max_tries, t.style)
     if t.backend == "openai":
-        cache = cache_dir or Path(cfg.run.runs_dir) / cfg.run.name / "cache" / "llm"
+        cache = cache_dir or cfg.run_dir() / "cache" / "llm"
         client = make_client(t, cache_dir=cache)
         return LLMTeacher(client, t, budget_tokens, count_tokens, seed, backend="openai")
     if t.backend == "vllm":
