@@ -1,0 +1,102 @@
+"""What every command shares: the typer app, the consoles, the common help texts, `fail` and the
+library-to-flag error wording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mbt_online.config import ConfigError
+from mbt_online.config.docs import sections_help
+from mbt_online.tasks.names import BENCHMARKS
+
+app = typer.Typer(
+    help="Online Metacognitive Behavioral Tuning: roll out, score, teach, SFT, DPO, repeat.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DATASET_HELP = f"Benchmark layout: {', '.join(BENCHMARKS[:-1])} or {BENCHMARKS[-1]}."
+PATH_HELP = "`pkg://samples/<benchmark>/<file>` names a dev sample shipped with the package."
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+TRAIN_EPILOG = (
+    f"Config sections, each key a dotted override section.key=value: {sections_help()}\n\n"
+    "Every key with its type, default and meaning: `mbt-online config show --explain` and "
+    "docs/configuration.md; the shipped configs: `mbt-online config list`."
+)
+CONFIG_HELP = (
+    "A YAML file, or the name of a shipped config (`mbt-online config list`), e.g. "
+    "smollm2-mhqa-cpu; repeat it to layer files, later ones overriding earlier ones (a preset, "
+    "then a hardware overlay: -c gpu/qwen3-4b -c gpu/hw-8gpu). Default: the shipped quickstart."
+)
+
+
+def print_round_table(run_dir: Path) -> None:
+    from mbt_online.rundir.metrics_file import read_metrics
+    from mbt_online.scoring.round_metrics import HEADLINE
+
+    table = Table(title=f"MBT run {run_dir}")
+    cols = [("round", "round"), *((title, key) for key, title in HEADLINE)]
+    for name, _ in cols:
+        table.add_column(name, justify="right")
+    for m in read_metrics(run_dir):
+        table.add_row(*[_fmt(m.get(key)) for _, key in cols])
+    console.print(table)
+    console.print(f"run directory: {run_dir}")
+    wandb_runs = sorted((run_dir / "wandb" / "wandb").glob("offline-run-*"))
+    if wandb_runs:
+        console.print(f"offline wandb run: {wandb_runs[-1]}  (upload: wandb sync {wandb_runs[-1]})")
+
+
+# library parameters that the commands take as options of the same name
+FLAGS = ("distractors", "path", "rounds", "save", "resume")
+
+
+def flag_wording(e: ConfigError) -> str:
+    """A library error in the command line's words: the library names its parameters
+    (`save: ...`), the user typed options (`--save`); a run that exists gets its resume command."""
+    from mbt_online.loop import RunExistsError
+
+    text = str(e)
+    if isinstance(e, RunExistsError):
+        return f"{text}: resume it with `mbt-online train --resume {e.run_dir}` or pass --run-dir"
+    param, colon, rest = text.partition(":")
+    return f"--{param}{colon}{rest}" if colon and param in FLAGS else text
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+    return "-" if v is None else str(v)
+
+
+def parse_distractors(value: str | None) -> int | str | None:
+    if value is None or value == "all":
+        return value
+    if not value.isdigit():
+        fail(f"--distractors: expected a count or 'all', got {value!r}")
+    return int(value)
+
+
+def _console_logging() -> None:
+    import logging
+
+    logger = logging.getLogger("mbt_online")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
