@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from paths import SAMPLES
 
+from mbt_online import evaluation
 from mbt_online.config import ConfigError, load_config
 
 MUSIQUE = SAMPLES["musique"]
@@ -113,11 +114,11 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
     assert offline, "an offline wandb run is written"
 
     # the eval command on any data file: round 2's student, and round 0 = the untrained one
-    again = loop.evaluate_round(run, 2)
+    again = evaluation.evaluate_round(run, 2)
     assert again["eval/accuracy"] == pytest.approx(metrics[2]["eval/accuracy"])
     assert again["eval/mean_tokens"] == pytest.approx(metrics[2]["eval/mean_tokens"])
     saved = tmp_path / "eval-r0"
-    other = loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, save=saved)
+    other = evaluation.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, save=saved)
     assert other["questions"] == 3 and other["round"] == 0
     for key in ("cover", "em", "f1", "answer_inclusive_rate", "degeneration_rate", "mean_tokens"):
         assert f"eval/{key}" in other
@@ -129,12 +130,12 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
     assert sum(kept["tokens"]) / 3 == pytest.approx(other["eval/mean_tokens"])
     assert json.loads((saved / "metrics.json").read_text()) == other
     with pytest.raises(ConfigError, match="eval-r0 already exists"):
-        loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, save=saved)
+        evaluation.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, save=saved)
     # several samples per question under another seed: metrics over all 6 completions
-    more = loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, seed=7, samples=2)
+    more = evaluation.evaluate_round(run, 0, "hotpotqa", HOTPOT, limit=3, seed=7, samples=2)
     assert more["questions"] == 3 and more["eval/n"] == 6
     with pytest.raises(ConfigError, match="eval.sampling.samples"):
-        loop.evaluate_round(run, 0, samples=0)
+        evaluation.evaluate_round(run, 0, samples=0)
     # a file's full distractor context vs none: the prompts reach the engine that much longer, and a
     # context window too small for them is refused with their lengths (the window is overridden)
     from mbt_online.engine import PromptTooLongError
@@ -142,12 +143,14 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
     lengths = {}
     for keep in (0, "all"):
         with pytest.raises(PromptTooLongError) as e:
-            loop.evaluate_round(run, 0, "hotpotqa", HOTPOT, 1, distractors=keep, max_model_len=64)
+            evaluation.evaluate_round(
+                run, 0, "hotpotqa", HOTPOT, 1, distractors=keep, max_model_len=64
+            )
         lengths[keep] = int(re.search(r"#0: (\d+)", str(e.value)).group(1))
     assert "max_model_len 64" in str(e.value)
     assert lengths["all"] > 2 * lengths[0]
     with pytest.raises(ConfigError, match="distractors: only for a data file"):
-        loop.evaluate_round(run, 0, distractors=1)
+        evaluation.evaluate_round(run, 0, distractors=1)
     # --temperature reaches the sampling the engine is given; the run's own stays 0.6
     seen = []
 
@@ -158,10 +161,10 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "rollout_rows", capture)
     for temperature in (0.0, None):
         with pytest.raises(InterruptedError):
-            loop.evaluate_round(run, 0, limit=1, temperature=temperature)
+            evaluation.evaluate_round(run, 0, limit=1, temperature=temperature)
     assert seen == [0.0, 0.6]
     with pytest.raises(ConfigError, match="eval.sampling.temperature"):
-        loop.evaluate_round(run, 0, temperature=-1.0)
+        evaluation.evaluate_round(run, 0, temperature=-1.0)
 
 
 @pytest.mark.slow

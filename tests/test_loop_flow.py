@@ -29,7 +29,7 @@ from fakes import (
     without_timing,
 )
 
-from mbt_online import loop
+from mbt_online import evaluation, loop
 from mbt_online.config import Config, load_config
 from mbt_online.rundir import read_metrics
 
@@ -126,7 +126,7 @@ def test_the_eval_command_replays_a_rounds_evaluation(clean):
     def make_generator(cfg: Config, model_dir: str) -> FakeGenerator:
         return FakeGenerator(model_dir, fakes.answers, [])
 
-    out = loop.evaluate_round(run_dir, 1, make_generator=make_generator)
+    out = evaluation.evaluate_round(run_dir, 1, make_generator=make_generator)
     assert out["round"] == 1 and out["questions"] == 3
     logged = art["metrics"][1]
     assert {k: out[k] for k in logged if k.startswith("eval/")} == {
@@ -209,9 +209,12 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(clean):
 
     run_dir = clean[0]
     cases = [
-        (lambda: loop.evaluate_round(run_dir, 1, distractors=1), "distractors: only for a data"),
-        (lambda: loop.evaluate_round(run_dir, 1, save=run_dir), "save: "),
-        (lambda: loop.evaluate_round(run_dir, 1, "hotpotqa", run_dir / "none"), "path: file"),
+        (
+            lambda: evaluation.evaluate_round(run_dir, 1, distractors=1),
+            "distractors: only for a data",
+        ),
+        (lambda: evaluation.evaluate_round(run_dir, 1, save=run_dir), "save: "),
+        (lambda: evaluation.evaluate_round(run_dir, 1, "hotpotqa", run_dir / "none"), "path: file"),
         (lambda: loop.extend_run(run_dir, 1), "rounds: "),
     ]
     for call, start in cases:

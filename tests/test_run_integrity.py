@@ -24,7 +24,7 @@ import pytest
 from paths import SAMPLES
 from test_loop_flow import STUDENT, Fakes, artifacts, quick_datasets, run, tiny_config
 
-from mbt_online import loop
+from mbt_online import evaluation, loop
 from mbt_online.config import ConfigError, load_config
 from mbt_online.rundir import integrity
 from mbt_online.rundir.atomic import create_text_exclusive, write_dir_atomic
@@ -124,13 +124,15 @@ def test_judge_and_eval_save_hold_the_lock(finished, tmp_path, holder):
     out = cli("judge", "--run", str(run_dir), "--round", "1")
     assert out.returncode == 2 and f"process {proc.pid}" in out.stderr
     with pytest.raises(RunLockedError):
-        loop.evaluate_round(run_dir, 1, save=tmp_path / "saved")
+        evaluation.evaluate_round(run_dir, 1, save=tmp_path / "saved")
     assert not (tmp_path / "saved").exists()
     # an evaluation that keeps nothing only reads the run: no lock needed
     from test_loop_flow import FakeGenerator
 
     answers = Fakes(tiny_config(tmp_path)).answers
-    out = loop.evaluate_round(run_dir, 1, make_generator=lambda c, m: FakeGenerator(m, answers, []))
+    out = evaluation.evaluate_round(
+        run_dir, 1, make_generator=lambda c, m: FakeGenerator(m, answers, [])
+    )
     assert out["round"] == 1
 
 

@@ -83,7 +83,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a round's student: cover, EM, F1, answer-inclusive and degeneration rates."""
     from mbt_online.engine import PromptTooLongError
-    from mbt_online.loop import evaluate_round
+    from mbt_online.evaluation import evaluate_round
 
     if (dataset is None) != (path is None):
         fail("--dataset and --path go together")
