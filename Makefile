@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 STAMP_GPU := $(VENV)/.installed-gpu
 
-.PHONY: install install-gpu quickstart test lint clean browser
+.PHONY: install install-gpu quickstart test lint clean browser slurm-up slurm-down
 
 install: $(STAMP)
 
@@ -45,6 +45,14 @@ test: install browser
 # Headless Chromium for the report's rendering test (Debian package; skipped there when absent).
 browser:
 	-@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+# A one-node SLURM cluster on this machine for the sweep's cluster tests (Debian's slurm-wlm and
+# munge, installed if missing; run as root). Config, state and logs in MBT_SLURM_DIR (/tmp/mbt-slurm).
+slurm-up:
+	scripts/slurm_cluster.sh up
+
+slurm-down:
+	scripts/slurm_cluster.sh down
 
 lint: install
 	$(VENV)/bin/ruff check mbt_online tests scripts

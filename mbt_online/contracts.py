@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from mbt_online.engine import Completion, HandoffMode
+from mbt_online.engine import Completion, HandoffMode, ReleaseMode
 from mbt_online.teachers.contract import Teacher
 
 __all__ = ["Generator", "StageFailed", "Teacher", "Trainer", "TrainJob", "Trained"]
@@ -46,6 +46,12 @@ class Generator(Protocol):
 
     def handoff(self, mode: HandoffMode, model_dir: str, adapter_dir: str | None = None) -> None:
         """Serve `model_dir` (with `adapter_dir` on top for mode "lora") from now on."""
+        ...
+
+    def release(self, mode: ReleaseMode) -> None:
+        """Give the devices back before TRAIN (`engine.between_stages`): "stop" closes the
+        generator (the loop builds a new one on the new model); "sleep" frees device memory but
+        stays alive, and the next `handoff` (or generation) wakes it."""
         ...
 
     def close(self) -> None: ...
@@ -91,6 +97,14 @@ class StageFailed(RuntimeError):
         super().__init__(f"{stage}: {reason}")
         self.stage, self.reason = stage, reason
         self.run_dir: Path | None = None  # set by the loop, for the resume command it names
+
+    def resume_hint(self) -> str:
+        """What to do next, as the CLI prints it below the error (a subclass says its own)."""
+        return (
+            f"The stage is not marked done; when the endpoint is back, run `mbt-online train "
+            f"--resume {self.run_dir or '<run directory>'}`: only the failed requests are sent "
+            "again."
+        )
 
 
 def check_failures(stage: str, failures: Sequence[str | None], max_rate: float) -> None:

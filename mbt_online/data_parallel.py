@@ -6,6 +6,9 @@ of the prompts. The slice's start goes along as `index_offset`, so every prompt 
 seed it has with one engine (`request_seed(seed, global index) + k`): the split changes which
 process samples a prompt, not what it draws. Children are spawned (a fork would copy a CUDA or
 vLLM state the parent may hold), start their engines at once, and take handoffs in step.
+Releasing the devices for TRAIN reaches every worker too (a sleep sent to one engine leaves the
+other shards' memory held: verl #6456): "stop" ends the worker processes, which frees all they
+held; "sleep" puts every worker's engine to sleep, and the next handoff wakes each one.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import multiprocessing as mp
 import os
 from typing import TYPE_CHECKING, Any
 
-from mbt_online.engine import Completion, HandoffMode
+from mbt_online.engine import Completion, HandoffMode, ReleaseMode
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -136,6 +139,16 @@ class DataParallelGenerator:
         """Every worker takes the new weights before the next generation."""
         for conn in self._conns:
             conn.send(("handoff", ((mode, model_dir, adapter_dir), {})))
+        self._gather(range(self.size))
+
+    def release(self, mode: ReleaseMode) -> None:
+        """Every worker gives its devices back: "stop" ends the processes, "sleep" sleeps each
+        engine (the next handoff or generation wakes it)."""
+        if mode == "stop":
+            self.close()
+            return
+        for conn in self._conns:
+            conn.send(("release", ((mode,), {})))
         self._gather(range(self.size))
 
     def close(self) -> None:

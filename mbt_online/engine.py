@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HandoffMode = Literal["reload", "lora", "restart"]
+ReleaseMode = Literal["stop", "sleep"]
+
+# vLLM's memory share when TRAIN shares the device with the live engine, and when it does not
+INPROC_MEMORY_SHARE, STAGED_MEMORY_SHARE = 0.45, 0.85
 
 
 @dataclass
@@ -90,6 +94,7 @@ def make_generator(
     `engine.data_parallel_size` > 1, that many of them run in child processes
     (`data_parallel.DataParallelGenerator`).
     """
+    check_devices(cfg)
     if cfg.engine.data_parallel_size > 1:
         from mbt_online.data_parallel import DataParallelGenerator
 
@@ -108,12 +113,77 @@ def backend_generator(
     return Engine.from_config(cfg, model_path, lora=lora, seed=seed)
 
 
+def runtime_mode(cfg: Config) -> Literal["inproc", "staged"]:
+    """Where TRAIN runs: `runtime.mode` resolved (`launch.resolved_mode`: auto = staged where CUDA
+    is present). Read defensively: a config without a runtime section trains in-process."""
+    runtime = getattr(cfg, "runtime", None)
+    if runtime is None:
+        return "inproc"
+    from mbt_online import launch
+
+    return launch.resolved_mode(runtime)
+
+
+def between_stages(cfg: Config) -> Literal["keep", "stop", "sleep"]:
+    """What the student's engine does while TRAIN runs (`engine.between_stages`, auto resolved).
+
+    auto keeps the engine where TRAIN runs in-process on a CPU (nothing to give back: RAM is
+    shared and a restart costs seconds), sleeps a vLLM engine on GPU (weights parked in host
+    memory, back in seconds) and stops it otherwise. vLLM's sleep mode exists only on CUDA-like
+    platforms (`Platform.is_sleep_mode_available`), so an explicit `sleep` on a CPU is refused
+    here, at engine start, rather than after the round's rollouts."""
+    mode, gpu = cfg.engine.between_stages, _cuda_available()
+    if mode == "auto":
+        if not gpu and runtime_mode(cfg) == "inproc":
+            return "keep"
+        return "sleep" if gpu and cfg.engine.backend == "vllm" else "stop"
+    if mode == "sleep" and cfg.engine.backend == "vllm" and not gpu:
+        from mbt_online.config import ConfigError
+
+        raise ConfigError(
+            "engine.between_stages=sleep needs vLLM's sleep mode, which runs only on a GPU; "
+            "this machine has none: use engine.between_stages=stop (or keep)"
+        )
+    return mode
+
+
+def check_devices(cfg: Config) -> None:
+    """tensor_parallel_size x data_parallel_size GPUs must be visible before any engine starts
+    (vLLM would otherwise fail inside a worker, or wait for a device it cannot get)."""
+    tp, dp = cfg.engine.tensor_parallel_size, cfg.engine.data_parallel_size
+    if tp == 1:
+        return  # one device per engine: the data-parallel workers check their own slices
+    from mbt_online.config import ConfigError
+
+    if not _cuda_available():
+        raise ConfigError(
+            f"engine.tensor_parallel_size={tp} needs {tp} GPUs per engine; this machine has "
+            "none: set engine.tensor_parallel_size=1"
+        )
+    from mbt_online.data_parallel import _visible_devices
+
+    visible = len(_visible_devices())
+    if tp * dp > visible:
+        raise ConfigError(
+            f"engine.tensor_parallel_size={tp} x engine.data_parallel_size={dp} needs {tp * dp} "
+            f"GPUs; {visible} visible"
+        )
+
+
 def engine_kwargs(
     cfg: Config, *, lora: bool | None = None, seed: int | None = None
 ) -> dict[str, Any]:
     """`Engine` arguments from a run config, the one place they are read: the student's dtype and
     context window, the engine section's memory settings. `lora` (default: the config's handoff
-    is "lora") reserves adapter slots; `seed` (default: `run.seed`) is the engine's own."""
+    is "lora") reserves adapter slots; `seed` (default: `run.seed`) is the engine's own.
+
+    Only the student's engine (`lora` left to the config) can be put to sleep before TRAIN, so
+    only it starts with vLLM's sleep mode; a teacher's or a check script's (`lora=False`) never
+    sleeps. The memory share defaults higher in staged mode, where TRAIN never shares the device
+    with a live engine."""
+    share = cfg.engine.gpu_memory_utilization
+    if share is None:
+        share = STAGED_MEMORY_SHARE if runtime_mode(cfg) == "staged" else INPROC_MEMORY_SHARE
     return dict(
         dtype=cfg.student.dtype,
         max_model_len=cfg.student.max_model_len,
@@ -125,8 +195,10 @@ def engine_kwargs(
         chunked_prefill=cfg.engine.chunked_prefill,
         max_num_seqs=cfg.engine.max_num_seqs,
         prefix_caching=cfg.engine.prefix_caching,
-        gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+        gpu_memory_utilization=share,
         chat_template=cfg.student.chat_template,
+        tensor_parallel_size=cfg.engine.tensor_parallel_size,
+        sleep_mode=lora is None and between_stages(cfg) == "sleep",
     )
 
 
@@ -169,9 +241,11 @@ def require_folder_reload() -> None:
 
 
 def _cuda_available() -> bool:
-    import torch
+    """Whether a CUDA device is present, asked without initialising CUDA in this process (the
+    orchestrator of a staged run holds no CUDA context: `launch.cuda_present`)."""
+    from mbt_online import launch
 
-    return torch.cuda.is_available()
+    return launch.cuda_present()
 
 
 def _set_cpu_env(kvcache_gib: float) -> None:
@@ -222,6 +296,8 @@ def repack_cpu_gemms(model: Any) -> int:
 class Engine:
     """A vLLM engine for one student; generation takes chat messages, not raw strings."""
 
+    _asleep = False  # release("sleep") until the next load_weights or generate
+
     def __init__(
         self,
         model_path: str,
@@ -236,8 +312,10 @@ class Engine:
         chunked_prefill: bool | None = None,
         max_num_seqs: int | None = None,
         prefix_caching: bool | None = None,
-        gpu_memory_utilization: float = 0.45,
+        gpu_memory_utilization: float = INPROC_MEMORY_SHARE,
         chat_template: str = "model",
+        tensor_parallel_size: int = 1,
+        sleep_mode: bool = False,
     ) -> None:
         self.max_model_len = max_model_len
         self.chat_template = chat_template  # prompts.use_chat_template: the same as training's
@@ -266,6 +344,10 @@ class Engine:
             self._llm_kwargs["enable_prefix_caching"] = prefix_caching
         if enable_lora:
             self._llm_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+        if tensor_parallel_size > 1:
+            self._llm_kwargs["tensor_parallel_size"] = tensor_parallel_size
+        if sleep_mode:  # `release("sleep")` needs it from the start (vLLM's cumem allocator)
+            self._llm_kwargs["enable_sleep_mode"] = True
         if gpu:
             self._llm_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         else:
@@ -303,16 +385,49 @@ class Engine:
         self._llm = LLM(model=self.model_path, **self._llm_kwargs)
         self._lora: Any = None
         self._lora_counter = 0
+        self._asleep = False
 
     def close(self) -> None:
-        """Shut the engine down and free its memory; safe to call twice."""
+        """Shut the engine down and free its memory; safe to call twice.
+
+        A dropped `LLM` alone does not give its device memory back while the process lives (vLLM
+        #21073): the engine core is shut down explicitly (its process exits, or in-process its
+        executor lets go of the model), the last reference dropped, then the distributed groups
+        destroyed, garbage collected and the allocator's cache emptied."""
         if self._llm is None:
             return
         engine_core = getattr(self._llm.llm_engine, "engine_core", None)
         if engine_core is not None:
             engine_core.shutdown()
         self._llm = None
+        self._asleep = False
         _release_distributed_state()  # idempotent after shutdown; collects the engine's memory
+
+    def release(self, mode: ReleaseMode) -> None:
+        """Give the devices back for TRAIN. "stop": close (the loop starts a fresh engine on the
+        new model). "sleep": vLLM's level-1 sleep, weights parked in host memory and the KV cache
+        dropped; the next `load_weights` wakes the weights, reloads them from the new folder, then
+        wakes the KV cache (level 2 would drop the weights, and buffers a folder reload does not
+        restore: vLLM #29341); any other use wakes everything first."""
+        if mode == "stop":
+            self.close()
+        elif mode == "sleep":
+            self._require_open()
+            if not self._llm_kwargs.get("enable_sleep_mode"):
+                raise RuntimeError("release('sleep') needs an Engine built with sleep_mode=True")
+            if not self._asleep:
+                self._llm.sleep(level=1)
+                self._asleep = True
+        else:
+            raise ValueError(f"unknown release mode {mode!r}; use stop or sleep")
+
+    def _wake(self) -> None:
+        """Everything back on the device after a sleep, with the same weights."""
+        self._require_open()
+        if self._asleep:
+            self._llm.wake_up()
+            self._llm.reset_prefix_cache()
+            self._asleep = False
 
     def restart(self, model_path: str) -> None:
         """A fresh engine on `model_path`: the slow path that must match `load_weights`.
@@ -332,6 +447,8 @@ class Engine:
         adapter selection is cleared like `restart` does.
         """
         self._require_open()
+        if self._asleep:  # weights first, the KV cache after: the peak is one copy of each
+            self._llm.wake_up(tags=["weights"])
         try:
             self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
         except (TypeError, AttributeError, NotImplementedError, RuntimeError) as err:
@@ -343,6 +460,9 @@ class Engine:
             return
         if not _cuda_available():
             self._llm.apply_model(repack_cpu_gemms)
+        if self._asleep:
+            self._llm.wake_up(tags=["kv_cache"])
+            self._asleep = False
         self._llm.reset_prefix_cache()
         self.model_path = str(model_dir)
         self._lora = None
@@ -403,7 +523,7 @@ class Engine:
         before any generation) rather than left-truncated: cutting the front would drop the system
         prompt and instructions silently, while the prompt builder can drop documents knowingly.
         """
-        self._require_open()
+        self._wake()
         prompts = [self.render(chat) for chat in messages]
         check_prompt_lengths(prompts, self.max_model_len, max_tokens, index_offset)
         copies = n if temperature == 0 else 1

@@ -1,10 +1,12 @@
 """Evaluating a run's model outside its loop (the `eval` command): any round, any data file, other
 seeds or samples, optionally saved for re-checking. The loop's own EVAL stage is `Session.evaluate`;
-both score through `rollout.rollout_rows` and `scoring.round_metrics.summarize`."""
+both sample through `rollout.evaluate_rows` (every seed of `eval.sampling`) and aggregate through
+`scoring.round_metrics.summarize_eval`."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,10 @@ from typing import Any
 from mbt_online.config import Config, ConfigError, load_config
 from mbt_online.contracts import Generator
 from mbt_online.loop import resolve_student
-from mbt_online.rollout import rollout_rows
+from mbt_online.rollout import evaluate_rows
 from mbt_online.rundir import RunState, read_metrics, save_rows, write_json_atomic
 from mbt_online.rundir.lock import run_lock
-from mbt_online.scoring.round_metrics import summarize
-from mbt_online.seeds import stage_seed
+from mbt_online.scoring.round_metrics import summarize_eval
 from mbt_online.tasks import mixture
 from mbt_online.tasks.base import Example
 
@@ -29,6 +30,7 @@ def evaluate_round(
     limit: int | None = None,
     *,
     seed: int | None = None,
+    seeds: list[int] | None = None,
     samples: int | None = None,
     distractors: int | str | None = None,
     max_model_len: int | None = None,
@@ -39,15 +41,18 @@ def evaluate_round(
     """Evaluate a round's model (round 0 = the initial student) with the run's eval sampling, on
     the run's held-out questions or on any data file (the `eval` command). `seed` and `samples`
     override the run's: with 30 questions a benchmark one question is 3 points, so a target is
-    checked over several seeds or samples, not one draw. `distractors` (a count, or "all" for the
-    file's full context) applies to a data file: targets are stated for both prompt sizes, and the
-    full context may need a larger `max_model_len` than the run trained with. `save` keeps the
-    scored completions (a `datasets` folder, with the metrics in `metrics.json`) so a reported
-    number can be re-checked or rescored later; it never overwrites an earlier evaluation.
+    checked over several seeds or samples, not one draw. `seeds` evaluates once per seed and adds
+    each metric's spread (`scoring.round_metrics.summarize_eval`). `distractors` (a count, or "all"
+    for the file's full context) applies to a data file: targets are stated for both prompt sizes,
+    and the full context may need a larger `max_model_len` than the run trained with. `save`
+    keeps the scored completions (a `datasets` folder, with the metrics in `metrics.json`) so a
+    reported number can be re-checked or rescored later; it never overwrites an earlier one.
     `make_generator(cfg, model_dir)` defaults to the engine `engine.backend` names."""
     run_dir = Path(run_dir)
     if distractors is not None and not dataset:
         raise ConfigError("distractors: only for a data file; give dataset and path too")
+    if seed is not None and seeds is not None:
+        raise ConfigError("seeds: give one seed or a list of seeds, not both")
     save = None if save is None else Path(save)
     if save is not None and save.exists():
         raise ConfigError(f"save: {save} already exists; pick a new folder")
@@ -55,17 +60,18 @@ def evaluate_round(
     with run_lock(run_dir) if save is not None else contextlib.nullcontext():
         if save is not None and save.exists():  # made by another process before the lock
             raise ConfigError(f"save: {save} already exists; pick a new folder")
-        cfg = _eval_config(run_dir, seed, samples, temperature, max_model_len, distractors)
+        cfg = _eval_config(run_dir, seed, seeds, samples, temperature, max_model_len, distractors)
         round_, model = _eval_model(run_dir, cfg, round_)
         examples = _eval_examples(cfg, dataset, path, limit)
         generator = (make_generator or _engine)(cfg, model)
         try:
-            seed_ = stage_seed(cfg.eval.sampling.seed, round_, "eval")
-            rows = rollout_rows(generator, examples, cfg, cfg.eval.sampling, seed_)
+            rows = evaluate_rows(generator, examples, cfg, round_)
         finally:
             generator.close()
-        out = summarize(rows, cfg, read_metrics(run_dir), prefix="eval")
-        out["eval/cover"] = out["eval/accuracy"]
+        out = summarize_eval(rows, cfg, read_metrics(run_dir))
+        # cover: the paper's name for accuracy, with its spread keys when there are any
+        acc = {k: v for k, v in out.items() if k.startswith("eval/accuracy")}
+        out.update({k.replace("eval/accuracy", "eval/cover"): v for k, v in acc.items()})
         out.update(round=round_, questions=len(examples))
         if save is not None:
             save_rows(rows, save)
@@ -76,6 +82,7 @@ def evaluate_round(
 def _eval_config(
     run_dir: Path,
     seed: int | None,
+    seeds: list[int] | None,
     samples: int | None,
     temperature: float | None,
     max_model_len: int | None,
@@ -84,6 +91,8 @@ def _eval_config(
     """The run's config with the evaluation's overrides, validated like any override."""
     override = {
         "eval.sampling.seed": seed,
+        # one --seed means that seed alone, even where the run evaluates over several
+        "eval.sampling.seeds": json.dumps(seeds) if seeds else (None if seed is None else "null"),
         "eval.sampling.samples": samples,
         "eval.sampling.temperature": temperature,
         "student.max_model_len": max_model_len,

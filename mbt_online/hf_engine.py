@@ -27,6 +27,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from mbt_online.engine import (
     Completion,
     HandoffMode,
+    ReleaseMode,
     check_prompt_lengths,
     dispatch_handoff,
     render_chat,
@@ -139,6 +140,10 @@ class TransformersEngine:
 
     def _release(self) -> None:
         self._model = self._base = None
+        self._release_cache()
+
+    @staticmethod
+    def _release_cache() -> None:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -146,6 +151,27 @@ class TransformersEngine:
     def close(self) -> None:
         """Free the model; safe to call twice."""
         self._release()
+
+    def release(self, mode: ReleaseMode) -> None:
+        """Give the device back for TRAIN. "stop" frees the model (the loop builds a new engine on
+        the new folder). "sleep" parks the weights in host memory, like vLLM's level-1 sleep: the
+        next `load_weights` replaces them from the folder anyway, any other use moves them back.
+        On a CPU-only machine there is no device to give back and "sleep" changes nothing."""
+        if mode == "stop":
+            self.close()
+        elif mode == "sleep":
+            self._require_open()
+            if self.device != "cpu":
+                self._model.to("cpu")
+                self._release_cache()
+        else:
+            raise ValueError(f"unknown release mode {mode!r}; use stop or sleep")
+
+    def _wake(self) -> None:
+        """The weights back on the device after a sleep (a no-op when they are there)."""
+        self._require_open()
+        if self._model.device.type != torch.device(self.device).type:
+            self._model.to(self.device)
 
     def restart(self, model_path: str) -> None:
         """A fresh tokenizer and model on `model_path` (the adapter selection is dropped)."""
@@ -160,7 +186,7 @@ class TransformersEngine:
 
     def set_lora(self, adapter_dir: str | None) -> None:
         """Serve later generations through this PEFT adapter (None = the base weights)."""
-        self._require_open()
+        self._wake()
         if self._model is not self._base:  # take the previous adapter's layers out again
             self._base = self._model.unload()
             self._model = self._base
@@ -196,7 +222,7 @@ class TransformersEngine:
     ) -> list[list[Completion]]:
         """n completions per chat, in order; the contract of `Engine.generate` (`progress` is
         accepted and ignored; `index_offset` numbers the chats for their seeds)."""
-        self._require_open()
+        self._wake()
         prompts = [self.render(chat) for chat in messages]
         check_prompt_lengths(prompts, self.max_model_len, max_tokens, index_offset)
         greedy = temperature == 0

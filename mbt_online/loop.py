@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mbt_online import preemption
 from mbt_online.config import Config, ConfigError, dump_config, load_config
 from mbt_online.contracts import Generator, StageFailed, Teacher, Trainer, TrainJob
-from mbt_online.rollout import generate_rows, rollout_rows
+from mbt_online.rollout import evaluate_rows, generate_rows
 from mbt_online.rundir import (
     STATE_FILE,
     RunState,
@@ -42,8 +43,7 @@ from mbt_online.rundir.lock import run_lock
 from mbt_online.scoring.round_metrics import (
     format_headline,
     rollout_metrics,
-    sample_table,
-    summarize,
+    summarize_eval,
 )
 from mbt_online.scoring.rows import score_rows
 from mbt_online.seeds import stage_seed
@@ -88,7 +88,7 @@ class Drivers:
 
 def real_drivers(cfg: Config, run_dir: Path) -> Drivers:
     """The configured rollout backend for the student, the configured teacher backend, TRL for
-    training."""
+    training (in this process, or an `accelerate launch` child in staged mode: `launch`)."""
     from mbt_online.engine import make_generator
     from mbt_online.teachers.stage import round_teacher, student_token_counter
 
@@ -96,13 +96,9 @@ def real_drivers(cfg: Config, run_dir: Path) -> Drivers:
     count = student_token_counter(initial)
 
     def make_trainer() -> Trainer:
-        from mbt_online.train import TrlTrainer  # torch and TRL: only when a round trains
+        from mbt_online.launch import make_trainer as trainer_for  # TRL in-process, or staged
 
-        return TrlTrainer(
-            cfg.train,
-            bf16=cfg.student.dtype == "bfloat16",
-            chat_template=cfg.student.chat_template,
-        )
+        return trainer_for(cfg, run_dir)
 
     return Drivers(
         initial=initial,
@@ -170,6 +166,7 @@ def _run(cfg: Config, run_dir: Path, resume: bool, drivers: DriversFactory) -> N
     session = Session(cfg, run_dir, state, tracker, parts)
     try:
         for round_ in range(cfg.loop.rounds + 1):
+            preemption.check(f"round {round_}")  # a safe point: between rounds
             session.run_round(round_, train_examples, eval_examples)
         state.finished = True
         state.save()
@@ -308,7 +305,9 @@ class Session:
         return self.state.models.get(str(round_), self.initial)
 
     def ensure_engine(self, model_dir: str) -> Generator:
-        """Start the generator lazily (a resumed run may need none) and hand off new weights."""
+        """Start the generator lazily (a resumed run may need none, and one stopped for TRAIN
+        starts again here on the new model) and hand off new weights (which also wakes one put to
+        sleep for TRAIN: wake the weights, reload them from `model_dir`, wake the KV cache)."""
         if self.engine is None:
             self.engine = self.drivers.make_generator(model_dir)
             self.engine_model = model_dir
@@ -320,6 +319,19 @@ class Session:
                 self.engine.handoff("reload" if mode == "lora" else mode, model_dir)
             self.engine_model = model_dir
         return self.engine
+
+    def release_engine(self) -> None:
+        """Before TRAIN: the generator gives its devices back as `engine.between_stages` says
+        (keep: nothing; stop: closed, restarted by `ensure_engine`; sleep: woken by its handoff)."""
+        from mbt_online.engine import between_stages
+
+        mode = between_stages(self.cfg)
+        if self.engine is None or mode == "keep":
+            return
+        log.info("engine: %s for TRAIN", "stopped" if mode == "stop" else "asleep")
+        self.engine.release(mode)
+        if mode == "stop":
+            self.engine = self.engine_model = None
 
     def close(self) -> None:
         if self.engine is not None:
@@ -337,7 +349,7 @@ class Session:
             metrics.update(self.train_stages(r, train_ex, timings))
         with timed("eval", timings):
             eval_rows = self.stage(r, "eval", lambda: self.evaluate(r, eval_ex), mark=False)
-        metrics.update(summarize(eval_rows, self.cfg, read_metrics(self.run_dir), prefix="eval"))
+        metrics.update(summarize_eval(eval_rows, self.cfg, read_metrics(self.run_dir)))
         metrics.update(timings)
         write_round_metrics(self.run_dir, metrics)
         if self.cfg.eval.judges:
@@ -347,7 +359,7 @@ class Session:
                 metrics.update(judge_round(self.run_dir, r, self.cfg.eval.judges, self.cfg))
             metrics.update(timings)
             write_round_metrics(self.run_dir, metrics)
-        self.tracker.log_round(metrics, sample_table(eval_rows, self.cfg.tracking.table_rows))
+        self.tracker.log_round(metrics, eval_rows)
         self.state.mark(r, "eval")
         log.info("round %d: %s", r, format_headline(metrics))
 
@@ -400,6 +412,7 @@ class Session:
         atomically."""
         out = stage_dir(self.run_dir, r, name)
         if not (self.state.done(r, name) or (not mark and out.exists())):
+            preemption.check(f"round {r} {name}")  # a safe point: before each stage's work
             save_rows(compute(), out)
             if mark:
                 self.state.mark(r, name)
@@ -416,15 +429,15 @@ class Session:
         return teach_rows(scored, examples, self.cfg, make, desc=f"teach round {r}")
 
     def evaluate(self, r: int, eval_ex: list[Example]) -> list[dict[str, Any]]:
-        sampling = self.cfg.eval.sampling
-        seed = stage_seed(sampling.seed, r, "eval")
-        return rollout_rows(self.ensure_engine(self.model_at(r)), eval_ex, self.cfg, sampling, seed)
+        """EVAL: every seed of `eval.sampling` (`rollout.evaluate_rows`)."""
+        return evaluate_rows(self.ensure_engine(self.model_at(r)), eval_ex, self.cfg, r)
 
     def build(self, r: int, scored: list[dict], taught: list[dict], examples: dict) -> None:
         from mbt_online.teachers.targets import dpo_pairs, sft_rows
 
         if self.state.done(r, "build"):
             return
+        preemption.check(f"round {r} build")
         cfg = self.cfg
         sft = sft_rows(scored, taught, examples, cfg) if cfg.train.sft.enabled else []
         pairs = []
@@ -442,6 +455,7 @@ class Session:
         metrics_file = out / "train_metrics.json"
         if self.state.done(r, "train"):
             return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        preemption.check(f"round {r} train")
         sft = load_dataset_dir(stage_dir(self.run_dir, r, "build") / "sft")
         pairs = load_dataset_dir(stage_dir(self.run_dir, r, "build") / "dpo")
         metrics: dict[str, float] = {"train/sft_rows": len(sft), "train/dpo_pairs": len(pairs)}
@@ -453,6 +467,7 @@ class Session:
             seed=stage_seed(cfg.run.seed, r, "train"),
             reference=self.initial if cfg.train.dpo.reference == "initial" else None,
         )
+        self.release_engine()
         trained = self.drivers.make_trainer().train(job)
         metrics.update(trained.metrics)
         self.adapter = trained.adapter

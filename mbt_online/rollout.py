@@ -8,6 +8,7 @@ from mbt_online.config import Config, SamplingConfig
 from mbt_online.contracts import Generator
 from mbt_online.prompts import student_messages
 from mbt_online.scoring.rows import score_rows
+from mbt_online.seeds import stage_seed
 from mbt_online.tasks.base import Example
 
 
@@ -55,3 +56,19 @@ def rollout_rows(
     """Generate and score in one go (EVAL and the `eval` command)."""
     raw = generate_rows(generator, examples, cfg, sampling, seed)
     return score_rows(raw, {ex.id: ex for ex in examples}, cfg)
+
+
+def evaluate_rows(
+    generator: Generator, examples: list[Example], cfg: Config, round_: int
+) -> list[dict[str, Any]]:
+    """EVAL (the loop's and the `eval` command's): scored rows for each of `eval.sampling`'s
+    seeds, each row saying its base seed in a `seed` column; a seed draws the same completions
+    whether it is evaluated alone or among others."""
+    sampling = cfg.eval.sampling
+    return [
+        {**row, "seed": base}
+        for base in sampling.seed_list()
+        for row in rollout_rows(
+            generator, examples, cfg, sampling, stage_seed(base, round_, "eval")
+        )
+    ]

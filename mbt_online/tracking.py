@@ -1,14 +1,24 @@
 """Run tracking: wandb (offline by default) plus the run's `run.log` and stage timings.
 
-The local files (`run.log`, and `metrics.jsonl` written by `rundir.metrics_file`) are the source of
-truth (reports and resume read them); wandb mirrors them so users get dashboards. Metric names are
-grouped by prefix: rollout/, reward/, teacher/, train/, eval/, timing/.
+The local files (`run.log`, `metrics.jsonl` written by `rundir.metrics_file`, the stage folders and
+each round's `train/log_history.jsonl`) are the source of truth (reports and resume read them);
+wandb mirrors them so users get dashboards. Metric names are grouped by prefix: rollout/, reward/,
+teacher/, train/, eval/, timing/; per-step TRL metrics are `train/sft/*` and `train/dpo/*` against
+`train/global_step`, everything else is against `round`.
+
+One wandb run per run directory: its id is kept in RUN/wandb_id.txt and every process resumes it.
+wandb 0.31 in offline mode cannot append to an earlier process's `offline-run-*` folder: each
+process opens a new one whose step counter starts again at 0 (wandb's own `sync` would then upload
+the folders of one id one after another). So an offline Tracker rebuilds instead: it replaces the
+run's earlier offline folders with one new folder that replays every finished round from the local
+files, then goes on logging. `wandb sync RUN/wandb/wandb/offline-run-*` uploads one complete run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,10 +28,30 @@ from typing import Any
 
 from mbt_online.config import Config, to_flat_dict
 from mbt_online.rundir.atomic import write_text_atomic
+from mbt_online.rundir.metrics_file import read_metrics
+from mbt_online.rundir.state import RunState
 
 log = logging.getLogger("mbt_online")
 
 LOG_FILE = "run.log"
+WANDB_ID_FILE = "wandb_id.txt"
+TRAIN_STEP = "train/global_step"
+# per-step TRL keys: train/<stage>/<TRL key>
+TRAIN_STAGES = ("sft", "dpo")
+# the completions table: what a reader filters on first, then the texts
+TABLE_COLUMNS = (
+    "round",
+    "example_id",
+    "benchmark",
+    "tier",
+    "correct",
+    "tokens",
+    "finish_reason",
+    "truncated",
+    "answer_inclusive",
+    "reward",
+)
+TABLE_TEXTS = ("question", "answer", "predicted", "phases", "completion")
 
 
 def setup_logging(run_dir: Path) -> None:
@@ -57,21 +87,54 @@ def timed(stage: str, timings: dict[str, float]) -> Iterator[None]:
     log.info("stage %s: done in %.1fs", stage, seconds)
 
 
+def completions_table(
+    rows: list[dict[str, Any]], round_: int, n: int
+) -> tuple[list[str], list[list[Any]]]:
+    """(columns, data) of a round's completions: a stratified sample (benchmark x correct x finish
+    reason) with each reward component in its own column, so wandb can filter and sort on them."""
+    from mbt_online.tools.report.artifacts import components, stratified_sample
+
+    picked = stratified_sample(rows, n)
+    comp_names = list(dict.fromkeys(k for r in picked for k in components(r)))
+    columns = [*TABLE_COLUMNS, *[f"reward/{c}" for c in comp_names], *TABLE_TEXTS]
+    data = []
+    for r in picked:
+        comps = components(r)
+        values = {
+            **r,
+            "round": round_,
+            "benchmark": r.get("source", ""),
+            "phases": ", ".join(r.get("phases") or []),
+            **{f"reward/{c}": comps.get(c) for c in comp_names},
+        }
+        data.append([_cell(values.get(c)) for c in columns])
+    return columns, data
+
+
+def _cell(v: Any) -> Any:
+    return v if v is None or isinstance(v, int | float | str | bool) else json.dumps(v)
+
+
 class Tracker:
-    """A thin wandb wrapper: one run per training run, resumed with the same id after a crash."""
+    """A thin wandb wrapper: one wandb run per run directory, whatever the number of processes."""
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:
-        self.cfg = cfg
+        self.cfg, self.run_dir = cfg, run_dir
         self.run = None
+        self.defined: set[str] = set()
         if cfg.tracking.wandb_mode == "disabled":
             return
         import wandb
 
         wandb_dir = run_dir / "wandb"
         wandb_dir.mkdir(exist_ok=True)
-        id_file = run_dir / "wandb_id.txt"
+        id_file = run_dir / WANDB_ID_FILE
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         write_text_atomic(id_file, run_id)
+        offline = cfg.tracking.wandb_mode == "offline"
+        if offline:
+            for old in (wandb_dir / "wandb").glob(f"offline-run-*-{run_id}"):
+                shutil.rmtree(old)  # replayed below from the run directory's own files
         self.run = wandb.init(
             project=cfg.tracking.project,
             entity=cfg.tracking.entity,
@@ -86,28 +149,63 @@ class Tracker:
             settings=wandb.Settings(silent=True, console="off"),
         )
         self.run.define_metric("round")
-        self.run.define_metric("*", step_metric="round")
+        self.run.define_metric(TRAIN_STEP)
+        for stage in TRAIN_STAGES:
+            self.run.define_metric(f"train/{stage}/*", step_metric=TRAIN_STEP)
+        if offline:
+            self._replay()
+
+    def _replay(self) -> None:
+        """Log every round the run directory has finished (a resumed offline run's new folder)."""
+        from mbt_online.tools.report.artifacts import load_stage
+
+        state = RunState.load(self.run_dir)
+        for metrics in read_metrics(self.run_dir):
+            r = int(metrics["round"])
+            if state.done(r, "eval"):
+                self.log_round(metrics, load_stage(self.run_dir, r, "eval"))
 
     def log_round(
-        self, metrics: dict[str, Any], samples: list[dict[str, Any]] | None = None
+        self, metrics: dict[str, Any], eval_rows: list[dict[str, Any]] | None = None
     ) -> None:
+        """The round's TRL steps (from its log_history.jsonl), then its metrics and completions."""
         if self.run is None:
             return
         import wandb
 
-        payload = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-        if samples:
-            columns = list(samples[0].keys())
-            table = wandb.Table(columns=columns)
-            for s in samples:
-                table.add_data(
-                    *[
-                        s[c] if isinstance(s[c], int | float | str) else json.dumps(s[c])
-                        for c in columns
-                    ]
-                )
-            payload["samples/completions"] = table
+        r = int(metrics["round"])
+        self._log_train_steps(r)
+        payload = {
+            k: v
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        for key in payload:
+            if key not in self.defined and key != "round":
+                self.run.define_metric(key, step_metric="round")  # exact: no glob to shadow
+                self.defined.add(key)
+        n = self.cfg.tracking.table_rows
+        if eval_rows and n:
+            columns, data = completions_table(eval_rows, r, n)
+            payload["samples/completions"] = wandb.Table(columns=columns, data=data)
         self.run.log(payload)
+
+    def _log_train_steps(self, r: int) -> None:
+        from mbt_online.tools.report.artifacts import global_steps
+
+        for row in global_steps(self.run_dir, range(1, r + 1)):
+            if row["round"] != r:
+                continue
+            stage = row["stage"]
+            values = {
+                f"train/{stage}/{k}": v
+                for k, v in row.items()
+                if k not in ("stage", "step", "round", "global_step")
+                and isinstance(v, int | float)
+                and not isinstance(v, bool)
+            }
+            if values:
+                self.run.log({TRAIN_STEP: row["global_step"], **values})
 
     def finish(self) -> None:
         if self.run is not None:

@@ -5,9 +5,12 @@ Every call starts from a model folder on disk and ends with a model folder on di
 weights in place (vLLM `reload_weights`, or a restart) and a killed run can resume from files.
 With LoRA the adapter is also kept (`out_dir/adapter`) for the engine's LoRA hand-off.
 
-Nothing else of the trainer survives: checkpoints are off, TRL's output dir is a temporary folder,
-and the only other file is a small `train_metrics.json`. Metrics come back as `train/*` floats
-for the loop to log; TRL itself reports nowhere (`report_to=[]`).
+The same code runs in one process (the loop's in-process TRAIN) and in every rank of a launch
+(`accelerate launch` / torchrun: DDP, FSDP, ZeRO): the full state dict is gathered and rank 0
+alone writes (`training.saving`); every rank returns the same result. Besides the model, a stage
+leaves `train_metrics.json`, and the job `log_history.jsonl` (one row per TRL log event). TRL's
+own output folder is scratch, or with `train.save_steps` a checkpoint folder that a killed stage
+resumes from; either is removed when the stage completes. TRL reports nowhere (`report_to=[]`).
 
 Empty data is a normal case: a round may have no failing traces to rewrite or no pair that clears
 the margin. Then nothing is trained and the result points at the INPUT model folder (no copy),
@@ -18,33 +21,69 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
-import shutil
-import sys
+import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig as PeftLoraConfig
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
-from transformers.trainer_callback import PrinterCallback, TrainerCallback
-from trl import DPOConfig as TrlDPOConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.trainer_callback import PrinterCallback
 from trl import DPOTrainer, SFTTrainer
-from trl import SFTConfig as TrlSFTConfig
 
-from mbt_online.config import LoraConfig, TrainConfig
+from mbt_online.config import TrainConfig
 from mbt_online.contracts import Trained, TrainJob
-from mbt_online.rundir.atomic import write_dir_atomic, write_json_atomic
-from mbt_online.scoring.stats import mean
+from mbt_online.rundir.atomic import write_json_atomic
+from mbt_online.training.args import dpo_args, peft_config, sft_args
+from mbt_online.training.history import (
+    LOG_HISTORY,
+    ProgressLog,
+    dpo_metrics,
+    fit_metrics,
+    history_rows,
+    peak_memory_gib,
+    reset_peak_memory,
+    sft_metrics,
+    write_history,
+)
+from mbt_online.training.rows import (
+    dpo_dataset,
+    end_dpo_turns,
+    end_sft_turns,
+    in_memory,
+    sft_dataset,
+)
+from mbt_online.training.saving import (
+    SCRATCH,
+    StopAtCheckpoint,
+    dist_state,
+    gather_state_dict,
+    last_checkpoint,
+    trainer_dir,
+    write_model,
+)
 
-Messages = list[dict[str, str]]
+__all__ = [
+    "LOG_HISTORY",
+    "METRICS_FILE",
+    "SCRATCH",
+    "STAGE_HISTORY",
+    "ProgressLog",
+    "TrainResult",
+    "TrlTrainer",
+    "dpo_dataset",
+    "dpo_trainer",
+    "sft_dataset",
+    "sft_trainer",
+    "train_dpo",
+    "train_sft",
+]
+
 METRICS_FILE = "train_metrics.json"
-log = logging.getLogger("mbt_online")
-SCRATCH = "trainer-scratch"  # TRL output_dir; removed when the stage ends
+STAGE_HISTORY = "log_history.json"  # the stage's TRL log_history, for a resumed TRAIN
 
 
 @dataclass
@@ -52,43 +91,14 @@ class TrainResult:
     """Where the trained model lives and what training measured.
 
     `model_dir` is a complete HF folder (merged when LoRA) — or the input folder when there was
-    nothing to train; `adapter_dir` is the PEFT adapter, only for `method == "lora"` runs.
+    nothing to train; `adapter_dir` is the PEFT adapter, only for `method == "lora"` runs;
+    `history` is TRL's `log_history` of the stage.
     """
 
     model_dir: Path
     adapter_dir: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- dataset rows
-
-
-def sft_dataset(items: Iterable[tuple[Messages, str]]) -> Dataset:
-    """(prompt messages, assistant text) -> TRL's conversational prompt/completion rows."""
-    rows = [
-        {"prompt": list(prompt), "completion": [{"role": "assistant", "content": text}]}
-        for prompt, text in items
-    ]
-    return Dataset.from_list(rows)
-
-
-def dpo_dataset(
-    items: Iterable[tuple[Messages, str, str]], rejected_truncated: Iterable[bool] | None = None
-) -> Dataset:
-    """(prompt messages, chosen text, rejected text) -> TRL's conversational preference rows;
-    `rejected_truncated` flags rejected traces that hit the length cap (see `_end_dpo_turns`)."""
-    rows = [
-        {
-            "prompt": list(prompt),
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-        }
-        for prompt, chosen, rejected in items
-    ]
-    if rejected_truncated is not None:
-        for row, flag in zip(rows, rejected_truncated, strict=True):
-            row["rejected_truncated"] = bool(flag)
-    return Dataset.from_list(rows)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- public entry points
@@ -112,12 +122,15 @@ def train_sft(
     out_dir = Path(out_dir)
     if len(rows) == 0:
         return _nothing_to_train(model_dir, out_dir, "sft")
-    with _torch_threads(cfg.threads), _scratch(out_dir) as tmp:
+    if cfg.save_steps and (done := _finished(out_dir)) is not None:
+        return done  # a resumed TRAIN whose sft had completed before the kill
+    state = dist_state()
+    with _torch_threads(cfg.threads), trainer_dir(out_dir, cfg.save_steps, state) as work:
         trainer = sft_trainer(
-            model_dir, _in_memory(rows), cfg, seed, tmp, bf16=bf16, chat_template=chat_template
+            model_dir, in_memory(rows), cfg, seed, work, bf16=bf16, chat_template=chat_template
         )
-        metrics = _fit(trainer, "sft", len(rows))
-        metrics.update(_sft_metrics(trainer.state.log_history))
+        metrics = _fit(trainer, "sft", len(rows), last_checkpoint(work))
+        metrics.update(sft_metrics(trainer.state.log_history))
         result = _finish(trainer, model_dir, out_dir, metrics)
         del trainer
     _free_memory()
@@ -144,19 +157,22 @@ def train_dpo(
     out_dir = Path(out_dir)
     if len(pairs) == 0:
         return _nothing_to_train(model_dir, out_dir, "dpo")
-    with _torch_threads(cfg.threads), _scratch(out_dir) as tmp:
+    if cfg.save_steps and (done := _finished(out_dir)) is not None:
+        return done  # a resumed TRAIN whose dpo had completed before the kill
+    state = dist_state()
+    with _torch_threads(cfg.threads), trainer_dir(out_dir, cfg.save_steps, state) as work:
         trainer = dpo_trainer(
             model_dir,
             ref_model_dir,
-            _in_memory(pairs),
+            in_memory(pairs),
             cfg,
             seed,
-            tmp,
+            work,
             bf16=bf16,
             chat_template=chat_template,
         )
-        metrics = _fit(trainer, "dpo", len(pairs))
-        metrics.update(_dpo_metrics(trainer.state.log_history))
+        metrics = _fit(trainer, "dpo", len(pairs), last_checkpoint(work))
+        metrics.update(dpo_metrics(trainer.state.log_history))
         result = _finish(trainer, model_dir, out_dir, metrics)
         del trainer
     _free_memory()
@@ -165,7 +181,11 @@ def train_dpo(
 
 class TrlTrainer:
     """The loop's `Trainer` in a real run: SFT then DPO with TRL, each from the model the step
-    before it left; a step with no rows is skipped (its model is the one it was given)."""
+    before it left; a step with no rows is skipped (its model is the one it was given).
+
+    `train(job)` is also what each rank of a multi-process TRAIN launch calls: every rank
+    returns the same `Trained`; rank 0 alone writes the folders and `log_history.jsonl`.
+    """
 
     def __init__(
         self, cfg: TrainConfig, *, bf16: bool = False, chat_template: str = "model"
@@ -176,32 +196,27 @@ class TrlTrainer:
     def train(self, job: TrainJob) -> Trained:
         model, adapter, adapter_base = job.start_model, None, job.start_model
         metrics: dict[str, float] = {}
+        history: list[dict[str, Any]] = []
+        reset_peak_memory()
+        opts = {"bf16": self.bf16, "chat_template": self.chat_template}
         if len(job.sft):
-            res = train_sft(
-                model,
-                job.sft,
-                job.out_dir / "sft",
-                self.cfg,
-                job.seed,
-                bf16=self.bf16,
-                chat_template=self.chat_template,
-            )
+            res = train_sft(model, job.sft, job.out_dir / "sft", self.cfg, job.seed, **opts)
             adapter_base, model, adapter = model, str(res.model_dir), res.adapter_dir
             metrics.update(res.metrics)
+            history += history_rows("sft", res.history)
         if len(job.pairs):
             ref = job.reference or model
-            res = train_dpo(
-                model,
-                ref,
-                job.pairs,
-                job.out_dir / "dpo",
-                self.cfg,
-                job.seed,
-                bf16=self.bf16,
-                chat_template=self.chat_template,
-            )
+            out = job.out_dir / "dpo"
+            res = train_dpo(model, ref, job.pairs, out, self.cfg, job.seed, **opts)
             adapter_base, model, adapter = model, str(res.model_dir), res.adapter_dir
             metrics.update(res.metrics)
+            history += history_rows("dpo", res.history)
+        metrics["train/peak_memory_gib"] = peak_memory_gib()
+        state = dist_state()
+        if state.is_main_process:
+            job.out_dir.mkdir(parents=True, exist_ok=True)
+            write_history(job.out_dir / LOG_HISTORY, history)
+        state.wait_for_everyone()
         # a LoRA adapter belongs to the model its step started from, not to the initial student
         pair = (adapter_base, str(adapter)) if adapter else None
         return Trained(model=model, adapter=pair, metrics=metrics)
@@ -221,30 +236,16 @@ def sft_trainer(
     chat_template: str = "model",
 ) -> SFTTrainer:
     """The configured TRL SFT trainer (not yet run): `train_sft`'s engine, open for inspection."""
-    hp = cfg.sft
-    args = TrlSFTConfig(
-        **_common_args(output_dir, seed, bf16),
-        learning_rate=hp.learning_rate,
-        num_train_epochs=hp.epochs,
-        per_device_train_batch_size=hp.batch_size,
-        gradient_accumulation_steps=hp.grad_accum,
-        warmup_steps=_warmup(hp.warmup_ratio),
-        lr_scheduler_type=hp.lr_scheduler,
-        max_grad_norm=hp.max_grad_norm,
-        max_length=hp.max_length,
-        # TRL's default (None) already means completion-only for prompt/completion data;
-        # pinning it keeps prompts out of the loss if that default ever changes.
-        completion_only_loss=True,
-    )
-    model, tokenizer = _load_policy(model_dir, chat_template)
+    args = sft_args(cfg, seed, output_dir, bf16)
+    model, tokenizer = _load_policy(model_dir, chat_template, cfg.attn_implementation)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=rows,
         processing_class=tokenizer,
-        peft_config=_peft_config(cfg.lora) if cfg.method == "lora" else None,
+        peft_config=peft_config(cfg.lora) if cfg.method == "lora" else None,
     )
-    trainer.train_dataset = _end_sft_turns(trainer.train_dataset, tokenizer.eos_token_id)
+    trainer.train_dataset = end_sft_turns(trainer.train_dataset, tokenizer.eos_token_id)
     return trainer
 
 
@@ -260,147 +261,42 @@ def dpo_trainer(
     chat_template: str = "model",
 ) -> DPOTrainer:
     """The configured TRL DPO trainer (not yet run), reference model resolved as in `train_dpo`."""
-    hp = cfg.dpo
     lora = cfg.method == "lora"
-    args = TrlDPOConfig(
-        **_common_args(output_dir, seed, bf16),
-        learning_rate=hp.learning_rate,
-        num_train_epochs=hp.epochs,
-        per_device_train_batch_size=hp.batch_size,
-        gradient_accumulation_steps=hp.grad_accum,
-        max_grad_norm=hp.max_grad_norm,
-        max_length=hp.max_length,
-        beta=hp.beta,
-        **_dpo_loss(hp.sft_weight),
-    )
-    model, tokenizer = _load_policy(model_dir, chat_template)
+    args = dpo_args(cfg, seed, output_dir, bf16)
+    model, tokenizer = _load_policy(model_dir, chat_template, cfg.attn_implementation)
+    ref = _load_reference(model_dir, ref_model_dir, lora, args.bf16, cfg.attn_implementation)
     trainer = DPOTrainer(
         model=model,
-        ref_model=_load_reference(model_dir, ref_model_dir, lora, args.bf16),
+        ref_model=ref,
         args=args,
         train_dataset=pairs,
         processing_class=tokenizer,
-        peft_config=_peft_config(cfg.lora) if lora else None,
+        peft_config=peft_config(cfg.lora) if lora else None,
     )
-    trainer.train_dataset = _end_dpo_turns(trainer.train_dataset, tokenizer.eos_token_id)
+    trainer.train_dataset = end_dpo_turns(trainer.train_dataset, tokenizer.eos_token_id)
     return trainer
 
 
-def _dpo_loss(sft_weight: float) -> dict[str, Any]:
-    """TRL's loss settings: plain DPO, or DPO plus NLL on the chosen trace (RPO) when weighted."""
-    if sft_weight <= 0:
-        return {"loss_type": ["sigmoid"]}
-    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, sft_weight]}
-
-
-def _through_end_of_turn(ids: list[int], eos_id: int, keep: bool = True) -> list[int]:
-    """`ids` up to its last end-of-turn token, with or without it."""
-    if eos_id not in ids:
-        return ids
-    end = len(ids) - 1 - ids[::-1].index(eos_id)
-    return ids[: end + 1] if keep else ids[:end]
-
-
-def _end_sft_turns(tokenized: Dataset, eos_id: int | None) -> Dataset:
-    """Train each completion through its end-of-turn token and no further.
-
-    Chat templates put text after the end-of-turn token (`<|im_end|>` then a newline); the student
-    never generates it, yet training on it taught a small student to write a newline where it
-    should stop, and it rambled after `</answer>` (P(end) there fell from 1.00 to 0.69 in three
-    SFT rounds). Cut only when that end-of-turn is supervised, i.e. the completion's own.
-    """
-    if eos_id is None:
-        return tokenized
-
-    def cut(row: dict[str, Any]) -> dict[str, Any]:
-        n = len(_through_end_of_turn(row["input_ids"], eos_id))
-        if n < len(row["input_ids"]) and row["labels"][n - 1] != -100:
-            row["input_ids"], row["labels"] = row["input_ids"][:n], row["labels"][:n]
-        return row
-
-    return tokenized.map(cut)
-
-
-def _end_dpo_turns(tokenized: Dataset, eos_id: int | None) -> Dataset:
-    """Chosen and rejected end at their end-of-turn token, as in `_end_sft_turns`; a rejected trace
-    flagged `rejected_truncated` (it ran into the length cap) loses that token too: rendered as a
-    chat turn it gets one it never generated, and DPO would push it down, teaching not to stop."""
-    if eos_id is None:
-        return tokenized
-    flagged = "rejected_truncated" in tokenized.column_names
-
-    def cut(row: dict[str, Any]) -> dict[str, Any]:
-        row["chosen_ids"] = _through_end_of_turn(row["chosen_ids"], eos_id)
-        unfinished = flagged and row["rejected_truncated"]
-        row["rejected_ids"] = _through_end_of_turn(row["rejected_ids"], eos_id, not unfinished)
-        return row
-
-    return tokenized.map(cut)
-
-
-def _in_memory(rows: Dataset) -> Dataset:
-    """A copy with no backing files: TRL's `map` calls would otherwise drop tokenization caches
-    (cache-*.arrow) into the folder the rows were loaded from, i.e. the loop's build stage."""
-    if not rows.cache_files:
-        return rows
-    return Dataset.from_dict(rows.to_dict(), features=rows.features)
-
-
-def _common_args(output_dir: str | Path, seed: int, bf16: bool) -> dict[str, Any]:
-    """Arguments shared by SFT and DPO: no checkpoints, no reporting, a log line per step."""
-    cuda = torch.cuda.is_available()
-    return {
-        "output_dir": str(output_dir),
-        "seed": seed,
-        "data_seed": seed,
-        # TRL defaults bf16 to True; here it is opt-in and only where the hardware has it.
-        "bf16": bf16 and _bf16_supported(),
-        "use_cpu": not cuda,
-        # Checkpointing buys GPU memory with ~20-30% more compute; CPU runs have RAM to spare.
-        "gradient_checkpointing": cuda,
-        "save_strategy": "no",
-        "report_to": [],
-        "logging_steps": 1,  # per-step history: first/last/mean loss come from it
-        "disable_tqdm": not sys.stderr.isatty(),
-        "dataloader_num_workers": 0,
-    }
-
-
-def _bf16_supported() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return True  # CPU autocast has bf16 kernels (fast with AVX-512 BF16 / AMX, correct anywhere)
-
-
-def _warmup(ratio: float) -> float:
-    """transformers 5 reads a float warmup in [0, 1) as a ratio of steps; 1.0 would mean 1 step."""
-    return min(ratio, 0.999)
-
-
-def _peft_config(lora: LoraConfig) -> PeftLoraConfig:
-    return PeftLoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-
-
 def _load_policy(
-    model_dir: str | Path, chat_template: str = "model"
+    model_dir: str | Path, chat_template: str = "model", attn_implementation: str | None = None
 ) -> tuple[PreTrainedModel, Any]:
     """fp32 master weights whatever the folder's dtype: bf16 weights round away small updates.
     The tokenizer renders chats as the engine does (`prompts.use_chat_template`)."""
     from mbt_online.prompts import use_chat_template
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32, **_attn(attn_implementation)
+    )
     tokenizer = use_chat_template(AutoTokenizer.from_pretrained(str(model_dir)), chat_template)
     return model, tokenizer
 
 
 def _load_reference(
-    model_dir: str | Path, ref_model_dir: str | Path | None, lora: bool, bf16: bool
+    model_dir: str | Path,
+    ref_model_dir: str | Path | None,
+    lora: bool,
+    bf16: bool,
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel | None:
     """The frozen DPO reference, or None when TRL can derive it without a second copy.
 
@@ -412,159 +308,73 @@ def _load_reference(
         return None
     path = model_dir if ref_model_dir is None else ref_model_dir
     dtype = torch.bfloat16 if bf16 else torch.float32
-    ref = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    ref = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **_attn(attn_implementation))
     ref.eval()
     return ref
+
+
+def _attn(attn_implementation: str | None) -> dict[str, str]:
+    """null leaves the choice to transformers (sdpa where it applies)."""
+    return {} if attn_implementation is None else {"attn_implementation": attn_implementation}
 
 
 # ---------------------------------------------------------------- running and saving
 
 
-class ProgressLog(TrainerCallback):
-    """A log line every `every_s` seconds and at the last step, for runs without a terminal.
-
-    Without a TTY the trainer's progress bar is off (it would fill log files with redraws), and a
-    SmolLM2 stage on a CPU trains for 20 minutes: `run.log` should still say how far it is.
-    """
-
-    def __init__(self, stage: str, every_s: float = 60.0) -> None:
-        self.stage, self.every_s = stage, every_s
-        self.start = self.last = time.perf_counter()
-
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any
-    ) -> None:
-        now, step, total = time.perf_counter(), state.global_step, state.max_steps
-        if not logs or "loss" not in logs or (now - self.last < self.every_s and step < total):
-            return
-        self.last, elapsed = now, now - self.start
-        eta = elapsed / step * (total - step) if step else float("nan")
-        log.info(
-            "%s step %d/%d loss %.4f (%.0fs, about %.0fs left)",
-            self.stage,
-            step,
-            total,
-            logs["loss"],
-            elapsed,
-            eta,
-        )
-
-
-def _fit(trainer: Any, stage: str, n_rows: int) -> dict[str, float]:
+def _fit(trainer: Any, stage: str, n_rows: int, resume: Path | None = None) -> dict[str, float]:
+    """Train, from `resume` (the stage's last complete checkpoint) when a killed run left one."""
     trainer.remove_callback(PrinterCallback)  # the loop logs metrics; no per-step dict dumps
     if trainer.args.disable_tqdm:
         trainer.add_callback(ProgressLog(stage))
+    trainer.add_callback(StopAtCheckpoint(stage))
     start = time.perf_counter()
-    out = trainer.train()
-    return {
-        f"train/{stage}_rows": float(n_rows),
-        f"train/{stage}_steps": float(trainer.state.global_step),
-        f"train/{stage}_seconds": time.perf_counter() - start,
-        f"train/{stage}_loss": float(out.training_loss),
-    }
-
-
-def _step_logs(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The per-step entries of `log_history` (the final summary entry has no `loss`)."""
-    return [h for h in history if "loss" in h]
-
-
-def _mean(logs: list[dict[str, Any]], key: str) -> float:
-    """NaN when no step logged `key`: a missing quantity, not a zero."""
-    return mean((float(h[key]) for h in logs if key in h), empty=float("nan"))
-
-
-def _sft_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
-    steps = _step_logs(history)
-    return {
-        "train/sft_loss_first": float(steps[0]["loss"]),
-        "train/sft_loss_last": float(steps[-1]["loss"]),
-        "train/sft_token_accuracy": _mean(steps[-1:], "mean_token_accuracy"),
-        "train/sft_tokens": _mean(steps[-1:], "num_tokens"),
-    }
-
-
-def _dpo_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
-    """Run means of TRL's per-step DPO stats (rewards: beta-scaled log-ratios vs the reference)."""
-    steps = _step_logs(history)
-    return {
-        "train/dpo_loss_first": float(steps[0]["loss"]),
-        "train/dpo_loss_last": float(steps[-1]["loss"]),
-        "train/dpo_reward_margin": _mean(steps, "rewards/margins"),
-        "train/dpo_reward_margin_last": _mean(steps[-1:], "rewards/margins"),
-        "train/dpo_accuracy": _mean(steps, "rewards/accuracies"),
-        "train/dpo_reward_chosen": _mean(steps, "rewards/chosen"),
-        "train/dpo_reward_rejected": _mean(steps, "rewards/rejected"),
-    }
+    out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return fit_metrics(stage, n_rows, trainer, out, time.perf_counter() - start)
 
 
 def _finish(
     trainer: Any, model_dir: str | Path, out_dir: Path, metrics: dict[str, float]
 ) -> TrainResult:
-    """Save adapter (LoRA), then the full model in the input folder's dtype, then the metrics.
-
-    Under a multi-process launch (DDP) every rank holds the same weights; only the main one
-    writes, and the others wait so nobody reads a half-written folder.
-    """
+    """Gather the full weights (every rank: a collective under FSDP / ZeRO-3), then rank 0 writes
+    the adapter (LoRA), the model in the input folder's dtype and the metrics; the others wait
+    so nobody reads a half-written folder, and all return the same result."""
     accelerator = trainer.accelerator
+    state = gather_state_dict(trainer.model, accelerator)
     model = accelerator.unwrap_model(trainer.model)
-    is_lora = hasattr(model, "merge_and_unload")  # a PeftModel
-    accelerator.wait_for_everyone()
+    history = list(trainer.state.log_history)
     if accelerator.is_main_process:
-        _save(model, trainer.processing_class, model_dir, out_dir)
-        _write_metrics(out_dir, metrics)
+        write_model(model, state, trainer.processing_class, model_dir, out_dir)
+        write_json_atomic(out_dir / STAGE_HISTORY, history)
+        _write_metrics(out_dir, metrics)  # last: its presence says the stage is complete
     accelerator.wait_for_everyone()
-    adapter_dir = out_dir / "adapter" if is_lora else None
-    return TrainResult(model_dir=out_dir / "model", adapter_dir=adapter_dir, metrics=metrics)
+    adapter_dir = out_dir / "adapter" if hasattr(model, "peft_config") else None
+    return TrainResult(out_dir / "model", adapter_dir, metrics, history)
 
 
-def _save(model: Any, tokenizer: Any, model_dir: str | Path, out_dir: Path) -> None:
-    if hasattr(model, "merge_and_unload"):
-        write_dir_atomic(out_dir / "adapter", model.save_pretrained)
-        model = model.merge_and_unload()
-    model = model.to("cpu", dtype=_saved_dtype(model_dir))
-
-    def save_full(path: Path) -> None:
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-
-    write_dir_atomic(out_dir / "model", save_full)
-
-
-def _saved_dtype(model_dir: str | Path) -> torch.dtype:
-    """Keep the folder format the run started with (a bf16 checkpoint stays bf16 on disk)."""
-    dtype = getattr(AutoConfig.from_pretrained(str(model_dir)), "dtype", None)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None)
-    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+def _finished(out_dir: Path) -> TrainResult | None:
+    """The stage's result as a completed run left it (metrics are written last), else None."""
+    files = [out_dir / METRICS_FILE, out_dir / STAGE_HISTORY, out_dir / "model"]
+    if not all(f.exists() for f in files):
+        return None
+    adapter = out_dir / "adapter"
+    return TrainResult(
+        out_dir / "model",
+        adapter if adapter.is_dir() else None,
+        json.loads(files[0].read_text()),
+        json.loads(files[1].read_text()),
+    )
 
 
 def _nothing_to_train(model_dir: str | Path, out_dir: Path, stage: str) -> TrainResult:
     metrics = {f"train/{stage}_rows": 0.0, f"train/{stage}_steps": 0.0}
-    _write_metrics(_mkdir(out_dir), metrics)
+    if dist_state().is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_metrics(out_dir, metrics)
     return TrainResult(model_dir=Path(model_dir), adapter_dir=None, metrics=metrics)
 
 
 def _write_metrics(out_dir: Path, metrics: dict[str, float]) -> None:
     write_json_atomic(out_dir / METRICS_FILE, metrics)
-
-
-@contextlib.contextmanager
-def _scratch(out_dir: Path) -> Iterator[str]:
-    """The trainer's scratch folder, at a fixed place so a resumed stage clears what a killed one
-    left there (a random temp name would be orphaned beside the stage's output)."""
-    tmp = out_dir / SCRATCH
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield str(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _free_memory() -> None:

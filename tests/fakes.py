@@ -69,9 +69,12 @@ class FakeGenerator:
     def __init__(self, model_dir: str, answers: dict[str, str], calls: list, fail_at: int = 0):
         self.model, self.answers, self.calls, self.fail_at = model_dir, answers, calls, fail_at
         self.generated = 0
+        self.state = "live"  # "asleep" after release("sleep"), "closed" after close or stop
         calls.append(("start", model_name(model_dir)))
 
     def generate(self, messages, *, n, temperature, top_p, top_k, max_tokens, seed):
+        if self.state != "live":  # a real engine would wake itself; the loop must hand off first
+            raise RuntimeError(f"generate on a generator that is {self.state}")
         self.generated += 1
         if self.generated == self.fail_at:
             raise Killed("generate")
@@ -91,10 +94,23 @@ class FakeGenerator:
         return Completion(text, "stop", 50, len(text.split()))
 
     def handoff(self, mode, model_dir, adapter_dir=None):
+        if self.state == "closed":
+            raise RuntimeError("handoff to a closed generator")
+        if self.state == "asleep":
+            self.calls.append(("wake", model_name(model_dir)))
+        self.state = "live"
         self.calls.append(("handoff", mode, model_name(model_dir), adapter_dir and "adapter"))
         self.model = adapter_dir or model_dir
 
+    def release(self, mode):
+        self.calls.append(("release", mode))
+        if mode == "stop":
+            self.close()
+        else:
+            self.state = "asleep"
+
     def close(self):
+        self.state = "closed"
         self.calls.append(("close",))
 
 
@@ -187,7 +203,9 @@ def run(cfg: Config, fakes: Fakes, resume: bool = False) -> Path:
 
 
 def without_timing(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith("timing/")} for r in rows]
+    """Rows without what a resumed run does not replay: wall clock, and training's peak memory."""
+    not_replayed = ("timing/", "train/peak_memory")
+    return [{k: v for k, v in r.items() if not k.startswith(not_replayed)} for r in rows]
 
 
 def artifacts(run_dir: Path) -> dict[str, object]:

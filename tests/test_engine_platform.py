@@ -15,7 +15,9 @@ def llm_kwargs(monkeypatch, *, gpu: bool, **overrides) -> dict:
     monkeypatch.setattr(Engine, "_start", lambda self, path: None)
     for key in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING"):
         monkeypatch.delenv(key, raising=False)
-    cfg = load_config(None, [f"engine.{k}={v}" for k, v in overrides.items()])
+    # TRAIN in-process (the memory share and sleep mode in staged mode: test_engine_release.py)
+    engine = [f"engine.{k}={v}" for k, v in overrides.items()]
+    cfg = load_config(None, ["runtime.mode=inproc", *engine])
     return Engine("unused", **engine_kwargs(cfg))._llm_kwargs
 
 

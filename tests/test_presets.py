@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from mbt_online.config import CONFIG_DIR, ConfigError, load_config, merge_configs
+from mbt_online.config.learning import grad_accum_for
 from mbt_online.tools.memory import (
     GB,
     KNOWN_SHAPES,
@@ -43,7 +44,8 @@ def test_each_preset_validates_with_each_overlay(preset, overlay):
     assert cfg.student == base.student and cfg.data == base.data  # the overlay keeps the model
     assert cfg.train.sft.learning_rate == 1e-4 and cfg.train.sft.lr_scheduler == "cosine"
     world = 8 if overlay.stem == "hw-8gpu" else 1
-    assert cfg.train.sft.batch_size * cfg.train.sft.grad_accum * world == 128
+    accum = grad_accum_for(cfg.train.sft, world, "train.sft")
+    assert cfg.train.sft.batch_size * accum * world == 128
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
@@ -61,7 +63,8 @@ def test_presets_carry_the_papers_settings(preset):
         1,
         0.3,
     )
-    assert cfg.train.method == "full" and sft.batch_size * sft.grad_accum == 128
+    accum = grad_accum_for(sft, 1, "train.sft")
+    assert cfg.train.method == "full" and sft.batch_size * accum == 128
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
@@ -132,10 +135,10 @@ def test_repeated_config_flag_layers_files():
 
 
 @pytest.mark.parametrize(
-    ("overlay", "method", "accum", "total_gb"),
-    [("hw-1gpu", "lora", 128, 34.7), ("hw-8gpu", "full", 16, 130.5)],
+    ("overlay", "method", "accum", "world", "total_gb"),
+    [("hw-1gpu", "lora", 128, 1, 34.7), ("hw-8gpu", "full", 16, 8, 74.1)],
 )
-def test_dry_run_prints_runtime_and_memory(tmp_path, overlay, method, accum, total_gb):
+def test_dry_run_prints_runtime_and_memory(tmp_path, overlay, method, accum, world, total_gb):
     run_dir = tmp_path / "run"
     out = cli(
         "train",
@@ -151,8 +154,9 @@ def test_dry_run_prints_runtime_and_memory(tmp_path, overlay, method, accum, tot
     cfg = yaml.safe_load(out.stdout)  # the plan is YAML comments below the resolved config
     assert cfg["train"]["method"] == method and cfg["train"]["sft"]["grad_accum"] == accum
     assert "engine.backend=vllm, engine.handoff=reload" in out.stdout
-    assert "TRAIN runs in-process" in out.stdout
-    assert f"x grad_accum {accum} x 1 process = {accum}" in out.stdout
+    assert "TRAIN runs staged" in out.stdout and f"world {world}," in out.stdout
+    processes = f"{world} process{'es' if world > 1 else ''}"
+    assert f"x grad_accum {accum} x {processes} = 128" in out.stdout
     assert f"train.method={method}, 4.02B parameters" in out.stdout
     assert f"total {total_gb:.1f} GB" in out.stdout
     assert not run_dir.exists()

@@ -51,9 +51,31 @@ def metrics_row(r: int, acc: float, tokens: float) -> dict:
         "timing/eval": 1.5,
         **{f"reward/eval_{c}": 0.05 * (r + 1) for c in COMPONENTS},
     }
+    for b, shift in BENCHMARKS.items():  # what the loop logs when the eval mixes benchmarks
+        row.update({f"eval/{b}/{k}": acc + shift for k in ("accuracy", "em", "f1")})
+        row.update({f"eval/{b}/mean_tokens": tokens, f"eval/{b}/degeneration_rate": 0.1})
+    row.update({"eval/2-hop/accuracy": acc, "eval/2-hop/mean_tokens": tokens})
     if r > 0:
         row.update({f"reward/{c}": 0.1 * r for c in COMPONENTS})
         row.update({"rollout/mean_tokens": tokens, "train/sft_loss": 1.0 / r})
+    return row
+
+
+BENCHMARKS = {"hotpotqa": 0.05, "musique": -0.05}
+CAP = 64  # eval.sampling.max_tokens of the fixture runs
+
+
+def eval_row(name: str, r: int, i: int) -> dict:
+    """Eval row i of a round: 0 correct, 1 wrong, 2 answer-inclusive, 3 cut at the length cap;
+    benchmarks alternate, and the rows are written one benchmark after the other."""
+    row = sample_row(f"ev{i}", f"{name} eval trace r{r} q{i} <b>", i == 0)
+    row.update(
+        source=list(BENCHMARKS)[i % 2],
+        tokens=CAP if i == 3 else 20 + 10 * i + r,
+        finish_reason="length" if i == 3 else "stop",
+        answer_inclusive=i == 2,
+        diagnostics=json.dumps({"first_reach": 0.2 * (i + 1) if i in (0, 2) else None}),
+    )
     return row
 
 
@@ -86,17 +108,29 @@ def make_run_dir(
 
     run = root / name
     run.mkdir(parents=True)
-    raw = {"run": {"name": name}, **(overrides or {})}
+    raw = {"run": {"name": name}, "eval": {"sampling": {"max_tokens": CAP}}, **(overrides or {})}
     dump_config(validate(raw), run / "config.yaml")
     (run / "state.json").write_text(json.dumps({"completed": ["round-0/eval"], "finished": True}))
     rows = [metrics_row(r, a, t) for r, (a, t) in enumerate(zip(accs, tokens, strict=True))]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for r in range(len(accs)):
-        Dataset.from_list(
-            [sample_row(f"ev{i}", f"{name} eval trace r{r} q{i} <b>", i == 0) for i in range(3)]
-        ).save_to_disk(str(run / f"round-{r}" / "eval"))
+        rows = sorted((eval_row(name, r, i) for i in range(4)), key=lambda x: x["source"])
+        Dataset.from_list(rows).save_to_disk(str(run / f"round-{r}" / "eval"))
         if r == 0:
             continue
+        train_log(run / f"round-{r}" / "train", r)
+        Dataset.from_list(
+            [
+                {
+                    "example_id": "tr0",
+                    "prompt": [{"role": "user", "content": "Who?"}],
+                    "chosen": [{"role": "assistant", "content": f"{name} chosen r{r}"}],
+                    "rejected": [{"role": "assistant", "content": "loop " * 8}],
+                    "rejected_truncated": True,
+                    "margin": 1.75,
+                }
+            ]
+        ).save_to_disk(str(run / f"round-{r}" / "build" / "dpo"))
         Dataset.from_list(
             [
                 sample_row("tr0", f"{name} student sample {k} r{r}", k == 0, sample=k)
@@ -120,9 +154,30 @@ def make_run_dir(
     return run
 
 
+def train_log(folder: Path, r: int) -> None:
+    """round-<r>/train/log_history.jsonl to the TRAIN child's contract: 4 SFT, 2 DPO events."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"stage": "sft", "step": s, "loss": 2.0 / (s + r)} for s in range(1, 5)]
+    rows += [
+        {
+            "stage": "dpo",
+            "step": s,
+            "loss": 0.6,
+            "rewards/accuracies": 0.5 * s,
+            "rewards/margins": s,
+        }
+        for s in (1, 2)
+    ]
+    (folder / "log_history.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+
+
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sweep")
+    return build_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+def build_sweep(root: Path) -> Path:
+    """Three members (base, MBT-S without DPO, MBT-R with DPO) and the sweep's own order."""
     make_run_dir(root, "base", [0.5], [200.0], {"loop": {"rounds": 0}})
     make_run_dir(
         root,
@@ -340,7 +395,9 @@ def test_report_is_self_contained_with_traces(sweep_dir, tmp_path):
     out = write_report([sweep_dir], tmp_path / "r" / "report.html")
     page = out.read_text()
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", page)  # nothing fetched
-    assert page.count("Plotly.newPlot") == 21 and 'data-charts="21"' in page
+    # 21 round curves, 7 per benchmark (3 each) and tier, 3 histograms, 3 first-reach, 5 phases,
+    # 4 training curves, 3 timing
+    assert page.count("Plotly.newPlot") == 46 and 'data-charts="46"' in page
     assert len(re.findall(r"<script type=\"text/javascript\">/\*\*\s*\n\* plotly\.js", page)) == 1
     # one line per run in the accuracy chart, with its points
     acc = re.search(r'data-metric="eval/accuracy">(.*?)</div>\s*</div>', page, re.S).group(1)
@@ -427,7 +484,8 @@ def check_rendered(report: Path, tmp: Path) -> str:
     assert n_charts > 0
     assert dom.count('class="plot-container plotly"') == n_charts
     assert dom.count('class="main-svg"') >= n_charts
-    assert len(re.findall(r'class="scatterlayer', dom)) == n_charts  # plotted lines, not empty axes
+    drawn = dom.split('class="plot-container plotly"')[1:]
+    assert sum('class="trace ' in c.split('class="chart"')[0] for c in drawn) == n_charts
     assert 'id="final-table"' in dom
     assert len(visible_traces(dom)) == 1  # one run/round shows, the rest stay hidden
     shot = tmp / (report.stem + ".png")

@@ -14,7 +14,7 @@ import yaml
 from paths import PAPER_SWEEP
 
 from mbt_online.config import ConfigError, dump_config
-from mbt_online.tools.slurm import SLURM_SCRIPT
+from mbt_online.tools.slurm import SUBMIT_SCRIPT
 from mbt_online.tools.sweep import (
     expand,
     load_sweep,
@@ -289,7 +289,7 @@ def test_every_member_is_validated_before_the_first_runs(tmp_path, fake_loop):
 # SLURM
 
 
-def test_slurm_script_runs_each_member_with_mbt_online_train(tmp_path, fake_loop):
+def test_slurm_script_runs_each_member_with_mbt_online_sweep_member(tmp_path, fake_loop):
     path = write_sweep(
         tmp_path,
         {
@@ -304,9 +304,11 @@ def test_slurm_script_runs_each_member_with_mbt_online_train(tmp_path, fake_loop
     )
     out = tmp_path / "out"
     fake = fake_loop()
-    script = run_sweep(path, out, ["rollout.samples=2"], emit="slurm")
+    submit = run_sweep(path, out, ["rollout.samples=2"], emit="slurm")
     assert fake.calls == []  # emitting runs nothing
-    assert script == out.resolve() / SLURM_SCRIPT
+    assert submit == out.resolve() / SUBMIT_SCRIPT
+    script = out.resolve() / "sweep-0.sbatch"  # every member asks for the same resources
+    assert sorted(p.name for p in out.glob("*.sbatch")) == ["sweep-0.sbatch"]
     text = script.read_text()
     assert "#SBATCH --array=0-3%2" in text
     assert "#SBATCH --job-name=mbt-cl" in text
@@ -320,41 +322,18 @@ def test_slurm_script_runs_each_member_with_mbt_online_train(tmp_path, fake_loop
     bin_dir.mkdir()
     (bin_dir / "mbt-online").write_text('#!/bin/bash\nprintf "%s\\n" "$SETUP_RAN" "$@"\n')
     (bin_dir / "mbt-online").chmod(0o755)
-
-    def task(i: int) -> list[str]:
-        env = {
-            **os.environ,
-            "PATH": f"{bin_dir}:{os.environ['PATH']}",
-            "SLURM_ARRAY_TASK_ID": str(i),
-        }
-        res = subprocess.run(
-            ["bash", str(script)], env=env, capture_output=True, text=True, check=True
-        )
-        return res.stdout.splitlines()
-
-    args = task(3)
-    assert args[:4] == ["1", "train", "--config", str(tmp_path / "base.yaml")]
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_ARRAY_TASK_ID": "3",
+        "SLURM_JOB_ID": "12",
+    }
+    res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True)
+    args = res.stdout.splitlines()[1:]  # after the script's own "member ... on <host>" line
+    run_dir = str(out.resolve() / "mbt-s_dpo")
+    assert args[:5] == ["1", "sweep-member", run_dir, "--config", str(tmp_path / "base.yaml")]
     assert 'teacher.mode="mbt-s"' in args and "train.dpo.enabled=true" in args
     assert "rollout.samples=2" in args and 'run.name="mbt-s_dpo"' in args
     assert f'run.runs_dir="{out.resolve()}"' in args
-
-    run_dir = out / "mbt-s_dpo"
-    run_dir.mkdir()
-    (run_dir / "state.json").write_text(
-        json.dumps({"completed": ["round-0/eval"], "finished": False})
-    )
-    assert task(3)[1:] == ["train", "--resume", str(out.resolve() / "mbt-s_dpo")]
-    (run_dir / "state.json").write_text(
-        json.dumps(
-            {"completed": ["round-0/eval"], "finished": True}, indent=1
-        )  # as the loop writes it
-    )
-    assert task(3) == ["member mbt-s_dpo already finished: skipping"]
-
-    bad = subprocess.run(
-        ["bash", str(script)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SLURM_ARRAY_TASK_ID": "9"},
-    )
-    assert bad.returncode == 2 and "no sweep member for task 9" in bad.stderr
+    # a CPU member: no rendezvous port, no multi-node runtime
+    assert not any(a.startswith("runtime.") for a in args)

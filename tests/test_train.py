@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
 import sys
 from difflib import SequenceMatcher
 from pathlib import Path
 
 import pytest
 import torch
+from _train_worker import rows as worker_rows  # tests/ is on sys.path
+from _train_worker import train_config
 from datasets import Dataset, load_from_disk
 from safetensors.torch import load_file
 
@@ -22,8 +27,8 @@ from mbt_online.config import TrainConfig
 from mbt_online.train import (
     METRICS_FILE,
     SCRATCH,
+    STAGE_HISTORY,
     ProgressLog,
-    _common_args,
     _load_reference,
     _torch_threads,
     dpo_dataset,
@@ -33,6 +38,8 @@ from mbt_online.train import (
     train_dpo,
     train_sft,
 )
+from mbt_online.training.args import common_args
+from mbt_online.training.saving import CHECKPOINTS, last_checkpoint
 
 PROMPT = [
     {"role": "system", "content": "Answer the multi-hop question."},
@@ -144,9 +151,9 @@ def test_row_builders_make_trl_conversational_shapes() -> None:
 
 def test_bf16_is_opt_in_and_threads_are_restored() -> None:
     # TRL would default bf16 to True; here it follows the caller (and CPU autocast supports it).
-    assert _common_args("x", 0, bf16=False)["bf16"] is False
+    assert common_args(TrainConfig(), "x", 0, bf16=False)["bf16"] is False
     cuda = torch.cuda.is_available()
-    assert _common_args("x", 0, bf16=True)["bf16"] is (
+    assert common_args(TrainConfig(), "x", 0, bf16=True)["bf16"] is (
         torch.cuda.is_bf16_supported() if cuda else True
     )
     if torch.set_num_threads.__name__ == "skip_set_num_threads":
@@ -218,7 +225,11 @@ def test_sft_teaches_the_target(
     assert top1_before < 0.1 and top1_after > 0.6, (top1_before, top1_after)
     # the free greedy continuation now spells out a long stretch of the target (random init: ~1)
     assert run_before <= 2 and run_after >= 10, (run_before, run_after)
-    assert {p.name for p in tmp_path.iterdir()} == {METRICS_FILE, "model"}  # scratch cleared
+    assert {p.name for p in tmp_path.iterdir()} == {
+        METRICS_FILE,
+        STAGE_HISTORY,
+        "model",
+    }  # scratch cleared
     # no terminal, so no progress bar: the last step is logged instead
     assert any(r.getMessage().startswith("sft step 40/40 loss ") for r in caplog.records)
     assert json.loads((tmp_path / METRICS_FILE).read_text()) == pytest.approx(m)
@@ -255,7 +266,7 @@ def test_lora_writes_adapter_and_an_equivalent_merged_model(
     assert all(torch.equal(adapter[k], adapter_again[k]) for k in adapter)  # seeded LoRA init
     shutil.rmtree(tmp_path / "again")
     assert res.adapter_dir == tmp_path / "adapter"
-    assert {p.name for p in tmp_path.iterdir()} == {METRICS_FILE, "adapter", "model"}
+    assert {p.name for p in tmp_path.iterdir()} == {METRICS_FILE, STAGE_HISTORY, "adapter", "model"}
     adapter_cfg = json.loads((res.adapter_dir / "adapter_config.json").read_text())
     assert adapter_cfg["r"] == 8 and adapter_cfg["lora_alpha"] == 16
 
@@ -299,7 +310,7 @@ def test_dpo_raises_chosen_over_rejected_vs_reference(
     # that step's update; the final gain is at least that large.
     assert 0 < m["train/dpo_reward_margin_last"] <= 0.1 * (new_gap - ref_gap) + 1e-3
     assert m["train/dpo_loss_last"] < m["train/dpo_loss_first"]
-    expected = {METRICS_FILE, "model"} | ({"adapter"} if method == "lora" else set())
+    expected = {METRICS_FILE, STAGE_HISTORY, "model"} | ({"adapter"} if method == "lora" else set())
     assert {p.name for p in (tmp_path / "out").iterdir()} == expected
 
 
@@ -387,3 +398,196 @@ def test_progress_log_speaks_at_most_every_interval_and_always_at_the_end(
     ]
     every = feed(ProgressLog("sft", every_s=0), 4)
     assert [m.split(" loss")[0] for m in every] == [f"sft step {i}/4" for i in range(1, 5)]
+
+
+# ---------------------------------------------------------------- batch sizes, logs, checkpoints
+
+
+def test_global_batch_derives_grad_accum_from_the_world_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mbt_online.config import ConfigError, load_config
+    from mbt_online.training.args import grad_accum, sft_args
+
+    cfg = TrainConfig()
+    cfg.sft.batch_size, cfg.sft.grad_accum, cfg.sft.global_batch_size = 4, 3, 32
+    cfg.dpo.batch_size, cfg.dpo.grad_accum = 2, 5  # no global batch: grad_accum as set
+    assert sft_args(cfg, 0, "x", False).gradient_accumulation_steps == 8  # one process
+    for world, accum in ((1, 8), (2, 4), (8, 1)):
+        monkeypatch.setenv("WORLD_SIZE", str(world))  # what accelerate launch / torchrun set
+        assert (grad_accum(cfg, "sft"), grad_accum(cfg, "dpo")) == (accum, 5)
+    monkeypatch.setenv("WORLD_SIZE", "3")  # 4 x 3 = 12 does not divide 32
+    with pytest.raises(ConfigError, match=r"train\.sft\.global_batch_size \(32\).*4 x 3 = 12"):
+        grad_accum(cfg, "sft")
+    monkeypatch.delenv("WORLD_SIZE")
+    # checked when the config loads, for the configured world
+    base = ["train.dpo.batch_size=8", "train.dpo.global_batch_size=128"]
+    load_config(None, base)  # 128 / 8 = 16 in one process
+    world = ["runtime.num_processes=3", "runtime.accelerate_config=accelerate/ddp"]
+    with pytest.raises(ConfigError, match=r"train\.dpo\.global_batch_size \(128\)"):
+        load_config(None, [*base, *world])
+
+
+def test_gpu_knobs_reach_the_trainer_arguments() -> None:
+    from mbt_online.training.args import dpo_args, sft_args
+
+    cfg = TrainConfig()
+    args = sft_args(cfg, 0, "x", False)
+    cuda = torch.cuda.is_available()
+    assert args.gradient_checkpointing is cuda and args.save_strategy == "no"
+    assert args.optim == "adamw_torch_fused"  # transformers' default with torch >= 2.8
+    cfg.gradient_checkpointing, cfg.optim, cfg.save_steps = True, "adamw_torch", 5
+    cfg.dpo.precompute_ref_log_probs = True
+    args = dpo_args(cfg, 0, "x", False)
+    assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {
+        "use_reentrant": False
+    }
+    assert (args.optim, args.save_strategy, args.save_steps) == ("adamw_torch", "steps", 5)
+    assert args.precompute_ref_log_probs is True
+
+
+def test_attn_implementation_is_passed_to_the_model(tiny_model_dir: Path) -> None:
+    from mbt_online.train import _load_policy
+
+    assert (
+        _load_policy(tiny_model_dir, attn_implementation="eager")[0].config._attn_implementation
+        == "eager"
+    )
+    assert (
+        _load_policy(tiny_model_dir, attn_implementation="sdpa")[0].config._attn_implementation
+        == "sdpa"
+    )
+
+
+def test_last_checkpoint_skips_one_a_kill_cut_short(tmp_path: Path) -> None:
+    from mbt_online.training.saving import TRAINER_STATE, last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None
+    for step, complete in ((2, True), (4, True), (6, False), (10, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / TRAINER_STATE).write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+
+
+@pytest.mark.slow
+def test_train_job_writes_log_history_and_peak_memory(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from mbt_online.contracts import TrainJob
+    from mbt_online.train import LOG_HISTORY, TrlTrainer
+
+    cfg = _cfg(epochs=1.0)
+    cfg.dpo.epochs = 1.0
+    pairs = dpo_dataset([(PROMPT, TARGET, REJECTED)] * 16)
+    job = TrainJob(str(tiny_model_dir), sft=_varied_rows(), pairs=pairs, out_dir=tmp_path, seed=0)
+    trained = TrlTrainer(cfg).train(job)
+    rows = [json.loads(x) for x in (tmp_path / LOG_HISTORY).read_text().splitlines()]
+    steps = [(r["stage"], r["step"]) for r in rows if "loss" in r]
+    assert steps == [("sft", 1), ("sft", 2), ("sft", 3), ("sft", 4), ("dpo", 1), ("dpo", 2)]
+    assert all("learning_rate" in r for r in rows if "loss" in r)
+    assert all("rewards/margins" in r for r in rows if r["stage"] == "dpo" and "loss" in r)
+    sft_losses = [r["loss"] for r in rows if r["stage"] == "sft" and "loss" in r]
+    assert sft_losses[0] == pytest.approx(trained.metrics["train/sft_loss_first"])
+    assert [r["stage"] for r in rows if "train_runtime" in r] == ["sft", "dpo"]  # summaries
+    peak = trained.metrics["train/peak_memory_gib"]
+    assert 0.1 < peak < 64  # this process's RSS peak on a CPU: a real size, in GiB
+
+
+def _worker(*args: str) -> subprocess.CompletedProcess:
+    worker = Path(__file__).resolve().parent / "_train_worker.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, str(worker), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_killed_stage_resumes_from_its_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """SFT with save_steps=2 SIGKILLed as step 4 starts resumes from checkpoint-2 (not step 0)
+    and ends with the weights and per-step losses of an uninterrupted run."""
+    model = str(tiny_model_dir)
+    killed = _worker("sft", model, str(tmp_path / "a"), "2", "3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    work = tmp_path / "a" / "sft" / CHECKPOINTS
+    assert not (tmp_path / "a" / "sft" / "model").exists()
+    assert last_checkpoint(work) == work / "checkpoint-2"
+    resumed = _worker("sft", model, str(tmp_path / "a"), "2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    cfg = train_config(batch=2, global_batch=None)  # the worker's, uninterrupted in-process
+    cfg.sft.epochs, cfg.save_steps = 2.0, 2
+    straight = train_sft(model, worker_rows(), tmp_path / "b" / "sft", cfg, seed=0)
+
+    a = json.loads((tmp_path / "a" / "rank-0.json").read_text())
+    assert a["first_step"] == 2  # the resumed process started after checkpoint-2, not at 0
+    assert a["metrics"]["train/sft_steps"] == straight.metrics["train/sft_steps"] == 16
+    losses = [
+        [(h["step"], h["loss"]) for h in hist if "loss" in h]
+        for hist in (a["history"], straight.history)
+    ]
+    assert losses[0] == losses[1] and len(losses[0]) == 16
+    wa = _weights(tmp_path / "a" / "sft" / "model")
+    wb = _weights(straight.model_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wb) and wa.keys() == wb.keys()
+    assert not work.exists()  # checkpoints removed once the stage completed
+
+
+@pytest.mark.slow
+def test_a_stop_request_ends_sft_at_its_next_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """SIGUSR1 / SIGTERM during TRAIN: the stage stops once checkpoint-2 is complete (Preempted),
+    keeps it, and the resumed stage continues from it."""
+    from mbt_online import preemption
+
+    cfg = train_config(batch=2, global_batch=None)
+    cfg.save_steps = 2
+    preemption.request("SIGUSR1")
+    try:
+        with pytest.raises(preemption.Preempted, match="sft step 3"):
+            train_sft(tiny_model_dir, worker_rows(), tmp_path / "sft", cfg, seed=0)
+    finally:
+        preemption.reset()
+    work = tmp_path / "sft" / CHECKPOINTS
+    assert last_checkpoint(work) == work / "checkpoint-2"
+    assert not (tmp_path / "sft" / "model").exists()
+    res = train_sft(tiny_model_dir, worker_rows(), tmp_path / "sft", cfg, seed=0)
+    assert res.metrics["train/sft_steps"] == 8 and not work.exists()
+
+
+@pytest.mark.slow
+def test_with_checkpoints_a_completed_stage_is_not_trained_again(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A TRAIN killed in DPO reruns SFT's call: with save_steps it returns SFT's finished result
+    (same folder, metrics and history) instead of training it again."""
+    cfg = train_config(batch=4, global_batch=None)
+    cfg.save_steps = 100
+    first = train_sft(tiny_model_dir, worker_rows(), tmp_path / "sft", cfg, seed=0)
+    stamp = (first.model_dir / "model.safetensors").stat().st_mtime_ns
+    again = train_sft(tiny_model_dir, worker_rows(), tmp_path / "sft", cfg, seed=0)
+    assert (again.model_dir, again.metrics) == (first.model_dir, first.metrics)
+    assert again.history == first.history and len(again.history) == 5  # 4 steps + summary
+    assert (again.model_dir / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_the_cpu_merge_loads_the_base_without_zero3_partitioning(tiny_model_dir: Path) -> None:
+    """Under ZeRO-3 (deepspeed is not installed here: its switch in transformers is set by hand)
+    a from_pretrained on rank 0 alone would enter zero.Init, a collective; the merge turns it off
+    for its load and restores it."""
+    from transformers.integrations import deepspeed as ds
+
+    from mbt_online.training.saving import _without_zero3_init
+
+    class Zero3:  # what transformers asks of the HfDeepSpeedConfig it holds a weak reference to
+        def is_zero3(self) -> bool:
+            return True
+
+    held = Zero3()
+    ds.set_hf_deepspeed_config(held)
+    try:
+        assert ds.is_deepspeed_zero3_enabled()
+        with _without_zero3_init():
+            assert not ds.is_deepspeed_zero3_enabled()
+        assert ds.is_deepspeed_zero3_enabled()
+    finally:
+        ds.unset_hf_deepspeed_config()

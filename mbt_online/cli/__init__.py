@@ -1,11 +1,18 @@
 """The `mbt-online` command line: train, config, eval, data inspect, teach, judge, sweep, report,
-models. One module per group of commands; they all register on `common.app`."""
+compare, models. One module per group of commands; they all register on `common.app`."""
 
 from __future__ import annotations
 
 import sys
 
-from mbt_online.cli import data, models, run, stages, sweeps  # noqa: F401  (registers commands)
+from mbt_online.cli import (  # noqa: F401  (registers commands)
+    compare,
+    data,
+    models,
+    run,
+    stages,
+    sweeps,
+)
 from mbt_online.cli.common import DATASET_HELP, app, err, flag_wording
 from mbt_online.cli.data import inspect_summary
 from mbt_online.config import ConfigError

@@ -53,7 +53,7 @@ def print_round_table(run_dir: Path) -> None:
     for name, _ in cols:
         table.add_column(name, justify="right")
     for m in read_metrics(run_dir):
-        table.add_row(*[_fmt(m.get(key)) for _, key in cols])
+        table.add_row(*[fmt_spread(m, key) for _, key in cols])
     console.print(table)
     console.print(f"run directory: {run_dir}")
     wandb_runs = sorted((run_dir / "wandb" / "wandb").glob("offline-run-*"))
@@ -62,7 +62,7 @@ def print_round_table(run_dir: Path) -> None:
 
 
 # library parameters that the commands take as options of the same name
-FLAGS = ("distractors", "path", "rounds", "save", "resume")
+FLAGS = ("distractors", "path", "rounds", "save", "resume", "seeds")
 
 
 def flag_wording(e: ConfigError) -> str:
@@ -75,6 +75,16 @@ def flag_wording(e: ConfigError) -> str:
         return f"{text}: resume it with `mbt-online train --resume {e.run_dir}` or pass --run-dir"
     param, colon, rest = text.partition(":")
     return f"--{param}{colon}{rest}" if colon and param in FLAGS else text
+
+
+def fmt_spread(metrics: dict[str, Any], key: str) -> str:
+    """`mean ± half-interval` where the metric carries its 95% interval (several eval seeds),
+    the plain number otherwise; the half-width at the mean's own precision."""
+    v, low, high = (metrics.get(f"{key}{s}") for s in ("", "_ci_low", "_ci_high"))
+    if not isinstance(v, float) or low is None or high is None:
+        return _fmt(v)
+    digits = 1 if abs(v) >= 10 else 3
+    return f"{_fmt(v)} ± {(high - low) / 2:.{digits}f}"
 
 
 def _fmt(v: Any) -> str:

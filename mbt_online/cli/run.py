@@ -12,6 +12,7 @@ from mbt_online.cli.common import (
     TRAIN_EPILOG,
     app,
     console,
+    err,
     fail,
     flag_wording,
     print_round_table,
@@ -55,6 +56,7 @@ def train(
     ] = False,
 ) -> None:
     """Run a multi-round MBT training run (the embedded synthetic world by default)."""
+    from mbt_online import preemption
     from mbt_online.contracts import StageFailed
     from mbt_online.tools.plan import plan_text
 
@@ -70,18 +72,19 @@ def train(
             cfg = load_config(resume / "config.yaml", extra) if resume else None
             cfg = cfg or load_config(config, overrides or [])
             print(config_yaml(cfg), end="")
-            print(f"# run directory: {resume or run_dir or cfg.run_dir()}")
-            print(plan_text(cfg), end="")  # the runtime and the student's memory estimate
+            target = resume or run_dir or cfg.run_dir()
+            print(f"# run directory: {target}")
+            print(plan_text(cfg, target), end="")  # the stages' runtime, commands and memory
             return
-        out = _train(config, overrides or [], run_dir, resume, rounds, allow_changed)
+        with preemption.handling():  # SIGUSR1/SIGTERM: stop at the next safe point
+            out = _train(config, overrides or [], run_dir, resume, rounds, allow_changed)
+    except preemption.Preempted as e:  # asked to stop (SLURM): the batch script requeues on 3
+        err.print(f"preempted: {e}", highlight=False)
+        raise typer.Exit(preemption.PREEMPTED_EXIT) from None
     except ConfigError as e:
         fail(flag_wording(e))
-    except StageFailed as e:  # an endpoint outage: nothing of the stage was committed
-        fail(
-            f"{e}\nThe stage is not marked done; when the endpoint is back, run "
-            f"`mbt-online train --resume {e.run_dir or '<run directory>'}`: only the failed "
-            "requests are sent again."
-        )
+    except StageFailed as e:  # an endpoint outage or a failed TRAIN child: nothing committed
+        fail(f"{e}\n{e.resume_hint()}")
     print_round_table(out)
 
 

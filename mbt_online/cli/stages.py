@@ -44,6 +44,14 @@ def eval_cmd(
     seed: Annotated[
         int | None, typer.Option(help="Sampling seed (default: the run's eval.sampling.seed).")
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of seeds, e.g. 0,1,2: evaluate once per seed and report each "
+            "metric's mean, std over seeds and 95% interval (default: the run's "
+            "eval.sampling.seeds)."
+        ),
+    ] = None,
     samples: Annotated[
         int | None,
         typer.Option(
@@ -88,6 +96,7 @@ def eval_cmd(
     if (dataset is None) != (path is None):
         fail("--dataset and --path go together")
     keep = parse_distractors(distractors)
+    seed_list = parse_seeds(seeds)
     try:
         metrics = evaluate_round(
             run,
@@ -96,6 +105,7 @@ def eval_cmd(
             path,
             limit,
             seed=seed,
+            seeds=seed_list,
             samples=samples,
             distractors=keep,
             max_model_len=max_model_len,
@@ -116,6 +126,18 @@ def eval_cmd(
     for k, v in sorted(short.items()):
         table.add_row(k, _fmt(v))
     console.print(table)
+
+
+def parse_seeds(value: str | None) -> list[int] | None:
+    """`--seeds 0,1,2` as distinct integers."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items or not all(v.lstrip("-").isdigit() for v in items):
+        fail(f"--seeds: expected a comma list of integers, e.g. 0,1,2; got {value!r}")
+    if len(set(items)) != len(items):
+        fail(f"--seeds: seeds repeat in {value!r}")
+    return [int(v) for v in items]
 
 
 @app.command()

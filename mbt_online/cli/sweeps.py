@@ -1,17 +1,41 @@
-"""`sweep` and `report`: ablation sweeps, locally or on SLURM, and the HTML dashboard over runs."""
+"""`sweep` (run, status) and `report`: ablation sweeps, locally or on SLURM, and the HTML dashboard
+over runs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from mbt_online.cli.common import _console_logging, app, console, fail
+from mbt_online.cli.common import CONFIG_HELP, _console_logging, app, console, err, fail
 from mbt_online.config import ConfigError, resolve_config
 
 
-@app.command()
+class _SweepGroup(TyperGroup):
+    """`sweep FILE [overrides]` runs a sweep (the `run` command), while `sweep status DIR` is a
+    subcommand: a first token that names no subcommand goes to `run`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+sweep_app = typer.Typer(
+    cls=_SweepGroup,
+    no_args_is_help=True,
+    help="Ablation sweeps: `mbt-online sweep FILE key=value...` runs one (locally, as SLURM "
+    "job arrays with --emit slurm, or submitted with --submit); `mbt-online sweep status DIR` "
+    "shows where each member stands.",
+)
+app.add_typer(sweep_app, name="sweep")
+
+
+@sweep_app.command("run")
 def sweep(
     sweep_file: Annotated[
         str,
@@ -29,27 +53,102 @@ def sweep(
     ] = None,
     emit: Annotated[
         str | None,
-        typer.Option(help="'slurm': write a job-array script instead of running locally."),
+        typer.Option(
+            help="'slurm': write one job-array script per resource set and submit.sh instead "
+            "of running locally."
+        ),
     ] = None,
+    submit: Annotated[
+        bool,
+        typer.Option(help="Write the SLURM scripts (as --emit slurm), submit them, print job ids."),
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="List the members and exit.")] = False,
 ) -> None:
-    """Run an ablation sweep: each member one after another, skipping finished runs."""
+    """Run an ablation sweep: each member one after another, skipping finished runs (the default
+    command: `mbt-online sweep FILE` is `mbt-online sweep run FILE`)."""
+    from mbt_online import preemption
     from mbt_online.tools.sweep import dump_members, expand, run_sweep
 
     if emit not in (None, "slurm"):
         fail(f"--emit must be slurm (got {emit!r})")
+    emit = "slurm" if submit else emit
     try:
         path = resolve_config(sweep_file)
         if dry_run:
             print(dump_members(expand(path, overrides or [])), end="")
             return
         _console_logging()
-        out = run_sweep(path, sweep_dir, overrides or [], emit=emit)
+        with preemption.handling():
+            out = run_sweep(path, sweep_dir, overrides or [], emit=emit)
+        if submit:
+            _submit(out.parent)
+            return
+    except preemption.Preempted as e:
+        err.print(f"preempted: {e}", highlight=False)
+        raise typer.Exit(preemption.PREEMPTED_EXIT) from None
     except ConfigError as e:
         fail(str(e))
-    console.print(f"{'SLURM script' if emit else 'sweep directory'}: {out}")
+    console.print(f"{'SLURM submit script' if emit else 'sweep directory'}: {out}")
     if not emit:
         console.print(f"report: mbt-online report {out} --out {out / 'report.html'}")
+
+
+def _submit(sweep_dir: Path) -> None:
+    from mbt_online.tools.slurm import submit
+
+    for job in submit(sweep_dir):
+        print(f"{job['job_id']} {job['script']}: {', '.join(job['members'])}")
+    console.print(f"status: mbt-online sweep status {sweep_dir}", highlight=False)
+
+
+@sweep_app.command("status")
+def sweep_status(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory (it holds sweep.json).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Each member's state (not started, queued, running, finished, failed), round and stage,
+    last evaluation, and its SLURM task where squeue / sacct answer."""
+    from rich.table import Table
+
+    from mbt_online.tools.sweep_status import format_status, sweep_status
+
+    try:
+        status = sweep_status(sweep_dir.resolve())
+    except ConfigError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(status, indent=1))
+        return
+    table = Table(title=f"sweep {status['sweep']}: {status['dir']}")
+    for col in ("member", "state", "round/stage", "last eval", "SLURM task", "SLURM state"):
+        table.add_column(col)
+    for row in format_status(status):
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command("sweep-member", hidden=True)
+def sweep_member(
+    run_dir: Annotated[Path, typer.Argument(help="The member's run directory.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="The member's overrides.")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
+) -> None:
+    """One sweep member as a local sweep runs it (a SLURM array task's command): skipped when
+    finished, resumed when cut, refused when its stored config differs; exit 3 when preempted."""
+    from mbt_online import preemption
+    from mbt_online.config import load_config
+    from mbt_online.tools.sweep import run_member
+
+    _console_logging()
+    try:
+        cfg = load_config(config, overrides or [])
+        with preemption.handling():
+            run_member(run_dir, cfg, run_dir.name)
+    except preemption.Preempted as e:
+        err.print(f"preempted: {e}", highlight=False)
+        raise typer.Exit(preemption.PREEMPTED_EXIT) from None
+    except ConfigError as e:
+        fail(str(e))
 
 
 @app.command()

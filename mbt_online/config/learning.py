@@ -167,6 +167,13 @@ class SFTConfig(Section):
     grad_accum: int = Field(
         default=1, ge=1, description="Gradient accumulation steps per optimizer step."
     )
+    global_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rows per optimizer step over all processes; grad_accum is then derived as "
+        "global_batch_size / (batch_size x world size) and must divide exactly. null = grad_accum "
+        "as set.",
+    )
     warmup_ratio: float = Field(
         default=0.1, ge=0, le=1, description="Share of the steps spent warming up the rate."
     )
@@ -193,9 +200,22 @@ class DPOConfig(Section):
     grad_accum: int = Field(
         default=1, ge=1, description="Gradient accumulation steps per optimizer step."
     )
+    global_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rows per optimizer step over all processes; grad_accum is then derived as "
+        "global_batch_size / (batch_size x world size) and must divide exactly. null = grad_accum "
+        "as set.",
+    )
     max_grad_norm: float = Field(default=0.3, gt=0, description="Gradient clipping norm.")
     max_length: int = Field(
         default=2048, ge=16, description="Longest prompt + trace in tokens; longer pairs cut."
+    )
+    precompute_ref_log_probs: bool = Field(
+        default=False,
+        description="Compute the reference model's log-probabilities for all pairs before "
+        "training (TRL's precompute_ref_log_probs), so the reference is not held beside the "
+        "policy during training.",
     )
     margin: float = Field(
         default=0.5,
@@ -225,6 +245,21 @@ class DPOConfig(Section):
     )
 
 
+def grad_accum_for(step: SFTConfig | DPOConfig, world: int, key: str) -> int:
+    """Accumulation steps per optimizer step for `world` processes: derived from
+    `global_batch_size` when set (batch_size x world must divide it), else `grad_accum`.
+    `key` is the section's dotted name (`train.sft`) for the error message."""
+    if step.global_batch_size is None:
+        return step.grad_accum
+    per_step = step.batch_size * world
+    if step.global_batch_size % per_step:
+        raise ValueError(
+            f"{key}.global_batch_size ({step.global_batch_size}) must be a multiple of "
+            f"{key}.batch_size x world size ({step.batch_size} x {world} = {per_step})"
+        )
+    return step.global_batch_size // per_step
+
+
 class TrainConfig(Section):
     """How each round's student is trained: SFT, then DPO."""
 
@@ -238,4 +273,28 @@ class TrainConfig(Section):
         default=None,
         ge=1,
         description="CPU threads for training (torch); null = torch's default.",
+    )
+    attn_implementation: (
+        Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] | None
+    ) = Field(
+        default=None,
+        description="Attention kernel of the trained model (transformers' attn_implementation); "
+        "null = transformers' default for the model.",
+    )
+    gradient_checkpointing: bool | None = Field(
+        default=None,
+        description="Recompute activations in the backward pass (non-reentrant): less memory, "
+        "~20-30% more compute. null = on with CUDA, off on a CPU.",
+    )
+    optim: str | None = Field(
+        default=None,
+        description="Optimizer (a transformers optim name: adamw_torch_fused, adamw_torch...); "
+        "null = transformers' default (fused AdamW with torch >= 2.8).",
+    )
+    save_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Checkpoint every this many optimizer steps inside SFT and DPO, under "
+        "round-<r>/train/<stage>/checkpoints; a killed TRAIN stage resumes from the last one. "
+        "Removed when the stage completes. null = no checkpoints.",
     )

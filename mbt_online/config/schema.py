@@ -16,6 +16,7 @@ from mbt_online.config.learning import (
     RewardConfig,
     TeacherConfig,
     TrainConfig,
+    grad_accum_for,
 )
 from mbt_online.config.section import Section
 from mbt_online.rundir.names import check_safe_name
@@ -291,12 +292,26 @@ class EngineConfig(Section):
         description="vLLM's prefix cache (samples of one prompt share its prefill); null = "
         "vLLM's default.",
     )
-    gpu_memory_utilization: float = Field(
-        default=0.45,
+    gpu_memory_utilization: float | None = Field(
+        default=None,
         gt=0,
         le=1,
-        description="GPU only: share of GPU memory vLLM may take; training runs in-process beside "
-        "the live engine and gets the rest.",
+        description="GPU only: share of GPU memory vLLM may take; null = 0.45 when TRAIN runs "
+        "in-process beside the live engine (training gets the rest), 0.85 in staged mode (the "
+        "engine gives its memory back before TRAIN: `between_stages`).",
+    )
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        description="GPUs per engine (vLLM tensor parallelism); the rollouts use "
+        "tensor_parallel_size x data_parallel_size devices.",
+    )
+    between_stages: Literal["auto", "keep", "stop", "sleep"] = Field(
+        default="auto",
+        description="What the student's engine does while TRAIN runs: `keep` it live, `stop` it "
+        "(a fresh engine on the new model after), `sleep` (vLLM sleep mode, GPU only: weights "
+        "offloaded, KV cache dropped; woken and reloaded from the new model). auto = keep when "
+        "TRAIN runs in-process on CPU, sleep with vLLM on GPU, stop otherwise.",
     )
 
 
@@ -315,6 +330,27 @@ class SamplingConfig(Section):
     seed: int = Field(
         default=0, description="Sampling seed (offset per round where each round must differ)."
     )
+
+
+def _distinct_seeds(seeds: list[int] | None) -> list[int] | None:
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ValueError("give one or more distinct seeds, or null for the single `seed`")
+    return seeds
+
+
+class EvalSamplingConfig(SamplingConfig):
+    """How evaluation completions are sampled: the rollout's knobs, plus repeated seeds."""
+
+    seeds: Annotated[list[int] | None, AfterValidator(_distinct_seeds)] = Field(
+        default=None,
+        description="Evaluate once per seed and log each eval metric's mean over seeds with its "
+        "std, 95% interval (_ci_low/_ci_high: Wilson for rates, bootstrap over questions "
+        "otherwise) and eval/seeds; null = the single `seed`, no spread keys.",
+    )
+
+    def seed_list(self) -> list[int]:
+        """The base seeds an evaluation draws with (each offset per round by `stage_seed`)."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
 
 
 class LoopConfig(Section):
@@ -336,8 +372,8 @@ class LoopConfig(Section):
 class EvalConfig(Section):
     """The held-out evaluation after every round."""
 
-    sampling: SamplingConfig = Field(
-        default=SamplingConfig(samples=1, seed=1234),
+    sampling: EvalSamplingConfig = Field(
+        default=EvalSamplingConfig(samples=1, seed=1234),
         description="Evaluation sampling; the paper's protocol: one sample per question at "
         "T=0.6, with the same seed every round.",
     )
@@ -380,6 +416,80 @@ class TrackingConfig(Section):
     )
 
 
+class RuntimeConfig(Section):
+    """Where the stages run: `inproc` (everything in this process, the CPU default) or `staged`
+    (TRAIN as a child process started with `accelerate launch`, which owns the devices while it
+    runs; the orchestrator never initialises CUDA). Multi-machine fields follow accelerate's own
+    launch arguments; under SLURM they come as dotted overrides from the job script."""
+
+    mode: Literal["auto", "inproc", "staged"] = Field(
+        default="auto",
+        description="`inproc`: TRAIN runs in this process beside the engine; `staged`: TRAIN runs "
+        "as a child started with `accelerate launch` (exit status and result file are its "
+        "interface); auto = staged where CUDA is present, inproc otherwise.",
+    )
+    accelerate_config: str | None = Field(
+        default=None,
+        description="Staged TRAIN's accelerate config: a file or a shipped name such as "
+        "`accelerate/ddp` (also single_gpu, fsdp2, zero2, zero3: `mbt-online config list`); "
+        "null = one process (num_processes x num_machines must be 1).",
+    )
+    num_processes: int = Field(
+        default=1, ge=1, description="Staged TRAIN processes per machine (one per GPU)."
+    )
+    num_machines: int = Field(default=1, ge=1, description="Machines staged TRAIN spans.")
+    machine_rank: int = Field(
+        default=0,
+        ge=0,
+        description="This machine's rank among num_machines (launcher=srun: taken from each "
+        "task's SLURM_NODEID instead).",
+    )
+    main_process_ip: str | None = Field(
+        default=None,
+        description="Address of machine rank 0 for multi-machine TRAIN; null = localhost on one "
+        "machine, the allocation's first node under launcher=srun.",
+    )
+    main_process_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Rendezvous port of staged TRAIN; 0 = a free port chosen at each launch.",
+    )
+    launcher: Literal["local", "srun"] = Field(
+        default="local",
+        description="`local`: the TRAIN child starts on this machine; `srun`: under `srun` on "
+        "each node of the SLURM allocation (one task per node), machine rank from SLURM_NODEID.",
+    )
+
+    @model_validator(mode="after")
+    def _check_world(self) -> RuntimeConfig:
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(
+                f"runtime.machine_rank ({self.machine_rank}) must be below runtime.num_machines "
+                f"({self.num_machines})"
+            )
+        world = self.num_processes * self.num_machines
+        if world > 1 and self.accelerate_config is None:
+            raise ValueError(
+                f"runtime.accelerate_config: null runs one TRAIN process, but runtime."
+                f"num_processes x num_machines = {world}; name a multi-process config such as "
+                "accelerate/ddp, accelerate/fsdp2 or accelerate/zero3"
+            )
+        if self.num_machines > 1 and self.launcher == "local" and not self.main_process_ip:
+            raise ValueError(
+                "runtime.main_process_ip is required when runtime.num_machines > 1 with "
+                "runtime.launcher=local (or use launcher=srun)"
+            )
+        if self.accelerate_config is not None and self.mode != "inproc":
+            from mbt_online.config import resolve_config  # the shipped-name resolver
+
+            try:
+                resolve_config(self.accelerate_config)
+            except ValueError as e:
+                raise ValueError(f"runtime.accelerate_config: {e}") from None
+        return self
+
+
 class Config(Section):
     """A whole run: every section, each with its own defaults."""
 
@@ -418,6 +528,10 @@ class Config(Section):
     tracking: TrackingConfig = Field(
         default=TrackingConfig(), description="Weights & Biases logging."
     )
+    runtime: RuntimeConfig = Field(
+        default=RuntimeConfig(),
+        description="Where stages run: in this process, or TRAIN as an `accelerate launch` child.",
+    )
 
     @model_validator(mode="after")
     def _check_cross_field(self) -> Config:
@@ -436,6 +550,9 @@ class Config(Section):
                 )
             if s.path and s.hub:
                 raise ValueError(f"data.{split}: name a path or a hub data set, not both")
+        world = self.runtime.num_processes * self.runtime.num_machines
+        grad_accum_for(self.train.sft, world, "train.sft")  # raises when it does not divide
+        grad_accum_for(self.train.dpo, world, "train.dpo")
         return self
 
     def run_dir(self) -> Path:

@@ -54,6 +54,48 @@ def summarize(rows: list[dict], cfg: Config, history: list[dict], prefix: str) -
     return out
 
 
+def summarize_eval(
+    rows: list[dict], cfg: Config, history: list[dict], prefix: str = "eval"
+) -> dict[str, float]:
+    """An evaluation's metrics: `summarize` as it always was with one seed
+    (`eval.sampling.seeds` null), else each seed's metrics averaged over seeds, with every
+    `<prefix>/<m>` carrying `_std` (over seeds), `_ci_low` / `_ci_high` (95%, `scoring.spread`)
+    and `<prefix>/seeds`. Rows say their seed in a `seed` column."""
+    seeds = cfg.eval.sampling.seeds
+    if seeds is None:
+        return summarize(rows, cfg, history, prefix)
+    per_seed = [
+        summarize([r for r in rows if r.get("seed") == s], cfg, history, prefix) for s in seeds
+    ]
+    return merge_seed_metrics(per_seed, rows, cfg, history, prefix)
+
+
+def merge_seed_metrics(
+    per_seed: list[dict[str, float]],
+    rows: list[dict],
+    cfg: Config,
+    history: list[dict],
+    prefix: str,
+) -> dict[str, float]:
+    """The mean over seeds of every key; each `<prefix>/` metric (but the trace count `n`) also
+    gets its std over seeds and its interval over the pooled rows."""
+    from mbt_online.scoring.spread import eval_intervals
+    from mbt_online.scoring.stats import std
+
+    out = {k: sum(m[k] for m in per_seed) / len(per_seed) for k in per_seed[0]}
+    keys = [k for k in out if k.startswith(f"{prefix}/") and k != f"{prefix}/n"]
+    base = next((m for m in history if m.get("round") == 0), None)
+    base_pair = (base[f"{prefix}/accuracy"], base[f"{prefix}/mean_tokens"]) if base else None
+    cis = eval_intervals(rows, keys, cfg, base_pair, prefix)
+    for k in keys:
+        out[f"{k}_std"] = std([m[k] for m in per_seed])
+        if k in cis:
+            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = cis[k]
+    out[f"{prefix}/n"] = sum(m[f"{prefix}/n"] for m in per_seed)
+    out[f"{prefix}/seeds"] = len(per_seed)
+    return out
+
+
 def source_metrics(rows: list[dict], diags: list[Any], prefix: str) -> dict[str, float]:
     """<prefix>/<benchmark>/<metric> when the evaluation mixes benchmarks: targets are stated per
     benchmark, and a pooled mean hides one that gets worse."""

@@ -11,6 +11,8 @@ Sweep YAML (paths relative to the YAML file)::
     base: ../quickstart.yaml         # the config every member starts from
     group: null                      # wandb group (default: name)
     tags: [paper]                    # wandb tags on every member
+    seeds: [0, 1, 2]                 # optional: every member once per seed, <member>-s<seed>,
+                                     #   with run.seed and rollout.seed = the seed (`with_seeds`)
     overrides: [loop.rounds=2]       # shared by every member (list of key=value, or a mapping)
     grid:                            # cartesian product, crossed with every member
       train.dpo.enabled: [false, true]
@@ -20,9 +22,15 @@ Sweep YAML (paths relative to the YAML file)::
         overrides: [loop.rounds=0]
         grid: {}                     # a member's own grid replaces the shared one ({} = none)
         tags: [baseline]
-    slurm:                           # only for --emit slurm
-      sbatch: {partition: gpu, gres: "gpu:1", time: "04:00:00"}
+        slurm: {nodes: 2, gpus_per_node: 4}   # this member's resources (tools.slurm_spec)
+    slurm:                           # only for --emit slurm / --submit
+      partition: gpu                 # resources: nodes, gpus_per_node, cpus_per_task, mem, time,
+      gpus_per_node: 1               #   partition, account, sbatch (extra #SBATCH options)
+      time: "04:00:00"
+      labels: {1.7b: {mem: 64G}}     # resources per grid label
       max_parallel: 4
+      signal_seconds: 300            # SLURM's warning before the time limit: stop and requeue
+      env: {HF_HOME: /scratch/hf, HF_HUB_OFFLINE: 1}
       setup: ["source .venv/bin/activate"]
 
 Precedence, lowest first: base file, shared `overrides`, command-line extras, the member's own
@@ -56,6 +64,7 @@ from mbt_online.config import (
 )
 from mbt_online.rundir.atomic import write_json_atomic
 from mbt_online.rundir.state import STATE_FILE, RunState
+from mbt_online.tools.slurm_spec import check_block, merge_resources
 
 log = logging.getLogger("mbt_online")
 
@@ -65,16 +74,20 @@ RESERVED = ("run.name", "run.runs_dir", "tracking.group", "tracking.tags")
 # Key segments too generic to name a value ("train.dpo.enabled" is about DPO, not "enabled").
 GENERIC = {"enabled", "enable", "value", "mode", "name", "path"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-SWEEP_KEYS = {"name", "base", "group", "tags", "overrides", "grid", "members", "slurm"}
-MEMBER_KEYS = {"name", "overrides", "grid", "tags"}
+SWEEP_KEYS = {"name", "base", "group", "tags", "overrides", "grid", "members", "slurm", "seeds"}
+MEMBER_KEYS = {"name", "overrides", "grid", "tags", "slurm"}
+# per-launch settings (a rendezvous port per SLURM task): not part of what a run is
+LAUNCH_KEYS = ("run.runs_dir", "runtime.main_process_port", "runtime.main_process_ip")
 
 
 @dataclass(frozen=True)
 class Member:
-    """One run of a sweep: its directory name and every override that makes it (in order)."""
+    """One run of a sweep: its directory name and every override that makes it (in order), and
+    the SLURM resources it asks for (`tools.slurm_spec`; copy them to members derived from it)."""
 
     name: str
     overrides: list[str]
+    slurm: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -90,6 +103,7 @@ class Sweep:
     grid: dict[str, list[tuple[str | None, Any]]]
     members: list[dict[str, Any]]
     slurm: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] | None = None  # every member repeated per seed (`with_seeds`)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,9 +135,9 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(
                 f"{path}: members[{i}]: unknown keys {sorted(bad)}; allowed: {sorted(MEMBER_KEYS)}"
             )
-    slurm = raw.get("slurm") or {}
-    if not isinstance(slurm, dict):
-        raise ConfigError(f"{path}: `slurm:` must be a mapping")
+    slurm = check_block(raw.get("slurm"), f"{path}: slurm", sweep_level=True)
+    for i, m in enumerate(members):
+        check_block(m.get("slurm"), f"{path}: members[{i}].slurm", sweep_level=False)
     return Sweep(
         path=path,
         name=name,
@@ -134,6 +148,7 @@ def load_sweep(path: str | Path) -> Sweep:
         grid=_parse_grid(raw.get("grid"), f"{path}: grid"),
         members=members,
         slurm=slurm,
+        seeds=_parse_seeds(raw.get("seeds"), f"{path}: seeds"),
     )
 
 
@@ -229,6 +244,7 @@ def expand(
     extras = list(extra_overrides)
     _check_reserved(sweep.overrides + extras, "shared overrides / command line")
     out: list[Member] = []
+    parts: set[str] = set()  # every grid label (or value name), for `slurm.labels`
     for i, spec in enumerate(sweep.members):
         where = f"{sweep.path}: members[{i}]"
         own = _override_list(spec.get("overrides"), f"{where}.overrides")
@@ -238,11 +254,16 @@ def expand(
         _note_pinned(extras, own, spec.get("name"))
         if spec.get("name") is not None:
             _check_name(str(spec["name"]), f"{where}.name")
+        parts |= {lab or short_value(k, v) for k, axis in grid.items() for lab, v in axis}
         for combo in itertools.product(
             *[[(k, lab, v) for lab, v in axis] for k, axis in grid.items()]
         ):
             out.append(_member(sweep, spec, own, extras, combo))
+    out = with_seeds(out, sweep.seeds, sweep.path)
     _check_unique(out, sweep.path)
+    unused = sorted({str(k) for k in sweep.slurm.get("labels") or {}} - parts)
+    if unused:
+        raise ConfigError(f"{sweep.path}: slurm.labels: no grid value is labelled {unused}")
     return out
 
 
@@ -263,7 +284,50 @@ def _member(sweep: Sweep, spec: dict, own: list[str], extras: list[str], combo: 
         override_item("tracking.group", sweep.group),
         override_item("tracking.tags", tags),
     ]
-    return Member(name, _last_per_key(sweep.overrides + extras + own + grid_overrides + sweep_set))
+    labels = {str(k): v for k, v in (sweep.slurm.get("labels") or {}).items()}
+    by_label = [labels.get(part) for part in grid_parts]
+    resources = merge_resources(sweep.slurm, *by_label, spec.get("slurm"))
+    overrides = _last_per_key(sweep.overrides + extras + own + grid_overrides + sweep_set)
+    return Member(name, overrides, resources)
+
+
+# the keys a sweep's `seeds:` sets in every member
+SEED_KEYS = ("run.seed", "rollout.seed")
+
+
+def _parse_seeds(value: Any, where: str) -> list[int] | None:
+    if value is None:
+        return None
+    items = as_list(value, where)
+    if not items or not all(isinstance(s, int) and not isinstance(s, bool) for s in items):
+        raise ConfigError(f"{where}: expected a list of integers, e.g. [0, 1, 2]")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{where}: seeds repeat in {items}")
+    return items
+
+
+def with_seeds(members: list[Member], seeds: list[int] | None, path: Path) -> list[Member]:
+    """Each member once per seed, named `<member>-s<seed>` (`tools.compare.group_of` reads the
+    group back), with `run.seed` and `rollout.seed` set to the seed: a replicate redraws the
+    engine, training, teacher and rollout noise (and, for a shuffled benchmark file, the
+    questions), while `eval.sampling.seed` stays the config's, so every replicate and member
+    is evaluated under the same protocol."""
+    if seeds is None:
+        return members
+    out = []
+    for m in members:
+        pinned = [k for k in (_key_value(o)[0] for o in m.overrides) if k in SEED_KEYS]
+        if pinned:
+            raise ConfigError(
+                f"{path}: member {m.name!r} sets {pinned[0]}, which `seeds:` sets per replicate; "
+                "drop it from the overrides (or drop `seeds:`)"
+            )
+        for seed in seeds:
+            name = f"{m.name}-s{seed}"
+            extra = [override_item(k, seed) for k in SEED_KEYS]
+            extra.append(override_item("run.name", name))
+            out.append(Member(name, _last_per_key(m.overrides + extra), m.slurm))
+    return out
 
 
 def _last_per_key(overrides: list[str]) -> list[str]:
@@ -349,7 +413,8 @@ def run_sweep(
     emit: str | None = None,
 ) -> Path:
     """Run every member locally, one after another (skip finished, resume unfinished), or with
-    emit="slurm" write a job-array script instead. Returns the sweep directory, or the script.
+    emit="slurm" write job-array scripts and submit.sh instead. Returns the sweep directory, or
+    submit.sh.
 
     Every member's config is validated before the first one starts, so a typo in the last member
     does not surface hours into the sweep.
@@ -366,7 +431,7 @@ def run_sweep(
     if emit == "slurm":
         from mbt_online.tools.slurm import write_slurm  # slurm reads the Sweep defined here
 
-        return write_slurm(out, sweep, members)
+        return write_slurm(out, sweep, members, configs)
     for i, (member, cfg) in enumerate(zip(members, configs, strict=True), 1):
         run_member(out / member.name, cfg, f"[{i}/{len(members)}] {member.name}")
     log.info("sweep %s: all %d members finished in %s", sweep.name, len(members), out)
@@ -407,7 +472,7 @@ def check_same_config(run_dir: Path, cfg: Config) -> None:
     diff = sorted(
         k
         for k in set(stored) | set(wanted)
-        if k != "run.runs_dir" and stored.get(k) != wanted.get(k)
+        if k not in LAUNCH_KEYS and stored.get(k) != wanted.get(k)
     )
     if diff:
         shown = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in diff[:5])

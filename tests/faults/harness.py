@@ -302,7 +302,7 @@ def _hook_in(stage: str, r: int) -> None:
         "rollout": "generate_rows",
         "score": "score_rows",
         "teach": "teach_rows",
-        "eval": "rollout_rows",
+        "eval": "evaluate_rows",
     }[stage]
     nth = r + 1 if stage == "eval" else r
     real, calls = getattr(loop, name), [0]

@@ -1,0 +1,129 @@
+"""TRL's arguments for a stage: batch sizes from the world size, the platform's defaults (bf16,
+gradient checkpointing, optimizer), logging, and in-stage checkpoints."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from trl import DPOConfig as TrlDPOConfig
+from trl import SFTConfig as TrlSFTConfig
+
+from mbt_online.config import ConfigError, LoraConfig, TrainConfig
+from mbt_online.config.learning import grad_accum_for
+
+
+def world_size() -> int:
+    """Processes training together: `WORLD_SIZE`, set by `accelerate launch` and torchrun (read
+    from the environment so no process group is needed to know it); 1 in-process."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def grad_accum(cfg: TrainConfig, stage: str) -> int:
+    """The stage's accumulation steps in this launch (see `grad_accum_for`); a global batch the
+    launch's world size does not divide is a `ConfigError` naming the key."""
+    try:
+        return grad_accum_for(getattr(cfg, stage), world_size(), f"train.{stage}")
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def sft_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) -> TrlSFTConfig:
+    hp = cfg.sft
+    return TrlSFTConfig(
+        **common_args(cfg, output_dir, seed, bf16),
+        learning_rate=hp.learning_rate,
+        num_train_epochs=hp.epochs,
+        per_device_train_batch_size=hp.batch_size,
+        gradient_accumulation_steps=grad_accum(cfg, "sft"),
+        warmup_steps=warmup(hp.warmup_ratio),
+        lr_scheduler_type=hp.lr_scheduler,
+        max_grad_norm=hp.max_grad_norm,
+        max_length=hp.max_length,
+        # TRL's default (None) already means completion-only for prompt/completion data;
+        # pinning it keeps prompts out of the loss if that default ever changes.
+        completion_only_loss=True,
+    )
+
+
+def dpo_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) -> TrlDPOConfig:
+    hp = cfg.dpo
+    return TrlDPOConfig(
+        **common_args(cfg, output_dir, seed, bf16),
+        learning_rate=hp.learning_rate,
+        num_train_epochs=hp.epochs,
+        per_device_train_batch_size=hp.batch_size,
+        gradient_accumulation_steps=grad_accum(cfg, "dpo"),
+        max_grad_norm=hp.max_grad_norm,
+        max_length=hp.max_length,
+        beta=hp.beta,
+        precompute_ref_log_probs=hp.precompute_ref_log_probs,
+        **dpo_loss(hp.sft_weight),
+    )
+
+
+def dpo_loss(sft_weight: float) -> dict[str, Any]:
+    """TRL's loss settings: plain DPO, or DPO plus NLL on the chosen trace (RPO) when weighted."""
+    if sft_weight <= 0:
+        return {"loss_type": ["sigmoid"]}
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, sft_weight]}
+
+
+def common_args(cfg: TrainConfig, output_dir: str | Path, seed: int, bf16: bool) -> dict[str, Any]:
+    """Arguments shared by SFT and DPO: no reporting, a log line per step, checkpoints only with
+    `train.save_steps`, and the platform's defaults where the config leaves them null."""
+    cuda = torch.cuda.is_available()
+    checkpointing = cuda if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+    args: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "seed": seed,
+        "data_seed": seed,
+        # TRL defaults bf16 to True; here it is opt-in and only where the hardware has it.
+        "bf16": bf16 and bf16_supported(),
+        "use_cpu": not cuda,
+        # Checkpointing buys GPU memory with ~20-30% more compute; CPU runs have RAM to spare.
+        # Non-reentrant: the reentrant variant breaks with frozen inputs (LoRA) and under FSDP.
+        "gradient_checkpointing": checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None,
+        "report_to": [],
+        "logging_steps": 1,  # per-step history: first/last/mean loss come from it
+        "disable_tqdm": not sys.stderr.isatty(),
+        "dataloader_num_workers": 0,
+        **checkpoint_args(cfg.save_steps),
+    }
+    if cfg.optim is not None:
+        args["optim"] = cfg.optim
+    return args
+
+
+def checkpoint_args(save_steps: int | None) -> dict[str, Any]:
+    """Two checkpoints kept: the newest may be the one a kill interrupted (`last_checkpoint`
+    skips it then). Model weights go in as saved by the trainer, sharded or not."""
+    if save_steps is None:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 2}
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return True  # CPU autocast has bf16 kernels (fast with AVX-512 BF16 / AMX, correct anywhere)
+
+
+def warmup(ratio: float) -> float:
+    """transformers 5 reads a float warmup in [0, 1) as a ratio of steps; 1.0 would mean 1 step."""
+    return min(ratio, 0.999)
+
+
+def peft_config(lora: LoraConfig) -> PeftLoraConfig:
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
