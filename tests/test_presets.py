@@ -152,8 +152,10 @@ def test_dry_run_prints_runtime_and_memory(tmp_path, overlay, method, accum, wor
     )
     assert out.returncode == 0, out.stderr
     cfg = yaml.safe_load(out.stdout)  # the plan is YAML comments below the resolved config
-    assert cfg["train"]["method"] == method and cfg["train"]["sft"]["grad_accum"] == accum
+    # the accumulation is derived from the preset's global batch and the world, never pinned
+    assert cfg["train"]["method"] == method and cfg["train"]["sft"]["global_batch_size"] == 128
     assert "engine.backend=vllm, engine.handoff=reload" in out.stdout
+    assert "auto -> stop on this machine, sleep on a CUDA machine" in out.stdout
     assert "TRAIN runs staged" in out.stdout and f"world {world}," in out.stdout
     processes = f"{world} process{'es' if world > 1 else ''}"
     assert f"x grad_accum {accum} x {processes} = 128" in out.stdout

@@ -8,7 +8,6 @@ Per-trace diagnostics and AES/MQI themselves live in `scoring.metrics`.
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 from mbt_online.config import Config
@@ -146,24 +145,6 @@ def teacher_metrics(taught: list[dict]) -> dict[str, float]:
             reasons[key] = reasons.get(key, 0) + 1
     out.update({f"teacher/rejected_{k}": v for k, v in reasons.items()})
     return out
-
-
-def sample_table(rows: list[dict], n: int) -> list[dict[str, Any]]:
-    """A few completions with their reward components, for the per-round wandb table."""
-    picked = random.Random(0).sample(rows, min(n, len(rows)))
-    return [
-        {
-            "example_id": r["example_id"],
-            "question": r["question"],
-            "answer": r["answer"],
-            "predicted": r["predicted"],
-            "completion": r["completion"],
-            "reward": r["reward"],
-            "components": r["components"],
-            "phases": ", ".join(r["phases"]),
-        }
-        for r in picked
-    ]
 
 
 def format_headline(metrics: dict[str, Any]) -> str:

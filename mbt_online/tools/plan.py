@@ -37,12 +37,38 @@ def generator_lines(cfg: Config, staged: bool) -> list[str]:
         "engine.handoff": e.handoff,
         "engine.tensor_parallel_size": getattr(e, "tensor_parallel_size", 1),
         "engine.data_parallel_size": getattr(e, "data_parallel_size", 1),
-        "engine.between_stages": getattr(e, "between_stages", "keep"),
-        "engine.gpu_memory_utilization": e.gpu_memory_utilization,
+        "engine.between_stages": _between_stages(cfg),
+        "engine.gpu_memory_utilization": _memory_share(cfg, staged),
     }
     where = "in this process" if getattr(e, "data_parallel_size", 1) == 1 else "engine processes"
     text = ", ".join(f"{k}={_show(v)}" for k, v in settings.items())
     return [f"generator: {text} ({where}; the orchestrator, mode {_mode(cfg, staged)})"]
+
+
+def _between_stages(cfg: Config) -> str:
+    """The resolved value: `auto` depends on the machine, and a dry run often runs on a login
+    node without the GPU the job will get, so both readings are shown."""
+    from mbt_online.config import ConfigError
+    from mbt_online.engine import between_stages
+
+    mode = cfg.engine.between_stages
+    try:
+        here = between_stages(cfg)
+    except ConfigError as e:
+        return f"{mode} (refused on this machine: {e})"
+    if mode != "auto":
+        return mode
+    on_gpu = "sleep" if cfg.engine.backend == "vllm" else "stop"
+    return f"auto -> {here} on this machine, {on_gpu} on a CUDA machine"
+
+
+def _memory_share(cfg: Config, staged: bool) -> str:
+    from mbt_online.engine import INPROC_MEMORY_SHARE, STAGED_MEMORY_SHARE
+
+    share = cfg.engine.gpu_memory_utilization
+    if share is not None:
+        return str(share)
+    return f"null -> {STAGED_MEMORY_SHARE if staged else INPROC_MEMORY_SHARE}"
 
 
 def _mode(cfg: Config, staged: bool) -> str:

@@ -1,0 +1,185 @@
+"""The benchmark scripts: their arithmetic, their one JSON line, the README section made of it.
+
+The scripts' numbers are measured by hand (README, "Performance"); here the CI-sized runs check
+that each script runs end to end on a tiny model and prints the keys the docs are generated from,
+with ratios that are positive finite numbers. Nothing here times anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from paths import REPO
+
+SCRIPTS = REPO / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import bench_common as bc  # noqa: E402
+import gen_perf_docs as perf  # noqa: E402
+
+ROLLOUT_KEYS = (
+    "peak_fp32_gflops",
+    "peak_bf16_gflops",
+    "vllm_prefill_tokens_per_s",
+    "vllm_decode_tokens_per_s",
+    "vllm_prefill_vs_bf16_peak",
+    "vllm_decode_vs_bf16_peak",
+    "hf_prefill_tokens_per_s",
+    "hf_decode_tokens_per_s",
+    "engine_vs_generate",
+    "engine_vs_generate_prefill",
+    "engine_vs_generate_decode",
+    "engine_vs_transformers_rollout",
+    "k_prefill_cost_n",
+    "k_prefill_cost_separate",
+)
+TRAIN_KEYS = (
+    "trl_sft_train_s",
+    "min_sft_s",
+    "sft_threads_speedup",
+    "sft_overhead",
+    "sft_padding_free_vs_min",
+    "trl_dpo_train_s",
+    "min_dpo_s",
+    "dpo_overhead",
+    "dpo_precomputed_overhead",
+    "train_overhead",
+)
+HANDOFF_KEYS = ("reload_s", "lora_swap_s", "restart_s", "restart_vs_reload", "restart_vs_lora")
+
+
+def _positive_finite(result: dict, keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in result]
+    assert not missing, f"missing keys {missing}"
+    bad = {k: result[k] for k in keys if not (math.isfinite(result[k]) and result[k] > 0)}
+    assert not bad, f"not positive finite: {bad}"
+
+
+def _run_script(name: str, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "lines.jsonl"
+    env = {**os.environ, "MBT_ONLINE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), "--ci", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = bc.parse_json_line(proc.stdout)
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [result]
+    assert result["nproc"] == os.cpu_count() and result["model"] == "tiny"
+    return result
+
+
+# ---------------------------------------------------------------- arithmetic and output
+
+
+def test_model_shape_counts_every_matmul_weight(tiny_model_dir):
+    """2 FLOPs per weight of every linear layer, the (tied) LM head included, per token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    shape = bc.model_shape(tiny_model_dir)
+    assert shape.matmul_params == linear
+    assert shape.token_flops(0) == 2 * linear
+    c = model.config
+    width = c.num_attention_heads * (c.head_dim or c.hidden_size // c.num_attention_heads)
+    assert shape.token_flops(10) - shape.token_flops(0) == 4 * c.num_hidden_layers * width * 10
+    assert shape.prefill_flops(3) == sum(shape.token_flops(i) for i in range(3))
+
+
+def test_matmul_rate_is_a_positive_rate():
+    rate = bc.matmul_gflops("float32", size=128, seconds=0.05)
+    assert math.isfinite(rate) and rate > 0.01
+
+
+def test_parse_json_line_takes_the_last_object_among_log_lines():
+    text = 'INFO start\n{"a": 1}\nnoise {"b"\n{"bench": "x", "v": 2}\ntrailing log\n'
+    assert bc.parse_json_line(text) == {"bench": "x", "v": 2}
+    with pytest.raises(ValueError):
+        bc.parse_json_line("no json here")
+
+
+# ---------------------------------------------------------------- the README section
+
+
+def _handoff(model: str, reload_s: float) -> dict:
+    return {
+        "bench": "handoff",
+        "model": model,
+        "dtype": "float32",
+        "nproc": 2,
+        "load_1min": 0.5,
+        "contended": False,
+        "reload_s": reload_s,
+        "lora_swap_s": 0.5,
+        "restart_s": 4.0,
+        "restart_vs_reload": 4.0 / reload_s,
+        "restart_vs_lora": 8.0,
+    }
+
+
+def test_perf_section_shows_the_newest_line_per_model():
+    lines = [_handoff("quickstart", 0.4), _handoff("smollm2", 0.2), _handoff("quickstart", 0.1)]
+    section = perf.render(lines)
+    rows = [r for r in section.splitlines() if r.startswith("| quickstart")]
+    assert len(rows) == 1 and "0.10 s" in rows[0] and "40.00x" in rows[0]
+    assert "| smollm2 (float32) | 0.20 s" in section
+    assert section.count("No result recorded yet.") == 2  # rollout and train
+
+
+def test_perf_section_replaces_only_what_lies_between_the_markers():
+    text = f"# T\nbefore\n{perf.BEGIN}\nold table\n{perf.END}\nafter\n"
+    out = perf.replace_section(text, "new table")
+    assert out == f"# T\nbefore\n{perf.BEGIN}\nnew table\n{perf.END}\nafter\n"
+    assert perf.replace_section(out, "new table") == out
+    with pytest.raises(ValueError):
+        perf.replace_section("# no markers\n", "x")
+
+
+def test_readme_perf_section_is_current():
+    """README.md's performance section is generated: run scripts/gen_perf_docs.py after a run."""
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "gen_perf_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- the scripts, CI-sized
+
+
+@pytest.mark.slow
+def test_bench_rollout_ci(tmp_path):
+    result = _run_script("bench_rollout.py", tmp_path)
+    _positive_finite(result, ROLLOUT_KEYS)
+    assert result["batch"] == result["prompts"] * result["samples"]
+    assert set(result["targets_met"]) == set(result["targets"])
+
+
+@pytest.mark.slow
+def test_bench_train_ci(tmp_path):
+    result = _run_script("bench_train.py", tmp_path)
+    _positive_finite(result, TRAIN_KEYS)
+    assert result["dpo_precompute_supported"] is True
+    assert result["sft_steps"] == math.ceil(result["sft_rows"] / result["batch_size"])
+
+
+@pytest.mark.slow
+def test_bench_handoff_ci(tmp_path):
+    result = _run_script("bench_handoff.py", tmp_path)
+    _positive_finite(result, HANDOFF_KEYS)
+    # the JSON line rounds to 4 decimals: a 0.01 s reload carries up to 0.5% of rounding
+    assert result["restart_vs_reload"] == pytest.approx(
+        result["restart_s"] / result["reload_s"], rel=1e-2
+    )
