@@ -157,12 +157,12 @@ class LoraConfig(Section):
     )
 
 
-class SFTConfig(Section):
-    """Supervised fine-tuning on the verified teacher traces (TRL SFTTrainer)."""
+class StepConfig(Section):
+    """What SFT and DPO share: the optimizer step, its batch and its schedule length."""
 
-    enabled: bool = Field(default=True, description="Run the SFT step each round.")
+    enabled: bool = Field(default=True, description="Run this step each round.")
     learning_rate: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
-    epochs: float = Field(default=1.0, gt=0, description="Passes over the round's SFT rows.")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the round's rows.")
     batch_size: int = Field(default=8, ge=1, description="Per-device batch size.")
     grad_accum: int = Field(
         default=1, ge=1, description="Gradient accumulation steps per optimizer step."
@@ -173,13 +173,6 @@ class SFTConfig(Section):
         description="Rows per optimizer step over all processes; grad_accum is then derived as "
         "global_batch_size / (batch_size x world size) and must divide exactly. null = grad_accum "
         "as set.",
-    )
-    warmup_ratio: float = Field(
-        default=0.1, ge=0, le=1, description="Share of the steps spent warming up the rate."
-    )
-    lr_scheduler: str = Field(
-        default="cosine",
-        description="Learning-rate schedule (a transformers scheduler name: cosine, linear...).",
     )
     max_grad_norm: float = Field(default=0.3, gt=0, description="Gradient clipping norm.")
     max_length: int = Field(
@@ -187,30 +180,25 @@ class SFTConfig(Section):
     )
 
 
-class DPOConfig(Section):
+class SFTConfig(StepConfig):
+    """Supervised fine-tuning on the verified teacher traces (TRL SFTTrainer)."""
+
+    warmup_ratio: float = Field(
+        default=0.1, ge=0, le=1, description="Share of the steps spent warming up the rate."
+    )
+    lr_scheduler: str = Field(
+        default="cosine",
+        description="Learning-rate schedule (a transformers scheduler name: cosine, linear...).",
+    )
+
+
+class DPOConfig(StepConfig):
     """Preference tuning after SFT: the chosen trace against the student's worst (TRL DPO)."""
 
-    enabled: bool = Field(default=True, description="Run the DPO step each round.")
     beta: float = Field(
         default=0.1, gt=0, description="DPO temperature: how far from the reference model."
     )
     learning_rate: float = Field(default=5e-5, gt=0, description="Peak learning rate.")
-    epochs: float = Field(default=1.0, gt=0, description="Passes over the round's pairs.")
-    batch_size: int = Field(default=8, ge=1, description="Per-device batch size.")
-    grad_accum: int = Field(
-        default=1, ge=1, description="Gradient accumulation steps per optimizer step."
-    )
-    global_batch_size: int | None = Field(
-        default=None,
-        ge=1,
-        description="Rows per optimizer step over all processes; grad_accum is then derived as "
-        "global_batch_size / (batch_size x world size) and must divide exactly. null = grad_accum "
-        "as set.",
-    )
-    max_grad_norm: float = Field(default=0.3, gt=0, description="Gradient clipping norm.")
-    max_length: int = Field(
-        default=2048, ge=16, description="Longest prompt + trace in tokens; longer pairs cut."
-    )
     precompute_ref_log_probs: bool = Field(
         default=False,
         description="Compute the reference model's log-probabilities for all pairs before "
