@@ -32,18 +32,25 @@ def grad_accum(cfg: TrainConfig, stage: str) -> int:
         raise ConfigError(str(e)) from e
 
 
-def sft_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) -> TrlSFTConfig:
-    hp = cfg.sft
-    return TrlSFTConfig(
-        **common_args(cfg, output_dir, seed, bf16),
+def step_args(cfg: TrainConfig, stage: str) -> dict[str, Any]:
+    """The arguments SFT and DPO set alike from their `StepConfig`."""
+    hp = getattr(cfg, stage)
+    return dict(
         learning_rate=hp.learning_rate,
         num_train_epochs=hp.epochs,
         per_device_train_batch_size=hp.batch_size,
-        gradient_accumulation_steps=grad_accum(cfg, "sft"),
-        warmup_steps=warmup(hp.warmup_ratio),
-        lr_scheduler_type=hp.lr_scheduler,
+        gradient_accumulation_steps=grad_accum(cfg, stage),
         max_grad_norm=hp.max_grad_norm,
         max_length=hp.max_length,
+    )
+
+
+def sft_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) -> TrlSFTConfig:
+    return TrlSFTConfig(
+        **common_args(cfg, output_dir, seed, bf16),
+        **step_args(cfg, "sft"),
+        warmup_steps=warmup(cfg.sft.warmup_ratio),
+        lr_scheduler_type=cfg.sft.lr_scheduler,
         # TRL's default (None) already means completion-only for prompt/completion data;
         # pinning it keeps prompts out of the loss if that default ever changes.
         completion_only_loss=True,
@@ -51,18 +58,12 @@ def sft_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) ->
 
 
 def dpo_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) -> TrlDPOConfig:
-    hp = cfg.dpo
     return TrlDPOConfig(
         **common_args(cfg, output_dir, seed, bf16),
-        learning_rate=hp.learning_rate,
-        num_train_epochs=hp.epochs,
-        per_device_train_batch_size=hp.batch_size,
-        gradient_accumulation_steps=grad_accum(cfg, "dpo"),
-        max_grad_norm=hp.max_grad_norm,
-        max_length=hp.max_length,
-        beta=hp.beta,
-        precompute_ref_log_probs=hp.precompute_ref_log_probs,
-        **dpo_loss(hp.sft_weight),
+        **step_args(cfg, "dpo"),
+        beta=cfg.dpo.beta,
+        precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
+        **dpo_loss(cfg.dpo.sft_weight),
     )
 
 
