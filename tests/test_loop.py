@@ -174,7 +174,7 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, tmp_path):
     # more SFT epochs so round 1's TRAIN stage lasts long enough to be killed inside it
-    extra = {"train.sft.epochs": 12, "loop.rounds": 1, "tracking.wandb_mode": "disabled"}
+    extra = {"train.sft.epochs": 4, "loop.rounds": 1, "tracking.wandb_mode": "disabled"}
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
     def start(runs: Path) -> subprocess.Popen:
