@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,12 @@ def test_cache_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert cache_root() == tmp_path / "xdg" / "mbt-online"
     monkeypatch.setenv("MBT_ONLINE_CACHE", str(tmp_path / "mine"))
     assert cache_root() == tmp_path / "mine"
+
+
+def test_atomic_files_get_the_mode_open_would_give_not_mkstemps_0600(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        written = write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o640  # 0666 less the umask: group can read

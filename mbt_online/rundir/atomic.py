@@ -40,11 +40,21 @@ def _durable_temp(path: Path, text: str) -> Path:
     the write fails)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; a run's files get the mode `open` would give them (0666 less the
+        # umask), so colleagues sharing a cluster file system can read a run as usual
+        os.fchmod(fd, 0o666 & ~_umask())
         _write_synced(fd, text)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_synced(fd: int, text: str) -> None:
