@@ -37,9 +37,9 @@ from trl import DPOTrainer, SFTTrainer
 from mbt_online.config import TrainConfig
 from mbt_online.contracts import Trained, TrainJob
 from mbt_online.rundir.atomic import write_json_atomic
+from mbt_online.rundir.stages import LOG_HISTORY
 from mbt_online.training.args import dpo_args, peft_config, sft_args
 from mbt_online.training.history import (
-    LOG_HISTORY,
     ProgressLog,
     dpo_metrics,
     fit_metrics,

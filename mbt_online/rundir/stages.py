@@ -12,6 +12,9 @@ from typing import Any
 
 from mbt_online.rundir.atomic import write_dir_atomic
 
+# round-<r>/train/: one row per TRL log event (written by the trainer, read by report and wandb)
+LOG_HISTORY = "log_history.jsonl"
+
 
 def stage_dir(run_dir: Path, round_: int, stage: str) -> Path:
     return run_dir / f"round-{round_}" / stage

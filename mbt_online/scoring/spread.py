@@ -24,7 +24,7 @@ import numpy as np
 
 from mbt_online.config import Config
 from mbt_online.scoring.metrics import aes, mqi, mqi_level
-from mbt_online.scoring.stats import percentile_interval, wilson_interval
+from mbt_online.scoring.stats import percentile_interval, resample_counts, wilson_interval
 
 # rate metric -> its per-trace 0/1 column
 RATES = {
@@ -164,7 +164,7 @@ def intervals(
     boot = [m for m in metrics if m in fns]
     if boot and len(sums):
         q = len(sums)
-        counts = np.random.default_rng(seed).multinomial(q, np.full(q, 1.0 / q), size=n_boot)
+        counts = resample_counts(np.random.default_rng(seed), q, n_boot)
         resampled = counts @ sums  # (n_boot x columns): every metric from the same resamples
         for m in boot:
             out[m] = percentile_interval(fns[m](resampled))

@@ -76,6 +76,12 @@ def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
+def resample_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """n_boot resamples of n items as (n_boot, n) counts (how often each item was drawn): a
+    weighted sum `counts @ values` then gives every resample's total in one matrix product."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+
+
 def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The central `level` interval of bootstrap draws (the percentile bootstrap)."""
     tail = (1 - level) / 2 * 100
@@ -131,8 +137,8 @@ def _two_level_means(arr: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Means of (rows x columns) `arr` over n_boot resamples of rows, then of columns."""
     rows, cols = arr.shape
     rng = np.random.default_rng(seed)
-    col_counts = rng.multinomial(cols, np.full(cols, 1.0 / cols), size=n_boot)  # (B x cols)
-    row_counts = rng.multinomial(rows, np.full(rows, 1.0 / rows), size=n_boot)  # (B x rows)
+    col_counts = resample_counts(rng, cols, n_boot)  # (B x cols)
+    row_counts = resample_counts(rng, rows, n_boot)  # (B x rows)
     per_row = col_counts @ arr.T  # (B x rows): each row's resampled column sum
     return (row_counts * per_row).sum(axis=1) / (rows * cols)
 

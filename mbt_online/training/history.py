@@ -17,7 +17,6 @@ from transformers.trainer_callback import TrainerCallback
 from mbt_online.rundir.atomic import write_text_atomic
 from mbt_online.scoring.stats import mean
 
-LOG_HISTORY = "log_history.jsonl"  # round-<r>/train/: one row per TRL log event
 log = logging.getLogger("mbt_online")
 
 

@@ -4,15 +4,15 @@ the training log (`round-<r>/train/log_history.jsonl`), and a stratified sample 
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mbt_online.rundir.stages import load_rows, stage_dir
+from mbt_online.rundir.stages import LOG_HISTORY, load_rows, stage_dir
 
-TRAIN_LOG = "log_history.jsonl"
 # what a shown sample is stratified by: a first-N slice of a benchmark-ordered eval set shows one
 # benchmark, only correct answers, or no truncated trace at all
 STRATA = ("source", "correct", "finish_reason")
@@ -56,7 +56,7 @@ def read_train_log(run_dir: Path, round_: int) -> list[dict[str, Any]]:
 
     A torn last line (a kill while writing) is skipped; the file is rewritten by a resumed TRAIN.
     """
-    path = stage_dir(run_dir, round_, "train") / TRAIN_LOG
+    path = stage_dir(run_dir, round_, "train") / LOG_HISTORY
     if not path.exists():
         return []
     rows = []
@@ -114,16 +114,11 @@ def stratified_sample(
     return picked
 
 
-_STAGE_CACHE: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
-
-
+@functools.cache
 def stage_rows(run_dir: Path, round_: int, stage: str) -> list[dict[str, Any]]:
     """`load_stage`, read once per report: several sections read the same eval rows."""
-    key = (str(run_dir), round_, stage)
-    if key not in _STAGE_CACHE:
-        _STAGE_CACHE[key] = load_stage(run_dir, round_, stage)
-    return _STAGE_CACHE[key]
+    return load_stage(run_dir, round_, stage)
 
 
 def clear_cache() -> None:
-    _STAGE_CACHE.clear()
+    stage_rows.cache_clear()
