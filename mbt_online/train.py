@@ -263,6 +263,9 @@ def dpo_trainer(
     """The configured TRL DPO trainer (not yet run), reference model resolved as in `train_dpo`."""
     lora = cfg.method == "lora"
     args = dpo_args(cfg, seed, output_dir, bf16)
+    # TRL precomputes in __init__, before end_dpo_turns cuts the rows: its values would belong to
+    # other sequences (first-step loss 3.5, not 2.3, on a quickstart round). Off there, run below.
+    precompute, args.precompute_ref_log_probs = args.precompute_ref_log_probs, False
     model, tokenizer = _load_policy(model_dir, chat_template, cfg.attn_implementation)
     ref = _load_reference(model_dir, ref_model_dir, lora, args.bf16, cfg.attn_implementation)
     trainer = DPOTrainer(
@@ -274,7 +277,24 @@ def dpo_trainer(
         peft_config=peft_config(cfg.lora) if lora else None,
     )
     trainer.train_dataset = end_dpo_turns(trainer.train_dataset, tokenizer.eos_token_id)
+    if precompute:
+        _precompute_reference(trainer)
     return trainer
+
+
+def _precompute_reference(trainer: DPOTrainer) -> None:
+    """TRL's own reference pass (`precompute_ref_log_probs`), on the rows as they are trained.
+
+    Uses TRL's private `_precompute_ref_logps` (1.16) so the values, batching and the dataset
+    columns the collator reads stay TRL's; the reference model is dropped afterwards, as TRL does.
+    """
+    from trl.trainer.utils import hash_module
+
+    trainer.args.precompute_ref_log_probs = trainer.precompute_ref_logps = True
+    trainer._precompute_model_hash = hash_module(trainer.ref_model or trainer.model)
+    size = trainer.args.precompute_ref_batch_size or trainer.args.per_device_train_batch_size
+    trainer.train_dataset = trainer._precompute_ref_logps(trainer.train_dataset, "train", size)
+    trainer.ref_model = None
 
 
 def _load_policy(

@@ -315,6 +315,29 @@ def test_dpo_raises_chosen_over_rejected_vs_reference(
 
 
 @pytest.mark.slow
+def test_dpo_precomputed_reference_matches_the_rows_trained(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The precomputed reference log-probs are those of the rows as trained (after the
+    end-of-turn cut): step one then sees a zero log-ratio, as with the live reference. TRL's own
+    precompute ran before the cut and gave a first-step loss far above ln 2."""
+    pairs = dpo_dataset([(PROMPT, TARGET, REJECTED)] * 16)
+    cfg = _cfg()
+    cfg.dpo.precompute_ref_log_probs = True
+    res = train_dpo(tiny_model_dir, None, pairs, tmp_path / "out", cfg, seed=0)
+    m = res.metrics
+    assert m["train/dpo_loss_first"] == pytest.approx(math.log(2), abs=1e-4)
+    assert m["train/dpo_loss_last"] < m["train/dpo_loss_first"]
+    gain = _completion_logprob(res.model_dir, PROMPT, TARGET) - _completion_logprob(
+        res.model_dir, PROMPT, REJECTED
+    )
+    base = _completion_logprob(tiny_model_dir, PROMPT, TARGET) - _completion_logprob(
+        tiny_model_dir, PROMPT, REJECTED
+    )
+    assert gain > base + 1.0, (base, gain)
+
+
+@pytest.mark.slow
 def test_dpo_sft_weight_adds_the_chosen_nll_and_keeps_the_chosen_likely(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
