@@ -1,10 +1,14 @@
-"""Benchmark the main job: wall time and peak memory of `mbt-online train` on the quickstart config.
+"""Benchmark the main job: `mbt-online train` on the quickstart config, fresh, over several seeds.
 
-Runs the job as a child process with a fresh student cache (so the bootstrap is included, as on a
-new user's first `make quickstart`), then prints the measured time and peak resident memory beside
-the targets (10 minutes, 4 GiB) as ratios. Usage:
+Each run is a child process with its own empty student cache, so the bootstrap is included as on
+a new user's first `make quickstart`, and a different `run.seed` (the engine's, shuffling's and
+training's seed; the bootstrap student is the config's). For every run it prints the wall time,
+the child's own peak resident memory and the learning targets read from the run's
+`metrics.jsonl`, then one summary JSON line: the targets hold only if every run meets every one.
+A single lucky draw proves nothing here (vLLM on a CPU is not reproducible across processes), so
+the default is three seeds. Run it alone: two torch jobs on two cores slow each other several-fold.
 
-    .venv/bin/python scripts/bench_quickstart.py [--keep-cache] [override ...]
+    .venv/bin/python scripts/bench_quickstart.py [--seeds 0 1 2] [--keep-cache] [override ...]
 """
 
 from __future__ import annotations
@@ -12,57 +16,130 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-TARGET_SECONDS = 600.0
+from bench_common import emit, machine
+
+TARGET_SECONDS = 300.0  # set-up excluded, bootstrap included (issue 22)
 TARGET_GIB = 4.0
+# round 0 shows the failures; the last round shows them regulated (README "Quickstart targets")
+ROUND0_MIN = {"eval/degeneration_rate": 0.15, "eval/answer_inclusive_rate": 0.10}
+GAIN_ACCURACY = 0.15  # points, last round over round 0
+TOKENS_CUT = 0.40  # mean tokens down at least this fraction
+FINAL_DEGENERATION_MAX = 0.02
+
+
+def learning_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The quickstart's learning targets from a run's metric rows (one per round, round 0 first):
+    the measured values, and which targets each one meets."""
+    first, last = rows[0], rows[-1]
+    measured = {
+        "rounds": last["round"],
+        "round0_degeneration": first["eval/degeneration_rate"],
+        "round0_answer_inclusive": first["eval/answer_inclusive_rate"],
+        "accuracy_gain": last["eval/accuracy"] - first["eval/accuracy"],
+        "tokens_change": last["eval/mean_tokens"] / first["eval/mean_tokens"] - 1.0,
+        "final_degeneration": last["eval/degeneration_rate"],
+    }
+    met = {
+        "round0_degeneration": measured["round0_degeneration"]
+        >= ROUND0_MIN["eval/degeneration_rate"],
+        "round0_answer_inclusive": measured["round0_answer_inclusive"]
+        >= ROUND0_MIN["eval/answer_inclusive_rate"],
+        "accuracy_gain": measured["accuracy_gain"] >= GAIN_ACCURACY,
+        "tokens_change": measured["tokens_change"] <= -TOKENS_CUT,
+        "final_degeneration": measured["final_degeneration"] <= FINAL_DEGENERATION_MAX,
+    }
+    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in measured.items()}
+    return {**rounded, "met": met}
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's evaluation rows, by round (a resumed run may repeat a round: the last wins)."""
+    rows: dict[int, dict[str, Any]] = {}
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["round"]] = row
+    return [rows[r] for r in sorted(rows)]
+
+
+def run_once(seed: int, work: Path, keep_cache: bool, overrides: list[str]) -> dict[str, Any]:
+    """One fresh quickstart as a child process: wall time, its own peak RSS, its targets."""
+    env = dict(os.environ)
+    if not keep_cache:
+        env["MBT_ONLINE_CACHE"] = str(work / f"cache-{seed}")
+    name = f"seed-{seed}"
+    cmd = [sys.executable, "-m", "mbt_online", "train", f"run.runs_dir={work}"]
+    cmd += [f"run.name={name}", f"run.seed={seed}", *overrides]
+    print("running:", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    result: dict[str, Any] = {
+        "seed": seed,
+        "exit_code": code,
+        "wall_seconds": round(seconds, 1),
+        "time_vs_target": round(seconds / TARGET_SECONDS, 3),
+        "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),  # KiB on Linux
+        "run_dir": str(work / name),
+    }
+    if code == 0:
+        result["targets"] = learning_targets(read_metrics(work / name))
+    return result
+
+
+def all_met(run: dict[str, Any]) -> bool:
+    """A run meets the benchmark: it finished in time and memory and met every learning target."""
+    targets = run.get("targets", {}).get("met", {})
+    return (
+        run["exit_code"] == 0
+        and run["wall_seconds"] <= TARGET_SECONDS
+        and run["peak_rss_gib"] <= TARGET_GIB
+        and bool(targets)
+        and all(targets.values())
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run.seed values")
     ap.add_argument(
         "--keep-cache",
         action="store_true",
-        help="reuse the user's student cache (measures a second run)",
+        help="reuse the user's student cache (leaves the bootstrap out of the time)",
     )
+    ap.add_argument("--out", default=None, help="also append the summary JSON line to this file")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-quickstart-"))
-    env = dict(os.environ)
-    if not args.keep_cache:
-        env["MBT_ONLINE_CACHE"] = str(work / "cache")
-    cmd = [
-        sys.executable,
-        "-m",
-        "mbt_online",
-        "train",
-        f"run.runs_dir={work / 'runs'}",
-        *args.overrides,
-    ]
-    print("running:", " ".join(cmd), flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env)
-    seconds = time.perf_counter() - start
-    # ru_maxrss of waited-for children: the peak RSS of the job (vLLM runs in-process), in KiB
-    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    result = {
-        "exit_code": proc.returncode,
-        "wall_seconds": round(seconds, 1),
-        "time_vs_target": round(seconds / TARGET_SECONDS, 3),
-        "peak_rss_gib": round(peak_gib, 2),
-        "memory_vs_target": round(peak_gib / TARGET_GIB, 3),
-        "run_dir": str(work / "runs"),
+    runs = []
+    for seed in args.seeds:
+        runs.append(run_once(seed, work, args.keep_cache, args.overrides))
+        print(json.dumps(runs[-1]), flush=True)
+    summary = {
+        "bench": "quickstart",
+        **machine(),
+        "fresh_cache": not args.keep_cache,
+        "overrides": args.overrides,
+        "target_seconds": TARGET_SECONDS,
+        "target_gib": TARGET_GIB,
+        "runs": runs,
+        "runs_meeting_all": sum(all_met(r) for r in runs),
+        "targets_met": all(all_met(r) for r in runs),
     }
-    print(json.dumps(result, indent=1))
-    ok = proc.returncode == 0 and seconds <= TARGET_SECONDS and peak_gib <= TARGET_GIB
-    print("targets met" if ok else "targets NOT met")
-    return 0 if ok else 1
+    emit(summary, args.out)
+    print("targets met in every run" if summary["targets_met"] else "targets NOT met in every run")
+    return 0 if summary["targets_met"] else 1
 
 
 if __name__ == "__main__":

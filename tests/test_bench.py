@@ -21,6 +21,7 @@ SCRIPTS = REPO / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import bench_common as bc  # noqa: E402
+import bench_quickstart as bq  # noqa: E402
 import gen_perf_docs as perf  # noqa: E402
 
 ROLLOUT_KEYS = (
@@ -107,6 +108,54 @@ def test_parse_json_line_takes_the_last_object_among_log_lines():
     assert bc.parse_json_line(text) == {"bench": "x", "v": 2}
     with pytest.raises(ValueError):
         bc.parse_json_line("no json here")
+
+
+# ---------------------------------------------------------------- the quickstart's targets
+
+
+def _round(r: int, acc: float, tokens: float, degen: float, incl: float) -> dict:
+    return {
+        "round": r,
+        "eval/accuracy": acc,
+        "eval/mean_tokens": tokens,
+        "eval/degeneration_rate": degen,
+        "eval/answer_inclusive_rate": incl,
+    }
+
+
+def test_quickstart_targets_read_round_zero_and_the_last_round():
+    rows = [_round(0, 0.60, 150.0, 0.20, 0.30), _round(1, 0.7, 120, 0.1, 0.2)]
+    rows.append(_round(3, 0.80, 80.0, 0.01, 0.05))
+    t = bq.learning_targets(rows)
+    assert t["rounds"] == 3 and t["accuracy_gain"] == pytest.approx(0.20)
+    assert t["tokens_change"] == pytest.approx(80 / 150 - 1, abs=1e-4)
+    assert all(t["met"].values())
+
+
+def test_quickstart_targets_name_each_miss():
+    # the documented seed-1 run of the old config: tokens -32%, round-0 degeneration 9%
+    rows = [_round(0, 0.63, 127.395, 0.09, 0.325), _round(3, 0.85, 85.975, 0.01, 0.08)]
+    met = bq.learning_targets(rows)["met"]
+    assert met == {
+        "round0_degeneration": False,
+        "round0_answer_inclusive": True,
+        "accuracy_gain": True,
+        "tokens_change": False,
+        "final_degeneration": True,
+    }
+    run = {"exit_code": 0, "wall_seconds": 250.0, "peak_rss_gib": 3.0, "targets": {"met": met}}
+    assert not bq.all_met(run)
+    run["targets"]["met"] = dict.fromkeys(met, True)
+    assert bq.all_met(run)
+    assert not bq.all_met({**run, "wall_seconds": 301.0})
+    assert not bq.all_met({"exit_code": 1, "wall_seconds": 10.0, "peak_rss_gib": 1.0})
+
+
+def test_quickstart_metrics_keep_the_last_row_of_a_repeated_round(tmp_path):
+    lines = [_round(0, 0.5, 100, 0.2, 0.2), _round(1, 0.6, 90, 0.1, 0.1), _round(1, 0.7, 80, 0, 0)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rows = bq.read_metrics(tmp_path)
+    assert [r["round"] for r in rows] == [0, 1] and rows[1]["eval/accuracy"] == 0.7
 
 
 # ---------------------------------------------------------------- the README section
