@@ -92,9 +92,14 @@ def make_generator(
     only when chosen so neither backend's libraries load for the other. Both take the same
     arguments (`engine_kwargs`) and serve the `contracts.Generator` interface. With
     `engine.data_parallel_size` > 1, that many of them run in child processes
-    (`data_parallel.DataParallelGenerator`).
+    (`data_parallel.DataParallelGenerator`). `vllm-serve` is `served.ServedGenerator`: `vllm
+    serve` processes (one per node under runtime.launcher=srun) over HTTP.
     """
     check_devices(cfg)
+    if cfg.engine.backend == "vllm-serve":
+        from mbt_online.served import ServedGenerator
+
+        return ServedGenerator.from_config(cfg, model_path, lora=lora, seed=seed)
     if cfg.engine.data_parallel_size > 1:
         from mbt_online.data_parallel import DataParallelGenerator
 

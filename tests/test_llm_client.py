@@ -20,6 +20,7 @@ from mbt_online.llm.client import (
     LLMClient,
     LLMError,
     MalformedResponse,
+    choice_token_counts,
     parse_chat_response,
 )
 from mbt_online.llm.endpoint import key_may_go_to, redact_secret, redact_url
@@ -74,6 +75,27 @@ def test_disk_cache_serves_repeats_and_survives_a_new_client(server, tmp_path):
         assert resumed.chat(MSG, seed=1).cached
         assert resumed.usage["requests"] == 0
     assert server.chat_requests == 2
+
+
+def test_extra_fields_are_sent_and_token_ids_give_per_choice_counts(server, tmp_path):
+    """vLLM's request fields (top_k, return_token_ids) go along; the choices' token ids become
+    each completion's length (usage only sums them), cached with the answer."""
+    ordinary = server.completion
+
+    def with_ids(payload: dict) -> dict:
+        body = ordinary(payload)
+        for k, choice in enumerate(body["choices"]):
+            choice["token_ids"] = [1] * (k + 3)
+        return body
+
+    server.completion = with_ids
+    req = ChatRequest(MSG, n=2, seed=1, extra={"top_k": 5, "return_token_ids": True})
+    with client_for(server, cache_dir=tmp_path) as client:
+        first, again = client.complete(req), client.complete(req)
+    assert server.payloads[0]["top_k"] == 5 and server.payloads[0]["return_token_ids"] is True
+    assert first.completion_tokens == [3, 4] and not first.cached
+    assert again.completion_tokens == [3, 4] and again.cached and server.chat_requests == 1
+    assert choice_token_counts({"choices": [{"index": 0, "token_ids": [1]}, {"index": 1}]}) == []
 
 
 def test_cache_key_ignores_the_api_key_and_cache_files_never_hold_it(server, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,7 @@ def test_gpu_member_gets_its_own_rendezvous_port_and_the_sweeps_environment(tmp_
     assert f'run.runs_dir="{out}"' in args and 'run.name="gpu_small"' in args
     assert "runtime.main_process_port=30500" in args  # 29500 + job id 1000
     assert not any(a.startswith("runtime.launcher") for a in args)  # one node: a local launch
+    assert not any(a.startswith("engine.backend") for a in args)  # sampled in-process
     line = train_line(args)
     assert not line.startswith("srun") and " launch " in line
     assert "--num_machines 1" in line and "--main_process_port 30500" in line
@@ -212,6 +214,7 @@ def test_two_node_member_trains_across_nodes_under_srun(tmp_path):
         "runtime.num_machines=2",
         "runtime.num_processes=4",
         f"runtime.main_process_port={29500 + 41234 % 20000}",
+        'engine.backend="vllm-serve"',  # the student sampled by one `vllm serve` per node
     ):
         assert item in args
     line = train_line(args)
@@ -221,6 +224,31 @@ def test_two_node_member_trains_across_nodes_under_srun(tmp_path):
     assert f"--main_process_port {29500 + 41234 % 20000}" in line
     _, again = member_args(run_task(out / "sweep-2.sbatch", bin_dir, 0, job=41235))
     assert f"runtime.main_process_port={29500 + 41235 % 20000}" in again
+    # the servers: one srun step, one task per node, each node's log its own, and a port of the
+    # serve range (50000 + 4 x (job id % 2500) + slot) apart from the rendezvous port
+    line, urls = serve_line(args, 41234, ["n1", "n2"])
+    port = 50000 + 4 * (41234 % 2500)
+    assert port == 54936 and port != 29500 + 41234 % 20000
+    assert line.startswith(
+        "srun --nodes 2 --ntasks 2 --ntasks-per-node 1 --overlap --nodelist n1,n2 "
+        "--output LOGS/serve-0-%N.log --open-mode append "
+        f"{sys.executable} -m vllm.entrypoints.openai.api_server --model MODEL "
+        f"--served-model-name student --host 0.0.0.0 --port {port} --dtype float32 "
+    )
+    assert urls == [f"http://n1:{port}", f"http://n2:{port}"]
+    _, next_job = serve_line(again, 41235, ["n1", "n2"])
+    assert next_job == [f"http://n1:{port + 4}", f"http://n2:{port + 4}"]
+
+
+def serve_line(args: list[str], job: int, hosts: list[str]) -> tuple[str, list[str]]:
+    """The `vllm serve` step the member's config starts (slot 0) and the servers' URLs."""
+    from mbt_online.launch import display
+    from mbt_online.servers import launch_plan, serve_spec, srun_port
+
+    cfg = load_config(args[3], args[4:])
+    assert cfg.engine.backend == "vllm-serve"
+    plan = launch_plan(serve_spec(cfg), "MODEL", Path("LOGS"), 0, hosts, srun_port(job, 0))
+    return display(plan.argv), plan.urls
 
 
 def test_unknown_task_is_an_error(tmp_path):

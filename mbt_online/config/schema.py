@@ -19,6 +19,7 @@ from mbt_online.config.learning import (
     grad_accum_for,
 )
 from mbt_online.config.section import Section
+from mbt_online.config.serving import ServeConfig
 from mbt_online.rundir.names import check_safe_name
 from mbt_online.tasks.names import BENCHMARKS, DATASETS
 
@@ -250,11 +251,13 @@ class StudentConfig(Section):
 class EngineConfig(Section):
     """The engine that samples the student (vLLM, or transformers where vLLM does not install)."""
 
-    backend: Literal["vllm", "transformers"] = Field(
+    backend: Literal["vllm", "transformers", "vllm-serve"] = Field(
         default="vllm",
-        description="Rollout backend: `vllm` (fast; the vLLM package), or `transformers`: "
+        description="Rollout backend: `vllm` (fast; the vLLM package), `transformers`: "
         "transformers' `generate`, for machines without vLLM and as the rollout benchmark's "
-        "baseline (seeded per prompt and sample like vLLM, same handoffs; much slower).",
+        "baseline (seeded per prompt and sample like vLLM, same handoffs; much slower), or "
+        "`vllm-serve`: `vllm serve` processes (one per node under runtime.launcher=srun) "
+        "reached over HTTP, each handoff a restart (`engine.serve`).",
     )
     data_parallel_size: int = Field(
         default=1,
@@ -312,6 +315,9 @@ class EngineConfig(Section):
         "(a fresh engine on the new model after), `sleep` (vLLM sleep mode, GPU only: weights "
         "offloaded, KV cache dropped; woken and reloaded from the new model). auto = keep when "
         "TRAIN runs in-process on CPU, sleep with vLLM on GPU, stop otherwise.",
+    )
+    serve: ServeConfig = Field(
+        default=ServeConfig(), description="The `vllm serve` processes of backend=vllm-serve."
     )
 
 
@@ -541,6 +547,11 @@ class Config(Section):
             raise ValueError(
                 "engine.handoff=lora needs train.method=lora (full fine-tuning "
                 "produces no adapter); use reload or restart"
+            )
+        if self.engine.handoff == "lora" and self.engine.backend == "vllm-serve":
+            raise ValueError(
+                "engine.backend=vllm-serve restarts its servers on every handoff and serves no "
+                "adapter: use engine.handoff=restart (or reload) with the merged weights"
             )
         for split, s in self.data.splits():
             if s.dataset in BENCHMARKS and not (s.path or s.hub):

@@ -68,6 +68,8 @@ class ChatRequest:
     max_tokens: int = 1024
     seed: int | None = None
     top_p: float | None = None
+    # vLLM's own request fields (top_k, stop, return_token_ids): a served student's sampling
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class ChatResult:
     cached: bool = False
     finish_reasons: list[str] = field(default_factory=list)
     attempts: int = 0
+    completion_tokens: list[int] = field(default_factory=list)  # per choice, where returned
 
 
 @dataclass
@@ -148,6 +151,14 @@ def parse_chat_response(data: Any) -> tuple[list[str], list[str], dict[str, int]
         texts.append(content or "")
         reasons.append(str(choice.get("finish_reason") or ""))
     return texts, reasons, _usage(data.get("usage"))
+
+
+def choice_token_counts(data: Any) -> list[int]:
+    """Each choice's completion length in tokens, in index order, where the server returned the
+    token ids (vLLM's `return_token_ids`); [] when any choice lacks them. `usage` only sums them."""
+    choices = sorted(data.get("choices") or [], key=_choice_index)
+    ids = [c.get("token_ids") if isinstance(c, dict) else None for c in choices]
+    return [len(i) for i in ids] if all(isinstance(i, list) for i in ids) else []
 
 
 def _choice_index(choice: Any) -> int:
@@ -310,7 +321,7 @@ class LLMClient:
             payload["seed"] = req.seed
         if req.top_p is not None:
             payload["top_p"] = req.top_p
-        return payload
+        return {**payload, **req.extra}
 
     def _model_name(self) -> str:
         """The configured model, or the first one the server lists (asked once)."""
@@ -369,7 +380,7 @@ class LLMClient:
                 )
                 time.sleep(delay)
             try:
-                texts, reasons, usage = self._post_once(payload)
+                texts, reasons, usage, counts = self._post_once(payload)
             except _Retryable as e:
                 last = e
                 continue
@@ -378,11 +389,11 @@ class LLMClient:
                 if last is not None and e.kind == "circuit_open":
                     e.detail += f"; last error: {last.kind}: {last.detail}"
                 raise
-            return ChatResult(texts, usage, False, reasons, attempt + 1)
+            return ChatResult(texts, usage, False, reasons, attempt + 1, counts)
         assert last is not None
         raise _Fatal(last.kind, last.detail, self.max_retries + 1)
 
-    def _post_once(self, payload: dict[str, Any]) -> tuple[list[str], list[str], dict[str, int]]:
+    def _post_once(self, payload: dict[str, Any]) -> tuple[list, list, dict, list[int]]:
         with self._slots:
             status, headers, body = self._send("POST", f"{self.base_url}/chat/completions", payload)
         return self._read(status, headers, body)
@@ -429,7 +440,7 @@ class LLMClient:
 
     def _read(
         self, status: int, headers: httpx.Headers, raw: bytes
-    ) -> tuple[list[str], list[str], dict[str, int]]:
+    ) -> tuple[list[str], list[str], dict[str, int], list[int]]:
         # Redacted before anything reads it: a server that echoes headers into its error or even
         # into a completion must not carry the key into logs, caches or artifacts. A completion
         # loses only the key itself: its own words ("bearer bonds", URLs) stay as written.
@@ -437,7 +448,8 @@ class LLMClient:
         if status < 400:
             body = redact_secret(text, self._key(), bearer=False)
             try:
-                return parse_chat_response(json.loads(body))
+                data = json.loads(body)
+                return (*parse_chat_response(data), choice_token_counts(data))
             except (ValueError, MalformedResponse, RecursionError) as e:
                 raise _Retryable("malformed", self._redact(f"{e}; body: {body[:200]}")) from None
         body = self._redact(text)
@@ -521,6 +533,7 @@ class LLMClient:
                 True,
                 list(entry.get("finish_reasons", [])),
                 0,
+                list(entry.get("completion_tokens", [])),
             )
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None  # a corrupt entry is a miss; the fresh answer overwrites it
@@ -536,6 +549,7 @@ class LLMClient:
             "texts": result.texts,
             "finish_reasons": result.finish_reasons,
             "usage": result.usage,
+            "completion_tokens": result.completion_tokens,
         }
         write_text_atomic(path, json.dumps(entry))
 

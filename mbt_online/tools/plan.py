@@ -41,6 +41,9 @@ def generator_lines(cfg: Config, staged: bool) -> list[str]:
         "engine.gpu_memory_utilization": _memory_share(cfg, staged),
     }
     where = "in this process" if getattr(e, "data_parallel_size", 1) == 1 else "engine processes"
+    if settings["engine.backend"] == "vllm-serve":
+        srun = cfg.runtime.launcher == "srun"
+        where = f"`vllm serve` on {cfg.runtime.num_machines} nodes" if srun else "`vllm serve`"
     text = ", ".join(f"{k}={_show(v)}" for k, v in settings.items())
     return [f"generator: {text} ({where}; the orchestrator, mode {_mode(cfg, staged)})"]
 

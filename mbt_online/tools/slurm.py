@@ -13,7 +13,9 @@ before its time limit. The batch shell runs the member in the background and for
 Multi-node members (`nodes > 1`): the batch script (the orchestrator) runs on the allocation's first
 node only; TRAIN goes across all nodes through the runtime overrides the script adds
 (`runtime.launcher=srun`, `num_machines`, `num_processes` = GPUs per node) with a rendezvous port
-derived from the task's job id, so two tasks sharing a node never pick the same port.
+derived from the task's job id, so two tasks sharing a node never pick the same port. The student
+is sampled on every node too: `engine.backend=vllm-serve` starts one `vllm serve` per node
+(`mbt_online.served`) on a port from its own range, derived from the job id as well.
 """
 
 from __future__ import annotations
@@ -74,15 +76,21 @@ def group_arrays(members: list[Member], configs: list[Config], where: str) -> li
     return list(arrays.values())
 
 
-def runtime_overrides(array: JobArray) -> list[str]:
-    """What a multi-node member adds to its config: TRAIN under srun on every node."""
+def runtime_overrides(array: JobArray, cfg: Config) -> list[str]:
+    """What a multi-node member adds to its config: TRAIN under srun on every node, and a
+    student sampled by one `vllm serve` per node (`engine.backend=vllm-serve`), unless the member
+    chose the transformers backend or a LoRA handoff (the servers serve no adapter): those sample
+    on the first node only."""
     if array.nodes <= 1:
         return []
+    served = cfg.engine.backend == "vllm" and cfg.engine.handoff != "lora"
+    serve = [override_item("engine.backend", "vllm-serve")] if served else []
     return [
         override_item("runtime.mode", "staged"),
         override_item("runtime.launcher", "srun"),
         override_item("runtime.num_machines", array.nodes),
         override_item("runtime.num_processes", max(array.gpus, 1)),
+        *serve,
     ]
 
 
@@ -99,8 +107,8 @@ def write_slurm(
     from, so relative data paths resolve exactly as in a local sweep."""
     arrays = group_arrays(members, configs, str(sweep.path))
     for array in arrays:  # the runtime overrides must validate too, before anything is written
-        for m in array.members:
-            extra = runtime_overrides(array) + (
+        for m, cfg in zip(array.members, array.configs, strict=True):
+            extra = runtime_overrides(array, cfg) + (
                 [override_item("runtime.main_process_port", PORT_BASE)] if needs_port(array) else []
             )
             if extra:
@@ -154,7 +162,8 @@ def array_script(sweep_dir: Path, sweep: Sweep, array: JobArray) -> str:
     ]
     runs_dir = override_item("run.runs_dir", str(sweep_dir))
     for i, (m, cfg) in enumerate(zip(array.members, array.configs, strict=True)):
-        args = " ".join(shlex.quote(o) for o in [*m.overrides, runs_dir, *runtime_overrides(array)])
+        extra = runtime_overrides(array, cfg)
+        args = " ".join(shlex.quote(o) for o in [*m.overrides, runs_dir, *extra])
         wandb = shlex.quote(cfg.tracking.wandb_mode)
         lines.append(
             f"  {i}) NAME={shlex.quote(m.name)}; export WANDB_MODE={wandb}; ARGS=({args}) ;;"
