@@ -128,6 +128,7 @@ def main() -> int:
         print(json.dumps(runs[-1]), flush=True)
     summary = {
         "bench": "quickstart",
+        "model": "bootstrap-student",
         **machine(),
         "fresh_cache": not args.keep_cache,
         "overrides": args.overrides,

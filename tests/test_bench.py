@@ -183,7 +183,29 @@ def test_perf_section_shows_the_newest_line_per_model():
     rows = [r for r in section.splitlines() if r.startswith("| quickstart")]
     assert len(rows) == 1 and "0.10 s" in rows[0] and "40.00x" in rows[0]
     assert "| smollm2 (float32) | 0.20 s" in section
-    assert section.count("No result recorded yet.") == 2  # rollout and train
+    assert section.count("No result recorded yet.") == 3  # rollout, train and quickstart
+
+
+def test_perf_section_names_each_quickstart_run_and_its_misses():
+    met = dict.fromkeys(["round0_degeneration", "accuracy_gain", "tokens_change"], True)
+    targets = {"round0_degeneration": 0.335, "round0_answer_inclusive": 0.5, "accuracy_gain": 0.4}
+    targets |= {"tokens_change": -0.46, "final_degeneration": 0.04}
+    run = {"seed": 0, "exit_code": 0, "wall_seconds": 401.0, "peak_rss_gib": 3.5}
+    summary = {"bench": "quickstart", "model": "bootstrap-student", "nproc": 2, "load_1min": 1.0}
+    summary |= {"target_seconds": 300.0, "runs": []}
+    summary["runs"] = [
+        {**run, "targets": {**targets, "met": {**met, "final_degeneration": False}}},
+        {**run, "seed": 1, "wall_seconds": 290.0, "targets": {**targets, "met": {**met}}},
+    ]
+    rows = [
+        r
+        for r in perf.render([summary]).splitlines()
+        if r.startswith("| 0 ") or r.startswith("| 1 ")
+    ]
+    assert len(rows) == 2
+    assert "| 401 s |" in rows[0] and "missed: time, final_degeneration" in rows[0]
+    assert "| 34%, 50% | 40.0 points, -46%, 4% |" in rows[0]
+    assert "| met |" in rows[1]
 
 
 def test_perf_section_replaces_only_what_lies_between_the_markers():
