@@ -121,7 +121,8 @@ def handoff_table(rows: list[dict[str, Any]]) -> list[str]:
 def quickstart_table(rows: list[dict[str, Any]]) -> list[str]:
     """One row per fresh run of the newest `bench_quickstart.py` line: time, memory, targets."""
     out = [
-        "| run.seed | wall (target 300 s) | peak RSS | round 0: degeneration, answer-inclusive "
+        "| run.seed | wall (target 300 s) | peak RSS (target 4 GiB) | round 0: degeneration, "
+        "answer-inclusive "
         "| after the last round: accuracy gain, tokens, degeneration | all targets | machine |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -130,6 +131,8 @@ def quickstart_table(rows: list[dict[str, Any]]) -> list[str]:
             t = r.get("targets") or {}
             met = t.get("met") or {}
             misses = [k for k, ok in met.items() if not ok]
+            if r["peak_rss_gib"] > summary.get("target_gib", float("inf")):
+                misses.insert(0, "memory")
             if r["wall_seconds"] > summary["target_seconds"]:
                 misses.insert(0, "time")
             verdict = "met" if met and not misses else "missed: " + ", ".join(misses or ["run"])

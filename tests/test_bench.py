@@ -192,10 +192,11 @@ def test_perf_section_names_each_quickstart_run_and_its_misses():
     targets |= {"tokens_change": -0.46, "final_degeneration": 0.04}
     run = {"seed": 0, "exit_code": 0, "wall_seconds": 401.0, "peak_rss_gib": 3.5}
     summary = {"bench": "quickstart", "model": "bootstrap-student", "nproc": 2, "load_1min": 1.0}
-    summary |= {"target_seconds": 300.0, "runs": []}
+    summary |= {"target_seconds": 300.0, "target_gib": 4.0, "runs": []}
     summary["runs"] = [
         {**run, "targets": {**targets, "met": {**met, "final_degeneration": False}}},
         {**run, "seed": 1, "wall_seconds": 290.0, "targets": {**targets, "met": {**met}}},
+        {**run, "seed": 2, "wall_seconds": 290.0, "peak_rss_gib": 4.4, "targets": {"met": met}},
     ]
     rows = [
         r
@@ -206,6 +207,7 @@ def test_perf_section_names_each_quickstart_run_and_its_misses():
     assert "| 401 s |" in rows[0] and "missed: time, final_degeneration" in rows[0]
     assert "| 34%, 50% | 40.0 points, -46%, 4% |" in rows[0]
     assert "| met |" in rows[1]
+    assert "missed: memory |" in perf.render([summary])
 
 
 def test_perf_section_replaces_only_what_lies_between_the_markers():

@@ -153,7 +153,7 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
     assert lengths["all"] > 2 * lengths[0]
     with pytest.raises(ConfigError, match="distractors: only for a data file"):
         evaluation.evaluate_round(run, 0, distractors=1)
-    # --temperature reaches the sampling the engine is given; the run's own stays 0.6
+    # --temperature reaches the sampling the engine is given; without it, the run's own
     seen = []
 
     def capture(generator, examples, cfg, sampling, seed):
@@ -166,7 +166,8 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
     for temperature in (0.0, None):
         with pytest.raises(InterruptedError):
             evaluation.evaluate_round(run, 0, limit=1, temperature=temperature)
-    assert seen == [0.0, 0.6]
+    assert cfg.eval.sampling.temperature not in (0.0, None)
+    assert seen == [0.0, cfg.eval.sampling.temperature]
     with pytest.raises(ConfigError, match="eval.sampling.temperature"):
         evaluation.evaluate_round(run, 0, temperature=-1.0)
 
