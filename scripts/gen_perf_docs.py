@@ -139,7 +139,7 @@ def quickstart_table(rows: list[dict[str, Any]]) -> list[str]:
             out.append(
                 f"| {r['seed']} | {num(r['wall_seconds'], 0)} s | {num(r['peak_rss_gib'], 2)} GiB "
                 f"| {pct(t.get('round0_degeneration'))}, {pct(t.get('round0_answer_inclusive'))} "
-                f"| {num(100 * t['accuracy_gain'] if t else None, 1)} points, "
+                f"| {num(100 * t['accuracy_gain'] if 'accuracy_gain' in t else None, 1)} points, "
                 f"{pct(t.get('tokens_change'))}, {pct(t.get('final_degeneration'))} "
                 f"| {verdict} | {where(summary)} |"
             )
