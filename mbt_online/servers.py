@@ -340,43 +340,42 @@ def serve_spec(cfg: Config, *, lora: bool | None = None, seed: int | None = None
 
 
 def serve_flags(kw: dict[str, Any], data_parallel: int, gpu: bool) -> list[str]:
-    """`engine_kwargs` as `vllm serve` flags, resolved per platform as `Engine` resolves them.
+    """`engine_kwargs` as `vllm serve` flags: the engine arguments `Engine` gives `vllm.LLM`
+    (`engine.llm_kwargs`, resolved for the platform), spelled as the flags of the same names.
     `--generation-config vllm`: a request's unset fields take vLLM's defaults, as `LLM.generate`
     with explicit SamplingParams does, not the model's generation_config.json."""
-    max_len = kw["max_model_len"]
-    flags = ["--dtype", kw["dtype"], "--max-model-len", str(max_len), "--seed", str(kw["seed"])]
+    from mbt_online.vllm_args import llm_kwargs
+
+    names = ("dtype", "max_model_len", "seed", "enforce_eager", "chunked_prefill")
+    names += ("max_num_seqs", "prefix_caching", "tensor_parallel_size", "gpu_memory_utilization")
+    flags = as_flags(llm_kwargs(**{k: kw[k] for k in names}, gpu=gpu))
     flags += ["--generation-config", "vllm", "--disable-uvicorn-access-log"]
-    if not gpu if kw["enforce_eager"] is None else kw["enforce_eager"]:
-        flags.append("--enforce-eager")
-    chunked = kw["chunked_prefill"]
-    if not (gpu if chunked is None else chunked):  # whole prefills, as Engine does on CPU
-        flags += ["--no-enable-chunked-prefill", "--max-num-batched-tokens"]
-        flags.append(str(max(max_len, 8192)))
-    elif chunked:
-        flags.append("--enable-chunked-prefill")
-    if kw["max_num_seqs"] is not None:
-        flags += ["--max-num-seqs", str(kw["max_num_seqs"])]
-    if kw["prefix_caching"] is not None:
-        flags.append(
-            "--enable-prefix-caching" if kw["prefix_caching"] else "--no-enable-prefix-caching"
-        )
-    if kw["tensor_parallel_size"] > 1:
-        flags += ["--tensor-parallel-size", str(kw["tensor_parallel_size"])]
     if data_parallel > 1:
         flags += ["--data-parallel-size", str(data_parallel)]
-    if gpu:
-        flags += ["--gpu-memory-utilization", str(kw["gpu_memory_utilization"])]
+    return flags
+
+
+def as_flags(engine_args: dict[str, Any]) -> list[str]:
+    """vLLM engine arguments as its CLI flags (`max_model_len` -> `--max-model-len`); a bool as
+    `--name` or `--no-name`."""
+    flags: list[str] = []
+    for key, value in engine_args.items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            flags += [f"--{name}", str(value)]
     return flags
 
 
 def serve_env(kvcache_gib: float, gpu: bool) -> dict[str, str]:
     """What a server's environment adds: on CPU the KV-cache size (a value already exported
     wins), vLLM's INFO lines kept (they go to the server's own log, not the run's)."""
-    import math
+    from mbt_online.vllm_args import kvcache_space
 
     if gpu:
         return {}
-    size = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(max(1, math.ceil(kvcache_gib))))
+    size = os.environ.get("VLLM_CPU_KVCACHE_SPACE", kvcache_space(kvcache_gib))
     return {"VLLM_CPU_KVCACHE_SPACE": size}
 
 
