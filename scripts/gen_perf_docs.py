@@ -105,17 +105,24 @@ def train_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def handoff_table(rows: list[dict[str, Any]]) -> list[str]:
     out = [
-        "| model | in-place reload | LoRA swap | restart | restart / reload | restart / LoRA "
-        "| machine |",
-        "|---|---|---|---|---|---|---|",
+        "| model | in-place reload | LoRA swap | restart | first request | restart / reload "
+        "(net of the request; target 10x) | restart / LoRA | machine |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r['model']} ({r['dtype']}) | {num(r['reload_s'], 2)} s | "
             f"{num(r['lora_swap_s'], 2)} s | {num(r['restart_s'], 2)} s "
-            f"| {ratio(r['restart_vs_reload'])} | {ratio(r['restart_vs_lora'])} | {where(r)} |"
+            f"| {_seconds(r.get('request_s'))} | {ratio(r['restart_vs_reload'])} "
+            f"({ratio(r.get('restart_vs_reload_net'))}) | {ratio(r['restart_vs_lora'])} "
+            f"| {where(r)} |"
         )
     return out
+
+
+def _seconds(value: float | None) -> str:
+    """Seconds with two decimals; n/a for lines written before the field existed."""
+    return "n/a" if value is None else f"{num(value, 2)} s"
 
 
 def quickstart_table(rows: list[dict[str, Any]]) -> list[str]:

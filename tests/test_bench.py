@@ -52,7 +52,17 @@ TRAIN_KEYS = (
     "dpo_precomputed_overhead",
     "train_overhead",
 )
-HANDOFF_KEYS = ("reload_s", "lora_swap_s", "restart_s", "restart_vs_reload", "restart_vs_lora")
+HANDOFF_KEYS = (
+    "reload_s",
+    "lora_swap_s",
+    "restart_s",
+    "request_s",
+    "reload_net_s",
+    "restart_net_s",
+    "restart_vs_reload",
+    "restart_vs_lora",
+    "restart_vs_reload_net",
+)
 
 
 def _positive_finite(result: dict, keys: tuple[str, ...]) -> None:
@@ -174,6 +184,8 @@ def _handoff(model: str, reload_s: float) -> dict:
         "restart_s": 4.0,
         "restart_vs_reload": 4.0 / reload_s,
         "restart_vs_lora": 8.0,
+        "request_s": 0.05,
+        "restart_vs_reload_net": 3.95 / (reload_s - 0.05),
     }
 
 
@@ -181,7 +193,8 @@ def test_perf_section_shows_the_newest_line_per_model():
     lines = [_handoff("quickstart", 0.4), _handoff("smollm2", 0.2), _handoff("quickstart", 0.1)]
     section = perf.render(lines)
     rows = [r for r in section.splitlines() if r.startswith("| quickstart")]
-    assert len(rows) == 1 and "0.10 s" in rows[0] and "40.00x" in rows[0]
+    assert len(rows) == 1 and "0.10 s" in rows[0] and "40.00x (79.00x)" in rows[0]
+    assert "| 0.05 s |" in rows[0]  # the request alone, subtracted for the net ratio
     assert "| smollm2 (float32) | 0.20 s" in section
     assert section.count("No result recorded yet.") == 3  # rollout, train and quickstart
 
@@ -256,3 +269,12 @@ def test_bench_handoff_ci(tmp_path):
     assert result["restart_vs_reload"] == pytest.approx(
         result["restart_s"] / result["reload_s"], rel=1e-2
     )
+    # net times: the timed span less the request alone, which a restart pays for as well
+    for kind in ("reload", "restart"):
+        expected = max(result[f"{kind}_s"] - result["request_s"], 1e-3)
+        assert result[f"{kind}_net_s"] == pytest.approx(expected, abs=2e-4)
+    assert result["restart_net_s"] < result["restart_s"]
+    assert result["restart_vs_reload_net"] == pytest.approx(
+        result["restart_net_s"] / result["reload_net_s"], rel=2e-2
+    )
+    assert result["target_met"] == (result["restart_vs_reload_net"] >= 10.0)
