@@ -64,9 +64,16 @@ def _eval_json(hash_seed: str, run: Path, *extra: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def seed_1234_eval(world_run: Path) -> dict:
+    """`eval --json` of round 0 with the run's own seed (eval.sampling.seed: 1234), in a process
+    with hash seed 1: both tests below compare against it, one process paid once."""
+    return _eval_json("1", world_run)
+
+
 @pytest.mark.slow
-def test_same_student_same_seed_same_metrics_across_processes(world_run):
-    a = _eval_json("1", world_run)
+def test_same_student_same_seed_same_metrics_across_processes(world_run, seed_1234_eval):
+    a = seed_1234_eval
     b = _eval_json("2", world_run)
     assert a == b
     assert a["questions"] == 12 and a["n"] == 24
@@ -78,11 +85,11 @@ def test_same_student_same_seed_same_metrics_across_processes(world_run):
 
 
 @pytest.mark.slow
-def test_eval_seeds_through_vllm_average_the_single_seed_evaluations(world_run):
+def test_eval_seeds_through_vllm_average_the_single_seed_evaluations(world_run, seed_1234_eval):
     """`--seeds` in a fresh process: each seed draws what it draws alone (the run's seed 1234,
     and seed 3), the metrics are their means, with the spread keys beside them."""
     both = _eval_json("5", world_run, "--seeds", "3,1234")
-    alone = _eval_json("6", world_run)  # eval.sampling.seed: 1234
+    alone = seed_1234_eval  # eval.sampling.seed: 1234, in its own process (hash seed 1)
     three = _eval_json("6", world_run, "--seed", "3")
     assert both["seeds"] == 2 and both["n"] == 48
     for key in ("accuracy", "mean_tokens", "f1", "degeneration_rate"):

@@ -59,6 +59,23 @@ def tiny_overrides(model_dir: Path, runs_dir: Path, **extra: str) -> list[str]:
     return [f"{k}={v}" for k, v in base.items()]
 
 
+# One round on 4 training questions (8 SFT rows, 4 DPO pairs), one training thread (the same
+# floating-point sums in every process), no wandb: the config of the uninterrupted reference run
+# (`clean_tiny_run` in conftest.py) that a killed and resumed run here, and a staged run in
+# test_staged, must each reproduce exactly.
+ONE_ROUND = {
+    "loop.rounds": 1,
+    "data.train.limit": 4,
+    "train.threads": 1,
+    "tracking.wandb_mode": "disabled",
+}
+CLEAN_RUN = {**ONE_ROUND, "runtime.mode": "inproc"}
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
 def without_timing(rows: list[dict]) -> list[dict]:
     """Without what a resumed run does not replay: wall clock, and training's peak memory."""
     not_replayed = ("timing/", "train/peak_memory")
@@ -75,7 +92,8 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
 
     from mbt_online import loop
 
-    cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path))
+    # 4 training questions: each round's TRAIN is a few SFT and DPO steps
+    cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path, **{"data.train.limit": 4}))
     run = loop.train(cfg)
 
     metrics = read_jsonl(run / "metrics.jsonl")
@@ -92,14 +110,14 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
         assert 0 <= m["eval/accuracy"] <= 1 and m["eval/mean_tokens"] > 0
     assert metrics[0]["eval/aes"] == pytest.approx(0.0)  # round 0 is its own baseline
     r1 = metrics[1]
-    # 8 questions x 2 samples rolled out, scored and (failing ones) rewritten by the teacher
-    assert r1["rollout/samples"] == 16
+    # 4 questions x 2 samples rolled out, scored and (failing ones) rewritten by the teacher
+    assert r1["rollout/samples"] == 8
     assert r1["teacher/requests"] >= 1 and r1["teacher/accepted"] >= 1
     assert r1["train/sft_rows"] == r1["teacher/accepted"]
     assert any(k.startswith("reward/") for k in r1) and "timing/train" in r1
 
     rollout = load_from_disk(str(run / "round-1" / "score"))
-    assert len(rollout) == 16 and {"reward", "components", "phases"} <= set(rollout.column_names)
+    assert len(rollout) == 8 and {"reward", "components", "phases"} <= set(rollout.column_names)
     teach = load_from_disk(str(run / "round-1" / "teach"))
     verified = [t for t in teach if t["verified"]]
     assert verified and all(t["mode"] == "mbt-r" and t["draft"] for t in teach)
@@ -173,22 +191,26 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, tmp_path):
-    # more SFT epochs so round 1's TRAIN stage lasts long enough to be killed inside it
-    extra = {"train.sft.epochs": 4, "loop.rounds": 1, "tracking.wandb_mode": "disabled"}
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-
-    def start(runs: Path) -> subprocess.Popen:
-        args = tiny_overrides(tiny_model_dir, runs, **extra)
-        return subprocess.Popen(
-            [sys.executable, "-m", "mbt_online", "train", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+def test_kill_during_training_then_resume_matches_uninterrupted(
+    tiny_model_dir, tmp_path, clean_tiny_run
+):
+    # round 1's TRAIN (SFT then DPO, each after its trainer's set-up) lasts several seconds here:
+    # the kill lands inside it, a second after it starts
+    env = cli_env()
 
     killed = tmp_path / "killed"
-    proc = start(killed)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mbt_online",
+            "train",
+            *tiny_overrides(tiny_model_dir, killed, **CLEAN_RUN),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = killed / "tiny" / "run.log"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -211,11 +233,8 @@ def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in (killed / "tiny" / "run.log").read_text()
 
-    clean = tmp_path / "clean"
-    proc = start(clean)
-    assert proc.wait() == 0
-
-    a, b = killed / "tiny", clean / "tiny"
+    # the same config run uninterrupted (shared with test_staged, which only reads it)
+    a, b = killed / "tiny", clean_tiny_run
     assert without_timing(read_jsonl(a / "metrics.jsonl")) == without_timing(
         read_jsonl(b / "metrics.jsonl")
     )
@@ -233,22 +252,24 @@ def test_kill_during_training_then_resume_matches_uninterrupted(tiny_model_dir, 
     )
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 
-    # a finished run goes on from its last model when asked for more rounds; never fewer
+    # a finished run (the resumed one, now equal to the clean one) goes on from its last model
+    # when asked for more rounds; never fewer
     def resume(*args: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "mbt_online", "train", "--resume", str(b), *args]
+        cmd = [sys.executable, "-m", "mbt_online", "train", "--resume", str(a), *args]
         return subprocess.run(cmd, env=env, capture_output=True, text=True)
 
     fewer = resume("--rounds", "0")
-    assert fewer.returncode == 2 and "already trained 1 rounds" in fewer.stderr
-    before = read_jsonl(b / "metrics.jsonl")
+    # the CLI wraps its message to the terminal's width (the run's path is in it): unwrap
+    assert fewer.returncode == 2 and "already trained 1 rounds" in " ".join(fewer.stderr.split())
+    before = read_jsonl(a / "metrics.jsonl")
     more = resume("--rounds", "2")
     assert more.returncode == 0, more.stderr[-3000:]
-    after = read_jsonl(b / "metrics.jsonl")
+    after = read_jsonl(a / "metrics.jsonl")
     assert [m["round"] for m in after] == [0, 1, 2] and after[:2] == before
-    state = json.loads((b / "state.json").read_text())
+    state = json.loads((a / "state.json").read_text())
     assert state["finished"] and set(state["models"]) == {"1", "2"}
-    assert load_config(b / "config.yaml").loop.rounds == 2
-    assert "round 1: already done" in (b / "run.log").read_text()
+    assert load_config(a / "config.yaml").loop.rounds == 2
+    assert "round 1: already done" in (a / "run.log").read_text()
 
 
 def test_preflight_errors_stop_before_work(tmp_path, tiny_model_dir):

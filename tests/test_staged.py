@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_loop import read_jsonl, tiny_overrides
+from test_loop import ONE_ROUND, cli_env, read_jsonl, tiny_overrides
 
 from mbt_online.config import CONFIG_DIR, ConfigError, load_config
 from mbt_online.launch import (
@@ -273,21 +273,15 @@ def test_dry_run_eight_gpus(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the real child on the tiny student (accelerate launch, one CPU process)
 
-STAGED_EXTRA = {
-    "loop.rounds": 1,
-    "train.threads": 1,  # the same threads in both modes: the same floating-point sums
-    "tracking.wandb_mode": "disabled",
-}
+# one round on 4 training questions, one training thread in both modes (the same floating-point
+# sums): the config of the session's uninterrupted in-process run, `clean_tiny_run`
+STAGED_EXTRA = ONE_ROUND
 # Measured, not replayed: wall-clock numbers, and a process's peak memory (a child's differs).
 NOT_REPLAYED = ("timing/", "train/peak_memory")
 
 
 def replayed(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith(NOT_REPLAYED)} for r in rows]
-
-
-def cli_env() -> dict[str, str]:
-    return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -303,14 +297,12 @@ def weights(run: Path, round_: int) -> dict:
 
 
 @pytest.mark.slow
-def test_staged_run_matches_inproc(tiny_model_dir, tmp_path):
-    runs = {}
-    for mode in ("inproc", "staged"):
-        extra = {**STAGED_EXTRA, "runtime.mode": mode}
-        out = run_cli(*tiny_overrides(tiny_model_dir, tmp_path / mode, **extra))
-        assert out.returncode == 0, out.stderr[-3000:]
-        runs[mode] = tmp_path / mode / "tiny"
-    a, b = runs["inproc"], runs["staged"]
+def test_staged_run_matches_inproc(tiny_model_dir, tmp_path, clean_tiny_run):
+    extra = {**STAGED_EXTRA, "runtime.mode": "staged"}
+    out = run_cli(*tiny_overrides(tiny_model_dir, tmp_path / "staged", **extra))
+    assert out.returncode == 0, out.stderr[-3000:]
+    # the same config with TRAIN in-process (the session's run, shared with test_loop)
+    a, b = clean_tiny_run, tmp_path / "staged" / "tiny"
     rows = read_jsonl(b / "metrics.jsonl")
     assert [r["round"] for r in rows] == [0, 1] and rows[1]["train/sft_rows"] >= 1
     assert replayed(read_jsonl(a / "metrics.jsonl")) == replayed(rows)
