@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from mbt_online.vllm_args import kvcache_space, llm_kwargs
+
 if TYPE_CHECKING:
     from mbt_online.config import Config
 
@@ -344,8 +346,6 @@ def serve_flags(kw: dict[str, Any], data_parallel: int, gpu: bool) -> list[str]:
     (`engine.llm_kwargs`, resolved for the platform), spelled as the flags of the same names.
     `--generation-config vllm`: a request's unset fields take vLLM's defaults, as `LLM.generate`
     with explicit SamplingParams does, not the model's generation_config.json."""
-    from mbt_online.vllm_args import llm_kwargs
-
     names = ("dtype", "max_model_len", "seed", "enforce_eager", "chunked_prefill")
     names += ("max_num_seqs", "prefix_caching", "tensor_parallel_size", "gpu_memory_utilization")
     flags = as_flags(llm_kwargs(**{k: kw[k] for k in names}, gpu=gpu))
@@ -371,8 +371,6 @@ def as_flags(engine_args: dict[str, Any]) -> list[str]:
 def serve_env(kvcache_gib: float, gpu: bool) -> dict[str, str]:
     """What a server's environment adds: on CPU the KV-cache size (a value already exported
     wins), vLLM's INFO lines kept (they go to the server's own log, not the run's)."""
-    from mbt_online.vllm_args import kvcache_space
-
     if gpu:
         return {}
     size = os.environ.get("VLLM_CPU_KVCACHE_SPACE", kvcache_space(kvcache_gib))
