@@ -39,8 +39,11 @@ $(STAMP_GPU): pyproject.toml Makefile
 quickstart: install
 	$(VENV)/bin/mbt-online train run.name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
+# Two pytest workers, each pinned to its share of the cores (tests/conftest.py): one worker leaves
+# a core idle most of the time. TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 test: install browser
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
 # Headless Chromium for the report's rendering test (Debian package; skipped there when absent).
 browser:

@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mbt_online.engine import Completion, HandoffMode, ReleaseMode
+from mbt_online.launch import usable_cores
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -102,7 +103,7 @@ class DataParallelGenerator:
         self.size = cfg.engine.data_parallel_size
         per_worker = getattr(cfg.engine, "tensor_parallel_size", 1)
         visible = _visible_devices()
-        threads = max(1, (os.cpu_count() or 1) // self.size)
+        threads = max(1, usable_cores() // self.size)
         ctx = mp.get_context("spawn")
         self._conns: list[Connection] = []
         self._procs: list[Any] = []

@@ -207,7 +207,15 @@ def _threads(cfg: Config, world: World) -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, (os.cpu_count() or 1) // world.processes)
+    return max(1, usable_cores() // world.processes)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity mask (taskset, a SLURM allocation, a
+    pinned test worker) where the OS has one, else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def display(argv: list[str]) -> str:

@@ -147,6 +147,24 @@ def test_the_lock_is_reentrant_within_a_process_and_exclusive_across(tmp_path):
     assert out.returncode == 0
 
 
+def test_a_writer_refused_before_the_holder_wrote_its_pid_still_names_it(tmp_path):
+    """The holder writes its PID just after taking the lock: a process refused in that window
+    waits for the PID instead of saying 'another process' (seen under a loaded machine)."""
+    take = "import sys, time\nfrom mbt_online.rundir.lock import run_lock\n"
+    child = take + f"with run_lock({str(tmp_path)!r}): sys.stdout.write('in\\n'); "
+    child += "sys.stdout.flush(); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "in\n"
+        (tmp_path / LOCK_FILE).write_text("")  # as between the holder's flock and its write
+        threading.Timer(0.3, (tmp_path / LOCK_FILE).write_text, [f"{proc.pid}\n"]).start()
+        with pytest.raises(RunLockedError, match=f"in use by process {proc.pid} "):
+            run_lock(tmp_path).__enter__()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_of_two_creators_of_a_state_exactly_one_wins(tmp_path):
     path, wins, losses = tmp_path / "state.json", [], []
 

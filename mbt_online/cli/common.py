@@ -28,7 +28,9 @@ PATH_HELP = "`pkg://samples/<benchmark>/<file>` names a dev sample shipped with 
 
 
 def fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    """The error on one line: hard breaks at the console's width split the paths it names, so
+    a log or a pipe could neither copy nor grep them (the terminal wraps it for display)."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,13 +77,22 @@ def _acquire(run_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RunLockedError(run_dir, holder_pid(run_dir)) from None
+        raise RunLockedError(run_dir, _wait_for_holder(run_dir)) from None
     except BaseException:
         os.close(fd)
         raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _wait_for_holder(run_dir: Path, timeout_s: float = 1.0) -> int | None:
+    """The holder's PID, waiting briefly for it: a holder writes its PID just after it takes the
+    lock, and a process refused in between would otherwise say only 'another process'."""
+    deadline = time.monotonic() + timeout_s
+    while (pid := holder_pid(run_dir)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pid
 
 
 def _release(fd: int) -> None:
