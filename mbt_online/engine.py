@@ -343,6 +343,10 @@ class Engine:
             self._llm_kwargs["enable_sleep_mode"] = True
         if not gpu:
             _set_cpu_env(kvcache_gib)
+            if enable_lora:  # vLLM's per-token LoRA kernels copy the adapter once per token
+                from mbt_online import vllm_cpu_lora
+
+                vllm_cpu_lora.install()
         # vLLM's INFO lines (hundreds per start) drown the run's own log; export it to see them
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         self.enable_lora = enable_lora
@@ -417,7 +421,7 @@ class Engine:
         self._require_open()
         if self._asleep:
             self._llm.wake_up()
-            self._llm.reset_prefix_cache()
+            self.reset_prefix_cache()
             self._asleep = False
 
     def restart(self, model_path: str) -> None:
@@ -454,9 +458,15 @@ class Engine:
         if self._asleep:
             self._llm.wake_up(tags=["kv_cache"])
             self._asleep = False
-        self._llm.reset_prefix_cache()
+        self.reset_prefix_cache()
         self.model_path = str(model_dir)
         self._lora = None
+
+    def reset_prefix_cache(self) -> None:
+        """Drop the cached prompt prefixes, as every hand-off does (they were computed with the
+        old weights); a benchmark clears them to time a request as it runs after a hand-off."""
+        self._require_open()
+        self._llm.reset_prefix_cache()
 
     def set_lora(self, adapter_dir: str | None) -> None:
         """Serve later generations through this PEFT adapter (None = the base weights).

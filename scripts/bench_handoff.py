@@ -7,7 +7,9 @@ the engine has answered one short greedy request with the new weights (so lazy w
 vLLM loading an adapter on first use, is counted):
 
 - reload: `Engine.handoff("reload", ...)`, in place (`collective_rpc("reload_weights")`);
-- lora: `Engine.handoff("lora", base, adapter)` on an engine started with LoRA slots;
+- lora: `Engine.handoff("lora", base, adapter)` on an engine started with LoRA slots; on the
+  CPU, again on the same engine through vLLM's own per-token LoRA kernels instead of the
+  one-adapter ones `Engine` installs (`mbt_online/vllm_cpu_lora.py`): `lora_kernel_speedup`;
 - restart: `Engine.handoff("restart", ...)`, a fresh engine on the folder.
 
 Each is repeated, alternating between the two folders (or adapters) so every hand-off changes the
@@ -72,7 +74,7 @@ def request_only(engine: Any, chat: list[dict], repeats: int) -> float:
     """Median seconds of the probe alone, after clearing the prefix cache as a hand-off does."""
     times = []
     for _ in range(repeats):
-        engine._llm.reset_prefix_cache()
+        engine.reset_prefix_cache()
         seconds, _ = bc.timed(lambda: probe(engine, chat))
         times.append(seconds)
     return statistics.median(times)
@@ -106,6 +108,9 @@ def main() -> int:
 
 
 def measure(args: Any, work: Path) -> dict[str, Any]:
+    import torch
+
+    from mbt_online import vllm_cpu_lora
     from mbt_online.engine import Engine
 
     label, path = bc.resolve_model(args.model, args.ci, work)
@@ -130,6 +135,13 @@ def measure(args: Any, work: Path) -> dict[str, Any]:
     probe(engine, chat)
     swaps = [("lora", path, str(a)) for a in adapters]
     lora_s = timed_handoffs(engine, chat, swaps, repeats)
+    lora_vllm_s = None
+    if not torch.cuda.is_available():  # the same swaps through vLLM's own per-token CPU kernels
+        vllm_cpu_lora.restore()
+        try:
+            lora_vllm_s = timed_handoffs(engine, chat, swaps, repeats)
+        finally:
+            vllm_cpu_lora.install()
     engine.close()
     reload_net_s, restart_net_s = net(reload_s, request_s), net(restart_s, request_s)
     speedup = restart_net_s / reload_net_s
@@ -140,6 +152,8 @@ def measure(args: Any, work: Path) -> dict[str, Any]:
         "engine_start_s": start_s,
         "reload_s": reload_s,
         "lora_swap_s": lora_s,
+        "lora_swap_vllm_kernels_s": lora_vllm_s,
+        "lora_kernel_speedup": lora_vllm_s / lora_s if lora_vllm_s else None,
         "restart_s": restart_s,
         "request_s": request_s,
         "reload_net_s": reload_net_s,

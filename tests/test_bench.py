@@ -278,3 +278,8 @@ def test_bench_handoff_ci(tmp_path):
         result["restart_net_s"] / result["reload_net_s"], rel=2e-2
     )
     assert result["target_met"] == (result["restart_vs_reload_net"] >= 10.0)
+    # on the CPU the LoRA swap is timed again through vLLM's own kernels, on the same engine
+    _positive_finite(result, ("lora_swap_vllm_kernels_s", "lora_kernel_speedup"))
+    assert result["lora_kernel_speedup"] == pytest.approx(
+        result["lora_swap_vllm_kernels_s"] / result["lora_swap_s"], rel=2e-2
+    )

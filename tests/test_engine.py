@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from mbt_online import vllm_cpu_lora
 from mbt_online.engine import Completion, Engine, PromptTooLongError, request_seed
 
 CHATS = [
@@ -211,6 +212,10 @@ def test_lora_adapter_changes_output_and_matches_merged(engine, tiny_model_dir, 
     with_lora = texts(engine.generate(CHATS, **GREEDY))
     assert with_lora != base
     assert with_lora == [[t] for t in hf_greedy(merged, engine.tokenizer, CHATS, 12)]
+    if not torch.cuda.is_available():
+        from vllm.lora.punica_wrapper import punica_cpu
+
+        assert punica_cpu.bgmv_shrink is vllm_cpu_lora.bgmv_shrink  # what produced the match
 
     engine.set_lora(None)
     assert texts(engine.generate(CHATS, **GREEDY)) == base
