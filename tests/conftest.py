@@ -110,14 +110,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def clean_tiny_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One uninterrupted `mbt-online train` of test_loop's tiny config (`CLEAN_RUN`: one round on
+    """One uninterrupted `mbt-online train` of tiny_runs.py's config (`CLEAN_RUN`: one round on
     4 training questions, in-process TRAIN, one training thread), run once per session: the
     reference a killed and resumed run (test_loop) and a staged run (test_staged) must each
     reproduce exactly. Read it, never write to it: other tests compare against it."""
     import subprocess
     import sys
 
-    from test_loop import CLEAN_RUN, cli_env, tiny_overrides
+    from tiny_runs import CLEAN_RUN, cli_env, tiny_overrides
 
     runs = tmp_path_factory.mktemp("clean")
     args = tiny_overrides(tiny_model_dir, runs, **CLEAN_RUN)

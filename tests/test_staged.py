@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_loop import ONE_ROUND, cli_env, read_jsonl, tiny_overrides
+from tiny_runs import ONE_ROUND, cli_env, read_jsonl, tiny_overrides
 
 from mbt_online.config import CONFIG_DIR, ConfigError, load_config
 from mbt_online.launch import (
