@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The caller's environment as it was before the defaults below: a benchmark of the main job
+# (bench_quickstart) runs it in this one, as the user would, not in the benchmarks' own.
+CALLER_ENV = dict(os.environ)
+
 # Set before vLLM, HF or wandb load: the CPU vLLM build needs a KV-cache size, worker processes
 # cost ~20 s a start, and a benchmark never reaches a hub.
 ENV_DEFAULTS = {

@@ -133,6 +133,20 @@ def _round(r: int, acc: float, tokens: float, degen: float, incl: float) -> dict
     }
 
 
+def test_quickstart_runs_in_the_callers_environment_not_the_benchmarks(tmp_path, monkeypatch):
+    """bench_common's defaults (a 2 GiB KV cache, wandb off) are for the micro-benchmarks; the
+    quickstart benchmark measures the job as `make quickstart` runs it."""
+    monkeypatch.setitem(bq.CALLER_ENV, "MBT_BENCH_PROBE", "user")
+    for key in (*bc.ENV_DEFAULTS, "MBT_ONLINE_CACHE"):
+        monkeypatch.delitem(bq.CALLER_ENV, key, raising=False)
+    env = bq.child_env(tmp_path, 3, keep_cache=False)
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"]  # set in this process by bench_common
+    assert not set(bc.ENV_DEFAULTS) & set(env)
+    assert env["MBT_BENCH_PROBE"] == "user"
+    assert env["MBT_ONLINE_CACHE"] == str(tmp_path / "cache-3")
+    assert "MBT_ONLINE_CACHE" not in bq.child_env(tmp_path, 3, keep_cache=True)
+
+
 def test_quickstart_targets_read_round_zero_and_the_last_round():
     rows = [_round(0, 0.60, 150.0, 0.20, 0.30), _round(1, 0.7, 120, 0.1, 0.2)]
     rows.append(_round(3, 0.80, 80.0, 0.01, 0.05))
