@@ -30,7 +30,6 @@ from mbt_online.train import (
     STAGE_HISTORY,
     ProgressLog,
     _load_reference,
-    _torch_threads,
     dpo_dataset,
     dpo_trainer,
     sft_dataset,
@@ -156,12 +155,19 @@ def test_bf16_is_opt_in_and_threads_are_restored() -> None:
     assert common_args(TrainConfig(), "x", 0, bf16=True)["bf16"] is (
         torch.cuda.is_bf16_supported() if cuda else True
     )
-    if torch.set_num_threads.__name__ == "skip_set_num_threads":
-        pytest.skip("a vLLM engine earlier in this process pinned torch's thread count")
-    before = torch.get_num_threads()
-    with _torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    # in a fresh process: a vLLM engine started earlier in this one (another test on this worker)
+    # leaves torch.set_num_threads a no-op process-wide
+    check = (
+        "import torch\n"
+        "from mbt_online.train import _torch_threads\n"
+        "torch.set_num_threads(2)\n"
+        "with _torch_threads(1):\n"
+        "    assert torch.get_num_threads() == 1\n"
+        "assert torch.get_num_threads() == 2\n"
+        "print('restored')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "restored", out.stderr[-2000:]
 
 
 def test_reference_policy(tiny_model_dir: Path, tmp_path: Path) -> None:
