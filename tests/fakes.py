@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from tiny_runs import without_timing
 
 from mbt_online import loop
 from mbt_online.config import Config, load_config
@@ -200,12 +201,6 @@ def run(cfg: Config, fakes: Fakes, resume: bool = False) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # what a finished run left behind
-
-
-def without_timing(rows: list[dict]) -> list[dict]:
-    """Rows without what a resumed run does not replay: wall clock, and training's peak memory."""
-    not_replayed = ("timing/", "train/peak_memory")
-    return [{k: v for k, v in r.items() if not k.startswith(not_replayed)} for r in rows]
 
 
 def artifacts(run_dir: Path) -> dict[str, object]:

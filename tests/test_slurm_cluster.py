@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_runs import read_jsonl, without_timing
 
 from mbt_online.config import resolve_config
 
@@ -66,15 +67,6 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 1.0):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-# wall-clock numbers, and the training process's peak memory (an RSS high-water mark on CPU,
-# which depends on the process's history), are measurements, not results: they never replay
-NOT_REPLAYED = ("timing/", "train/peak_memory")
-
-
-def without_timing(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith(NOT_REPLAYED)} for r in rows]
-
-
 def differences(a: list[dict], b: list[dict]) -> list[tuple]:
     return [
         (ra.get("round"), k, ra.get(k), rb.get(k))
@@ -82,10 +74,6 @@ def differences(a: list[dict], b: list[dict]) -> list[tuple]:
         for k in sorted(set(ra) | set(rb))
         if ra.get(k) != rb.get(k)
     ]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def sweep_status(out: Path, env: dict[str, str]) -> dict:

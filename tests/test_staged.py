@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_runs import ONE_ROUND, cli_env, read_jsonl, tiny_overrides
+from tiny_runs import ONE_ROUND, cli_env, read_jsonl, tiny_overrides, without_timing
 
 from mbt_online.config import CONFIG_DIR, ConfigError, load_config
 from mbt_online.launch import (
@@ -273,16 +273,6 @@ def test_dry_run_eight_gpus(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the real child on the tiny student (accelerate launch, one CPU process)
 
-# one round on 4 training questions, one training thread in both modes (the same floating-point
-# sums): the config of the session's uninterrupted in-process run, `clean_tiny_run`
-STAGED_EXTRA = ONE_ROUND
-# Measured, not replayed: wall-clock numbers, and a process's peak memory (a child's differs).
-NOT_REPLAYED = ("timing/", "train/peak_memory")
-
-
-def replayed(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith(NOT_REPLAYED)} for r in rows]
-
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "mbt_online", "train", *args]
@@ -298,14 +288,16 @@ def weights(run: Path, round_: int) -> dict:
 
 @pytest.mark.slow
 def test_staged_run_matches_inproc(tiny_model_dir, tmp_path, clean_tiny_run):
-    extra = {**STAGED_EXTRA, "runtime.mode": "staged"}
+    # one round on 4 training questions, one training thread in both modes (the same floating-point
+    # sums): the config of the session's uninterrupted in-process run, `clean_tiny_run`
+    extra = {**ONE_ROUND, "runtime.mode": "staged"}
     out = run_cli(*tiny_overrides(tiny_model_dir, tmp_path / "staged", **extra))
     assert out.returncode == 0, out.stderr[-3000:]
     # the same config with TRAIN in-process (the session's run, shared with test_loop)
     a, b = clean_tiny_run, tmp_path / "staged" / "tiny"
     rows = read_jsonl(b / "metrics.jsonl")
     assert [r["round"] for r in rows] == [0, 1] and rows[1]["train/sft_rows"] >= 1
-    assert replayed(read_jsonl(a / "metrics.jsonl")) == replayed(rows)
+    assert without_timing(read_jsonl(a / "metrics.jsonl")) == without_timing(rows)
     wa, wb = weights(a, 1), weights(b, 1)
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
 
@@ -327,7 +319,7 @@ def test_crashing_child_stops_the_run_and_resume_retries(tiny_model_dir, tmp_pat
     from mbt_online.launch import TrainChildFailed
 
     cfg = load_config(
-        None, tiny_overrides(tiny_model_dir, tmp_path, **STAGED_EXTRA, **{"runtime.mode": "staged"})
+        None, tiny_overrides(tiny_model_dir, tmp_path, **ONE_ROUND, **{"runtime.mode": "staged"})
     )
     run = cfg.run_dir()
     sft = run / "round-1" / "build" / "sft"

@@ -68,10 +68,15 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
+# wall-clock numbers, and the training process's peak memory (an RSS high-water mark on CPU, which
+# depends on the process's history; a child's differs), are measurements, not results: a resumed,
+# staged or replayed run never reproduces them
+NOT_REPLAYED = ("timing/", "train/peak_memory")
+
+
 def without_timing(rows: list[dict]) -> list[dict]:
-    """Without what a resumed run does not replay: wall clock, and training's peak memory."""
-    not_replayed = ("timing/", "train/peak_memory")
-    return [{k: v for k, v in r.items() if not k.startswith(not_replayed)} for r in rows]
+    """Metric rows without what a resumed run does not replay (`NOT_REPLAYED`)."""
+    return [{k: v for k, v in r.items() if not k.startswith(NOT_REPLAYED)} for r in rows]
 
 
 def read_jsonl(path: Path) -> list[dict]:
