@@ -63,6 +63,25 @@ def test_local_command_carries_the_world_and_the_job():
     assert argv[-3:] == ["-m", CHILD_MODULE, "/r/round-1/train/job.json"]
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no affinity masks here")
+def test_default_threads_share_the_cores_this_process_may_use():
+    """Without train.threads or OMP_NUM_THREADS, TRAIN's threads come from the affinity mask
+    (taskset, a SLURM allocation, a pinned test worker), not every core of the machine."""
+    code = (
+        "import os\n"
+        "os.environ.pop('OMP_NUM_THREADS', None)\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from mbt_online.config import load_config\n"
+        "from mbt_online.launch import World, trainer_command, usable_cores\n"
+        "cfg = load_config(None, ['runtime.mode=staged', 'train.threads=null'])\n"
+        "argv = trainer_command(cfg, 'job.json', World.from_runtime(cfg.runtime))\n"
+        "print(usable_cores(), argv[argv.index('--num_cpu_threads_per_process') + 1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "1"]
+
+
 def test_one_process_defaults_to_the_shipped_single_process_config():
     cfg = load_config(None, ["runtime.mode=staged", "student.dtype=bfloat16"])
     argv = trainer_command(cfg, "job.json", World.from_runtime(cfg.runtime))
