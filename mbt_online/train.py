@@ -38,6 +38,7 @@ from mbt_online.config import TrainConfig
 from mbt_online.contracts import Trained, TrainJob
 from mbt_online.rundir.atomic import write_json_atomic
 from mbt_online.rundir.stages import LOG_HISTORY
+from mbt_online.training import compact_head
 from mbt_online.training.args import dpo_args, peft_config, sft_args
 from mbt_online.training.history import (
     ProgressLog,
@@ -237,6 +238,7 @@ def sft_trainer(
 ) -> SFTTrainer:
     """The configured TRL SFT trainer (not yet run): `train_sft`'s engine, open for inspection."""
     args = sft_args(cfg, seed, output_dir, bf16)
+    compact_head.install()  # on the CPU the head scores labelled positions only
     model, tokenizer = _load_policy(model_dir, chat_template, cfg.attn_implementation)
     trainer = SFTTrainer(
         model=model,
@@ -263,6 +265,7 @@ def dpo_trainer(
     """The configured TRL DPO trainer (not yet run), reference model resolved as in `train_dpo`."""
     lora = cfg.method == "lora"
     args = dpo_args(cfg, seed, output_dir, bf16)
+    compact_head.install()  # on the CPU the head scores labelled positions only
     # TRL precomputes in __init__, before end_dpo_turns cuts the rows: its values would belong to
     # other sequences (first-step loss 3.5, not 2.3, on a quickstart round). Off there, run below.
     precompute, args.precompute_ref_log_probs = args.precompute_ref_log_probs, False

@@ -4,13 +4,18 @@ One process, the same threads (`train.threads` of the quickstart), the same mode
 rows: the TRL trainers come from `mbt_online.train`'s public builders (`sft_trainer`,
 `dpo_trainer`), and the minimal loop trains a fresh copy of the same model on the rows TRL itself
 tokenized, in the same batches (right-padded, as TRL's collators pad), for the same number of
-optimizer steps: forward, completion-only loss, backward, gradient clipping, AdamW. For DPO the
-loop runs the policy on [chosen; rejected] and the frozen reference on the same batch (or reads
-precomputed reference log-probs, after one reference pass over the pairs), then the sigmoid loss
-plus the chosen NLL when `dpo.sft_weight` asks for it. Ratios (TRL / minimal) > 1 are TRL's
-overhead; `*_setup_s` is the trainer's construction (tokenization, for precompute the reference
+optimizer steps: forward, completion-only loss (logits only where a label is), backward, gradient
+clipping, AdamW. For DPO the loop runs the policy on [chosen; rejected] and the frozen reference
+on the same batch (or reads precomputed reference log-probs, after one reference pass over the
+pairs), each row cut to `dpo.max_length` as TRL's collator cuts it, then the sigmoid loss plus the
+chosen NLL when `dpo.sft_weight` asks for it. Ratios (TRL / minimal) > 1 are TRL's overhead;
+`*_setup_s` is the trainer's construction (tokenization, for precompute the reference
 pass), which the minimal loop does not repeat. The minimal SFT loop also runs on one thread
 (`sft_threads_speedup`): on a model this small a second thread may not pay for itself.
+The builders compact TRL's fused LM head to the labelled positions on the CPU
+(`mbt_online.training.compact_head`); SFT and precomputed-reference DPO are also timed with the head
+as TRL ships it and compact again, back to back (`*_shipped_head_train_s`,
+`*_compact_head_train_s`, `*_compact_head_speedup`).
 
 The rows are a round's: world questions, structured-teacher targets (SFT, DPO chosen) and the
 unregulated student's traces (DPO rejected). Prints one JSON line.
@@ -50,18 +55,20 @@ CI = Settings(sft_rows=8, dpo_pairs=8, batch_size=4)
 
 
 def round_rows(n: int) -> list[tuple[list[dict], str, str]]:
-    """(prompt messages, teacher target, unregulated trace) for `n` world questions."""
+    """(prompt messages, teacher target, unregulated trace) for `n` world questions: the target is
+    the quickstart teacher's rewrite of that trace, as in a round (prompt about two thirds)."""
     from mbt_online import prompts
     from mbt_online.sim import reasoner
-    from mbt_online.teachers import structured
+    from mbt_online.teachers.contract import TeachRequest
+    from mbt_online.teachers.llm import make_teacher
 
     cfg = bc.quickstart_config()
-    writer = structured.StructuredTeacher(seed=0)
+    writer = make_teacher(cfg)  # the quickstart's teacher and style
     out = []
     for i, ex in enumerate(bc.examples(n, seed=1)):
-        rng = random.Random(i)
-        chosen = prompts.format_target(writer.synthesize(ex, rng), ex.answer)
-        rejected, _ = reasoner.unregulated_trace(ex, rng, cfg.bootstrap)
+        rejected, _ = reasoner.unregulated_trace(ex, random.Random(i), cfg.bootstrap)
+        request = TeachRequest(ex, cfg.teacher.mode, rejected)
+        chosen = prompts.format_target(writer.teach([request])[0].trace or "", ex.answer)
         out.append((prompts.student_messages(ex), chosen, rejected))
     return out
 
@@ -84,12 +91,14 @@ def sequence_logps(model: Any, ids: Any, attn: Any, labels: Any) -> Any:
     """Sum of the log-probs of the labelled tokens of each row (the next-token convention)."""
     import torch
 
-    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]
+    hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state[:, :-1]
     target = labels[:, 1:]
     mask = target != -100
+    logits = model.lm_head(hidden[mask])  # labelled positions only, as the compact head
     logps = torch.log_softmax(logits.float(), dim=-1)
-    picked = logps.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(-1), mask.sum(-1)
+    picked = logps.gather(-1, target[mask].unsqueeze(-1)).squeeze(-1)
+    sums = torch.zeros(ids.shape[0], dtype=picked.dtype).index_add(0, mask.nonzero()[:, 0], picked)
+    return sums, mask.sum(-1)
 
 
 def sft_batch(rows: list[dict], pad: int):
@@ -99,13 +108,14 @@ def sft_batch(rows: list[dict], pad: int):
     return ids, attn, labels
 
 
-def dpo_batch(rows: list[dict], pad: int):
-    """[chosen; rejected] prompt+completion rows, labels on the completion only (TRL's layout)."""
+def dpo_batch(rows: list[dict], pad: int, max_length: int | None):
+    """[chosen; rejected] prompt+completion rows, labels on the completion only, each cut to
+    `max_length` from the start (TRL's layout and its collator's `keep_start` truncation)."""
     seqs, labels = [], []
     for key in ("chosen_ids", "rejected_ids"):
         for r in rows:
-            seqs.append(r["prompt_ids"] + r[key])
-            labels.append([-100] * len(r["prompt_ids"]) + r[key])
+            seqs.append((r["prompt_ids"] + r[key])[:max_length])
+            labels.append(([-100] * len(r["prompt_ids"]) + r[key])[:max_length])
     attn = pad_right([[1] * len(s) for s in seqs], 0)
     return pad_right(seqs, pad), attn, pad_right(labels, -100)
 
@@ -123,12 +133,14 @@ def minimal_sft(model_dir: str, rows: list[dict], hp: Any, pad: int) -> float:
     """Seconds of the SFT steps: mean completion-token cross-entropy per batch."""
     import torch
 
+    from mbt_online.sim.bootstrap import completion_loss  # logits on labelled positions only
+
     model = load(model_dir)
     opt = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate)
     start = time.perf_counter()
     for batch in batches(rows, hp.batch_size):
         ids, attn, labels = sft_batch(batch, pad)
-        loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False).loss
+        loss = completion_loss(model, {"input_ids": ids, "attention_mask": attn, "labels": labels})
         optimizer_step(model, opt, loss, hp.max_grad_norm)
     return time.perf_counter() - start
 
@@ -146,11 +158,11 @@ def minimal_dpo(model_dir: str, rows: list[dict], hp: Any, pad: int, precompute:
     if precompute:
         start = time.perf_counter()
         with torch.no_grad():
-            ref_logps = [sequence_logps(ref, *dpo_batch(b, pad))[0] for b in groups]
+            ref_logps = [sequence_logps(ref, *dpo_batch(b, pad, hp.max_length))[0] for b in groups]
         ref_s = time.perf_counter() - start
     start = time.perf_counter()
     for i, batch in enumerate(groups):
-        ids, attn, labels = dpo_batch(batch, pad)
+        ids, attn, labels = dpo_batch(batch, pad, hp.max_length)
         logps, counts = sequence_logps(model, ids, attn, labels)
         if precompute:
             ref_lp = ref_logps[i]
@@ -217,6 +229,31 @@ def padding_free(trainer: Any) -> Any:
     return trainer
 
 
+def shipped_head(trainer: Any) -> Any:
+    """The trainer with TRL's own head: on the CPU it scores every position, prompt included."""
+    from mbt_online.training import compact_head
+
+    compact_head.restore()
+    return trainer
+
+
+def head_runs(build: Any) -> tuple[float, float]:
+    """`train()` seconds with TRL's own head, then with the compact one, back to back (the first
+    trainer of a process also pays for warm-up: the pair excludes it)."""
+    from mbt_online.training import compact_head
+
+    try:
+        _, shipped_s, trainer = trl_run(lambda: shipped_head(build()))
+    finally:
+        compact_head.install()
+    del trainer
+    gc.collect()
+    _, compact_s, trainer = trl_run(build)
+    del trainer
+    gc.collect()
+    return shipped_s, compact_s
+
+
 def train_config(s: Settings, precompute: bool) -> Any:
     """The quickstart's TRAIN settings, one epoch, the benchmark's batch size."""
     cfg = bc.quickstart_config().train
@@ -277,6 +314,9 @@ def measure(args: Any, s: Settings, work: Path) -> dict[str, Any]:
     gc.collect()
     _, out["trl_sft_padding_free_train_s"], trainer = sft("sft-pf", padding_free)
     del trainer
+    shipped, compact = head_runs(lambda: sft_trainer(path, sft_rows, cfg, 0, work / "sft-head"))
+    out.update(trl_sft_shipped_head_train_s=shipped, trl_sft_compact_head_train_s=compact)
+    out["sft_compact_head_speedup"] = shipped / compact
     out["min_sft_s"] = minimal_sft(path, tokenized, cfg.sft, pad)
     # the same loop on one thread: whether the second core helps a model this size at all
     torch.set_num_threads(1)
@@ -315,10 +355,11 @@ def efficiency(tag: str, flops: float, out: dict[str, Any], peak: float) -> dict
     return res
 
 
-def dpo_flops(rows: list[dict], shape: bc.Shape) -> float:
-    """Policy forward + backward (3 passes) and reference forward (1) over chosen and rejected."""
+def dpo_flops(rows: list[dict], shape: bc.Shape, max_length: int | None) -> float:
+    """Policy forward + backward (3 passes) and reference forward (1) over chosen and rejected,
+    each as trained (cut to `max_length`)."""
     return 4 * sum(
-        shape.prefill_flops(len(r["prompt_ids"]) + len(r[key]))
+        shape.prefill_flops(min(len(r["prompt_ids"]) + len(r[key]), max_length or 10**9))
         for r in rows
         for key in ("chosen_ids", "rejected_ids")
     )
@@ -360,9 +401,14 @@ def dpo(
         trl_total = train_s + spent["s"]
         out[f"{tag}_overhead"] = trl_total / (step_s + ref_s)
         if not precompute:
-            out.update(efficiency("dpo", dpo_flops(rows, shape), out, peak))
+            out.update(efficiency("dpo", dpo_flops(rows, shape, cfg.dpo.max_length), out, peak))
         gc.collect()
     out.setdefault("dpo_precompute_supported", True)
+    cfg = train_config(s, precompute=True)  # the quickstart's DPO
+    shipped, compact = head_runs(lambda: dpo_trainer(path, None, pairs, cfg, 0, work / "dpo-head"))
+    out["trl_dpo_precomputed_shipped_head_train_s"] = shipped
+    out["trl_dpo_precomputed_compact_head_train_s"] = compact
+    out["dpo_compact_head_speedup"] = shipped / compact
     return out
 
 

@@ -88,8 +88,9 @@ def train_table(rows: list[dict[str, Any]]) -> list[str]:
     out = [
         "| model | SFT: TRL / minimal loop | SFT padding-free / minimal | DPO: TRL / minimal | "
         "DPO, precomputed reference | TRAIN (SFT + DPO) / minimal, without / with set-up | "
-        "minimal loop SFT, DPO of fp32 peak | minimal SFT, N threads vs 1 | machine |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "minimal loop SFT, DPO of fp32 peak | minimal SFT, N threads vs 1 | "
+        "compact LM head vs TRL's: SFT, DPO | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
@@ -98,6 +99,8 @@ def train_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {ratio(r['train_overhead'])} / {ratio(r.get('train_overhead_with_setup'))} "
             f"| {pct(r.get('min_sft_vs_fp32_peak'))}, {pct(r.get('min_dpo_vs_fp32_peak'))} "
             f"| {ratio(r.get('sft_threads_speedup'))} "
+            f"| {ratio(r.get('sft_compact_head_speedup'))}, "
+            f"{ratio(r.get('dpo_compact_head_speedup'))} "
             f"| {where(r)}, {r['threads']} threads |"
         )
     return out

@@ -50,6 +50,12 @@ TRAIN_KEYS = (
     "min_dpo_s",
     "dpo_overhead",
     "dpo_precomputed_overhead",
+    "trl_sft_shipped_head_train_s",
+    "trl_sft_compact_head_train_s",
+    "sft_compact_head_speedup",
+    "trl_dpo_precomputed_shipped_head_train_s",
+    "trl_dpo_precomputed_compact_head_train_s",
+    "dpo_compact_head_speedup",
     "train_overhead",
 )
 HANDOFF_KEYS = (
