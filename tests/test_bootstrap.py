@@ -12,7 +12,7 @@ import torch
 from mbt_online.config import Config, validate
 from mbt_online.sim import bootstrap
 from mbt_online.sim.bootstrap import (
-    encode_row,
+    encode_rows,
     ensure_student,
     install_reader,
     student_key,
@@ -147,21 +147,24 @@ def test_built_student_loads_with_transformers_and_answers_in_format(tmp_path):
     assert tok.decode(out[0, ids.shape[1] :]).startswith("<think>")
 
 
-def test_encode_row_masks_the_prompt_and_ends_finished_traces_only(tmp_path):
+def test_encode_rows_masks_the_prompt_and_ends_finished_traces_only(tmp_path):
     from mbt_online.sim import tiny_model
 
     cfg = tiny()
     examples = bootstrap.bootstrap_examples(cfg)
     rows = bootstrap.training_rows(cfg, examples)
     tok = tiny_model.build_tokenizer(bootstrap.tokenizer_corpus(rows, examples), vocab_size=500)
-    for row in rows:
-        ids, labels = encode_row(tok, row, 10_000)
+    encoded = encode_rows(tok, rows, 10_000)
+    assert len(encoded) == len(rows) and {row["kind"] for row in rows} >= {"loop", "clean"}
+    for row, (ids, labels) in zip(rows, encoded, strict=True):
         n_prompt = labels.index(next(x for x in labels if x != -100))
+        text = tok.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)
+        assert ids[:n_prompt] == tok(text, add_special_tokens=False)["input_ids"]
         assert ids[n_prompt] == tok.convert_tokens_to_ids("<think>")
         assert labels[n_prompt:] == ids[n_prompt:]
         assert (ids[-1] == tok.eos_token_id) == (row["kind"] != "loop")
-        short, short_labels = encode_row(tok, row, 50)
-        assert len(short) == len(short_labels) == 50
+    for ids, labels in encode_rows(tok, rows, 50):
+        assert len(ids) == len(labels) == 50
 
 
 def _circuit_model(hidden=128, layers=2):
