@@ -358,11 +358,10 @@ def efficiency(tag: str, flops: float, out: dict[str, Any], peak: float) -> dict
 def dpo_flops(rows: list[dict], shape: bc.Shape, max_length: int | None) -> float:
     """Policy forward + backward (3 passes) and reference forward (1) over chosen and rejected,
     each as trained (cut to `max_length`)."""
-    return 4 * sum(
-        shape.prefill_flops(min(len(r["prompt_ids"]) + len(r[key]), max_length or 10**9))
-        for r in rows
-        for key in ("chosen_ids", "rejected_ids")
-    )
+    lengths = [
+        len(r["prompt_ids"]) + len(r[key]) for r in rows for key in ("chosen_ids", "rejected_ids")
+    ]
+    return 4 * sum(shape.prefill_flops(min(n, max_length) if max_length else n) for n in lengths)
 
 
 def dpo(

@@ -14,45 +14,41 @@ nothing (TRL's own answer stands).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from types import ModuleType
 
 import torch
 
 log = logging.getLogger(__name__)
 
-_DECIDER = "_use_triton"  # the predicate TRL's fused head asks "compact the positions?"
-_ORIGINAL: dict[str, Callable[[torch.device], bool]] = {}
-
 
 def install() -> bool:
     """Compact on the CPU (idempotent). False, with a warning, where this TRL has no fused head
     to steer: the run is then correct, only slower."""
     utils = _trl_utils()
-    decide = getattr(utils, _DECIDER, None) if utils is not None else None
+    decide = getattr(utils, "_use_triton", None)  # TRL's "compact the positions?" predicate
     if decide is None:
         log.warning("this TRL has no fused LM head to compact; TRAIN scores every position")
         return False
-    original = _ORIGINAL.setdefault(_DECIDER, decide)
+    shipped = getattr(decide, "shipped", decide)
 
     def compact(device: torch.device) -> bool:
-        return device.type == "cpu" or original(device)
+        return device.type == "cpu" or shipped(device)
 
-    setattr(utils, _DECIDER, compact)
+    compact.shipped = shipped  # type: ignore[attr-defined]  # what restore() puts back
+    utils._use_triton = compact  # type: ignore[union-attr]
     return True
 
 
 def restore() -> None:
     """TRL's own decision back (`scripts/bench_train.py` times both in one process)."""
-    utils, original = _trl_utils(), _ORIGINAL.get(_DECIDER)
-    if utils is not None and original is not None:
-        setattr(utils, _DECIDER, original)
+    utils = _trl_utils()
+    shipped = getattr(getattr(utils, "_use_triton", None), "shipped", None)
+    if shipped is not None:
+        utils._use_triton = shipped  # type: ignore[union-attr]
 
 
 def installed() -> bool:
-    utils = _trl_utils()
-    original = _ORIGINAL.get(_DECIDER)
-    return utils is not None and original is not None and getattr(utils, _DECIDER) is not original
+    return hasattr(getattr(_trl_utils(), "_use_triton", None), "shipped")
 
 
 def _trl_utils() -> ModuleType | None:
