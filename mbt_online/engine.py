@@ -343,6 +343,9 @@ class Engine:
             self._llm_kwargs["enable_sleep_mode"] = True
         if not gpu:
             _set_cpu_env(kvcache_gib)
+            from mbt_online import vllm_cpu_sampler  # top-k + top-p without a vocabulary sort
+
+            vllm_cpu_sampler.install()
             if enable_lora:  # vLLM's per-token LoRA kernels copy the adapter once per token
                 from mbt_online import vllm_cpu_lora
 

@@ -11,7 +11,11 @@ One process, the same cores, model, prompts, sample count and length cap for bot
 3. prefill sharing: the B prompts with vLLM `n=K` and as K separate requests, one new token each,
    against the B prompts once (1.0 = shared prefill, K = none), and vLLM's prefix-cache hits;
 4. the rollout as the loop runs it: both backends' public `generate` (same n, temperature, cap,
-   seed), wall seconds and completion tokens/s; the lengths may differ (different samplers).
+   seed), wall seconds and completion tokens/s; the lengths may differ (different samplers);
+5. the loop's cut sampling (top-k 20, top-p 0.95: the evaluation's and rollouts' defaults): the
+   fixed decode run with vLLM's own top-k/top-p masker, which sorts every row over the vocabulary
+   each step, and with `vllm_cpu_sampler`'s sort-free one, back to back on the same engine (the
+   same seeds must draw the same tokens). On the CPU only; the GPU has vLLM's own kernels.
 
 The HF baseline gets its best case: all rows in one `generate` call with torch's own sampler.
 Prints one JSON line. Usage: `.venv/bin/python scripts/bench_rollout.py [--ci] [--model M]`.
@@ -53,11 +57,11 @@ def vllm_runner(engine: Any):
     computes its prefill instead of reading the previous run's."""
     llm = engine._llm  # the benchmark needs `ignore_eos`, which `Engine.generate` does not expose
 
-    def run(prompts: list[list[int]], n: int, max_tokens: int, copies: int = 1):
+    def run(prompts: list[list[int]], n: int, max_tokens: int, copies: int = 1, **cut: Any):
         from vllm import SamplingParams
 
         params = SamplingParams(
-            n=n, temperature=1.0, max_tokens=max_tokens, ignore_eos=True, seed=0
+            n=n, temperature=1.0, max_tokens=max_tokens, ignore_eos=True, seed=0, **cut
         )
         reqs = [{"prompt_token_ids": ids} for ids in prompts for _ in range(copies)]
         llm.reset_prefix_cache()
@@ -90,6 +94,38 @@ def sharing(run, prompts: list[list[int]], s: Settings, times: dict[str, float])
         "k_prefill_cost_n": round(times["first_token_s"] / times["prefill_s"], 3),
         "k_prefill_cost_separate": round(sep_s / times["prefill_s"], 3),
         "k_separate_cached_fraction": round(cached / total, 4),
+    }
+
+
+CUT = {"top_k": 20, "top_p": 0.95}  # the schema's rollout and evaluation defaults
+
+
+def cut_sampling(run, prompts: list[list[int]], s: Settings, times: dict[str, float]):
+    """Step 5: the fixed decode under the loop's cut sampling, vLLM's masker then the sort-free
+    one; `cut_vs_uncut` is what the cut still costs against plain sampling (`fixed_work`)."""
+    from mbt_online import vllm_cpu_sampler
+
+    if not vllm_cpu_sampler.installed():  # a GPU engine: vLLM's own kernels, nothing to compare
+        return {"cut_sampling": "vLLM's own (not the CPU path)"}
+    vllm_cpu_sampler.restore()
+    try:
+        shipped_s, shipped = run(prompts, s.samples, s.max_tokens, **CUT)
+    finally:
+        vllm_cpu_sampler.install()
+    sort_free_s, sort_free = run(prompts, s.samples, s.max_tokens, **CUT)
+
+    def tokens(outs: Any) -> list[list[int]]:
+        return [list(o.token_ids) for req in outs for o in req.outputs]
+
+    same = [a == b for a, b in zip(tokens(shipped), tokens(sort_free), strict=True)]
+    return {
+        "cut_decode_vllm_masker_s": shipped_s,
+        "cut_decode_sort_free_s": sort_free_s,
+        "cut_sampling_speedup": shipped_s / sort_free_s,
+        "cut_vs_uncut": sort_free_s / times["full_s"],
+        # float32 logits: every completion; bfloat16: a tie at the top-p edge forks a sample
+        "cut_same_completions": sum(same) / len(same),
+        "cut_samples_equal": all(same),
     }
 
 
@@ -133,8 +169,8 @@ def hf_runner(hf: Any):
 
 
 def rollout(gen: Any, chats: list[list[dict]], s: Settings) -> dict[str, float]:
-    """Both backends' public `generate` with the quickstart's rollout sampling (after a short
-    warm-up call: per-request seeded sampling has its own first-call cost)."""
+    """Both backends' public `generate` with plain sampling (T=1, no top-k or top-p; the cut is
+    step 5's), after a short warm-up call: per-request seeded sampling has a first-call cost."""
 
     def call(batch: list[list[dict]], max_tokens: int) -> Any:
         return gen.generate(
@@ -244,6 +280,7 @@ def measure(args: Any, s: Settings, work: Path) -> dict[str, Any]:
     out.update(sharing(run, prompts, s, times))
     out["kv_block_size"] = engine._llm.llm_engine.vllm_config.cache_config.block_size
     vllm_roll = rollout(engine, chats, s)
+    out.update(cut_sampling(run, prompts, s, times))
     engine.close()
     del engine, run
     gc.collect()

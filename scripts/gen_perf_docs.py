@@ -63,8 +63,9 @@ def rollout_table(rows: list[dict[str, Any]]) -> list[str]:
     out = [
         "| model | batch | vLLM prefill tok/s (of bf16 / fp32 peak) | vLLM decode tok/s "
         "(of bf16 / fp32 peak) | vs `generate`: fixed work (prefill, decode) | vs "
-        "`backend=transformers` rollout | K-sample prefill cost, `n=K` / separate | machine |",
-        "|---|---|---|---|---|---|---|---|",
+        "`backend=transformers` rollout | K-sample prefill cost, `n=K` / separate | top-k 20 + "
+        "top-p 0.95 decode: sort-free vs vLLM's masker (vs plain sampling) | machine |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
@@ -78,6 +79,7 @@ def rollout_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{ratio(r['engine_vs_generate_decode'])}) "
             f"| {ratio(r['engine_vs_transformers_rollout'])} "
             f"| {r['k_prefill_cost_n']} / {r['k_prefill_cost_separate']} of one prefill "
+            f"| {ratio(r.get('cut_sampling_speedup'))} ({ratio(r.get('cut_vs_uncut'))} the time) "
             f"| {where(r)}, {r['threads']} threads, peak bf16 {num(r['peak_bf16_gflops'], 0)} / "
             f"fp32 {num(r['peak_fp32_gflops'], 0)} GFLOP/s |"
         )

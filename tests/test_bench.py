@@ -39,6 +39,9 @@ ROLLOUT_KEYS = (
     "engine_vs_transformers_rollout",
     "k_prefill_cost_n",
     "k_prefill_cost_separate",
+    "cut_decode_vllm_masker_s",
+    "cut_decode_sort_free_s",
+    "cut_sampling_speedup",
 )
 TRAIN_KEYS = (
     "trl_sft_train_s",
@@ -271,6 +274,8 @@ def test_bench_rollout_ci(tmp_path):
     _positive_finite(result, ROLLOUT_KEYS)
     assert result["batch"] == result["prompts"] * result["samples"]
     assert set(result["targets_met"]) == set(result["targets"])
+    # float32 logits: the sort-free masker draws exactly vLLM's tokens
+    assert result["cut_samples_equal"] is True and result["cut_same_completions"] == 1.0
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from mbt_online import vllm_cpu_lora
+from mbt_online import vllm_cpu_lora, vllm_cpu_sampler
 from mbt_online.engine import Completion, Engine, PromptTooLongError, request_seed
 
 CHATS = [
@@ -127,6 +127,23 @@ def test_seeds_fix_samples_and_batch_does_not_matter(engine):
     assert len(set(first[0])) == 3  # the n samples of one prompt differ at T=1
     # The same prompt at the same index gives the same samples in a smaller batch.
     assert texts(engine.generate(CHATS[:1], **SAMPLED)) == first[:1]
+
+
+@pytest.mark.slow
+def test_top_k_top_p_samples_are_vllms_own(engine):
+    """On the CPU the engine masks top-k + top-p without sorting the vocabulary; the samples are
+    the ones vLLM's own sort-based masker draws (same seeds), and the cut changes them."""
+    if torch.cuda.is_available():
+        pytest.skip("the sort-free masker is the CPU's")
+    cut = {**SAMPLED, "top_k": 5, "top_p": 0.8, "max_tokens": 24}
+    assert vllm_cpu_sampler.installed()
+    ours = texts(engine.generate(CHATS, **cut))
+    vllm_cpu_sampler.restore()
+    try:
+        assert texts(engine.generate(CHATS, **cut)) == ours
+    finally:
+        vllm_cpu_sampler.install()
+    assert texts(engine.generate(CHATS, **{**cut, "top_k": -1, "top_p": 1.0})) != ours
 
 
 @pytest.mark.slow
