@@ -9,7 +9,8 @@ own decode step; on the quickstart student it was 15% of a rollout's profile. Wi
 top-p only ever looks at the k largest logits, so this path takes those (`topk`), applies vLLM's
 very top-p rule to them (ascending cumulative probability, the largest always kept) and masks the
 row below the smallest kept logit. Same kept tokens, same logits, so the same samples: the
-equality with vLLM's own function is the test (`top_k_top_p` says what happens at ties). Rows
+equality with vLLM's own function is the test (from float32 logits; `top_k_top_p` says what
+happens at ties, which bfloat16 logits have). Rows
 without a top-k, a k (with its ties) over `MAX_FAST_K` or another device keep vLLM's code.
 `Engine` installs it on the CPU.
 """
@@ -39,7 +40,7 @@ def top_k_top_p(
     Ties: like vLLM, every logit equal to a row's k-th largest survives the top-k. At the top-p
     edge vLLM keeps whichever of several equal logits its unstable sort happened to put last;
     here all logits equal to the smallest kept one are kept. Float32 logits practically never
-    tie there; bfloat16 ones (256 values per octave) sometimes do."""
+    tie there; bfloat16 ones (128 values per power of two) sometimes do."""
     if not _fast_path_applies(logits, k, p):
         return shipped_masker()(logits, k, p, allow_cpu_sync=allow_cpu_sync)
     k_long = k.to(torch.long)  # type: ignore[union-attr]
