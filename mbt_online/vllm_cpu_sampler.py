@@ -10,9 +10,8 @@ top-p only ever looks at the k largest logits, so this path takes those (`topk`)
 very top-p rule to them (ascending cumulative probability, the largest always kept) and masks the
 row below the smallest kept logit. Same kept tokens, same logits, so the same samples: the
 equality with vLLM's own function is the test (from float32 logits; `top_k_top_p` says what
-happens at ties, which bfloat16 logits have). Rows
-without a top-k, a k (with its ties) over `MAX_FAST_K` or another device keep vLLM's code.
-`Engine` installs it on the CPU.
+happens at ties, which bfloat16 logits have). Rows without a top-k, a k (with its ties) over
+`MAX_FAST_K` or another device keep vLLM's code. `Engine` installs it on the CPU.
 """
 
 from __future__ import annotations
