@@ -20,6 +20,11 @@ STUDENT_INSTRUCTION = (
     "</think>, then give only the final answer, as short as possible (a name, a date, a number, "
     "yes or no), between <answer> and </answer>."
 )
+# The embedded world's instruction: its tiny student is trained from scratch and reads no English,
+# so the 51 tokens of the full instruction were only cost, paid in every bootstrap row, rollout
+# prefill and TRAIN row (an eighth of the quickstart's tokens). The tags stay, stated once.
+WORLD_INSTRUCTION = "Reason inside <think> and </think>, then answer between <answer> and </answer>."
+_INSTRUCTIONS = {"world": WORLD_INSTRUCTION}  # by `Example.source`; others: STUDENT_INSTRUCTION
 
 METACOGNITIVE_SYSTEM = (
     "You are a careful reasoner who answers multi-hop questions from a set of documents. Regulate "
@@ -72,9 +77,14 @@ def _task_block(ex: Example) -> str:
     return f"{render_documents(ex)}\n\nQuestion: {ex.question}"
 
 
+def instruction(ex: Example) -> str:
+    """The instruction after the question: the world's short one or `STUDENT_INSTRUCTION`."""
+    return _INSTRUCTIONS.get(ex.source, STUDENT_INSTRUCTION)
+
+
 def student_messages(ex: Example, metacognitive: bool = False) -> list[dict]:
     """The student's chat prompt; no system turn unless this is the metacognitive baseline."""
-    user = {"role": "user", "content": f"{_task_block(ex)}\n\n{STUDENT_INSTRUCTION}"}
+    user = {"role": "user", "content": f"{_task_block(ex)}\n\n{instruction(ex)}"}
     if metacognitive:
         return [{"role": "system", "content": METACOGNITIVE_SYSTEM}, user]
     return [user]

@@ -165,6 +165,14 @@ def test_encode_rows_masks_the_prompt_and_ends_finished_traces_only(tmp_path):
         assert (ids[-1] == tok.eos_token_id) == (row["kind"] != "loop")
     for ids, labels in encode_rows(tok, rows, 50):
         assert len(ids) == len(labels) == 50
+    # loops alone are cut at loop_max_length; finished traces keep their end-of-turn token
+    full = encode_rows(tok, rows, 10_000)
+    cut = encode_rows(tok, rows, 10_000, loop_max_length=150)
+    for row, (ids, labels), (ids_full, _) in zip(rows, cut, full, strict=True):
+        if row["kind"] == "loop":
+            assert len(ids) == len(labels) == 150 and ids == ids_full[:150]
+        else:
+            assert ids == ids_full and ids[-1] == tok.eos_token_id
 
 
 def _circuit_model(hidden=128, layers=2):

@@ -9,6 +9,8 @@ from mbt_online.prompts import (
     JUDGE_GRADES,
     METACOGNITIVE_SYSTEM,
     RRP_LABELS,
+    STUDENT_INSTRUCTION,
+    WORLD_INSTRUCTION,
     format_target,
     gold_solution_messages,
     judge_answer_hit_messages,
@@ -55,6 +57,18 @@ def test_student_prompt_has_no_system_turn_and_no_answer() -> None:
     assert "Correct answer" not in text and "North Dakota" not in text
     # documents come before the question, the instruction after it
     assert text.index("Document [2]") < text.index("Question:") < text.index("<answer>")
+
+
+def test_world_questions_get_the_short_instruction_others_the_full_one() -> None:
+    from dataclasses import replace
+
+    plain = student_messages(example())[0]["content"]
+    world = student_messages(replace(example(), source="world"))[0]["content"]
+    assert plain.endswith("\n\n" + STUDENT_INSTRUCTION)
+    assert world == plain.removesuffix(STUDENT_INSTRUCTION) + WORLD_INSTRUCTION
+    assert len(WORLD_INSTRUCTION) < len(STUDENT_INSTRUCTION) / 2
+    for tag in ("<think>", "</think>", "<answer>", "</answer>"):
+        assert tag in WORLD_INSTRUCTION
 
 
 def test_metacognitive_prompt_adds_the_five_phase_system_turn_only() -> None:

@@ -143,7 +143,7 @@ def tokenizer_corpus(rows: list[dict], examples: list[Example]) -> list[str]:
     """
     texts = [m["content"] for row in rows for m in row["messages"]]
     texts += [row["completion"] for row in rows]
-    texts += [prompts.METACOGNITIVE_SYSTEM, prompts.STUDENT_INSTRUCTION]
+    texts += [prompts.METACOGNITIVE_SYSTEM, prompts.WORLD_INSTRUCTION]
     texts += [" ".join(cues) for cues in PHASE_CUES.values()]
     texts += _teacher_texts(examples[:_TEACHER_SAMPLES], rows[:_TEACHER_SAMPLES])
     return texts
@@ -176,7 +176,7 @@ def build_student(cfg: Config, out_dir: Path, inputs: StudentInputs | None = Non
         seed=b.seed,
     )
     _set_rope_theta(out_dir, READER_ROPE_THETA)
-    data = encode_rows(tok, rows, b.max_length)
+    data = encode_rows(tok, rows, b.max_length, b.loop_max_length)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
@@ -315,12 +315,16 @@ def _induction_head(attn, d, x_tok, sharp, gain, tok, prev1, prev2, gen) -> None
     attn.o_proj.weight[tok, torch.arange(n)] = gain
 
 
-def encode_rows(tok: Any, rows: list[dict], max_length: int) -> list[tuple[list[int], list[int]]]:
+def encode_rows(
+    tok: Any, rows: list[dict], max_length: int, loop_max_length: int | None = None
+) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per row: the chat-rendered prompt (labels -100) then the completion.
 
-    Finished traces end with the end-of-turn token, loops do not: a loop cut at `max_length`
-    teaches the student to keep going until the generation cap. Tokenized in two batch calls
-    (one text per call cost ~1 ms each, 5-7 s of the bootstrap's 4,800 rows).
+    Finished traces end with the end-of-turn token, loops do not: a loop cut at its length teaches
+    the student to keep going until the generation cap. Loops are cut at `loop_max_length` (when
+    shorter than `max_length`): a few turns of the cycle teach it as well as many, and loops were
+    over half of the bootstrap's tokens. Tokenized in two batch calls (one text per call cost
+    ~1 ms each, 5-7 s of the bootstrap's 4,800 rows).
     """
     texts = [
         tok.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)
@@ -332,9 +336,11 @@ def encode_rows(tok: Any, rows: list[dict], max_length: int) -> list[tuple[list[
         [row["completion"] + end for row, end in zip(rows, ends, strict=True)],
         add_special_tokens=False,
     )["input_ids"]
+    loop_cut = min(max_length, loop_max_length or max_length)
+    cuts = [loop_cut if row["kind"] == "loop" else max_length for row in rows]
     return [
-        ((prompt + comp)[:max_length], ([-100] * len(prompt) + comp)[:max_length])
-        for prompt, comp in zip(prompts, completions, strict=True)
+        ((prompt + comp)[:cut], ([-100] * len(prompt) + comp)[:cut])
+        for prompt, comp, cut in zip(prompts, completions, cuts, strict=True)
     ]
 
 
