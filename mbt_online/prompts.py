@@ -23,7 +23,9 @@ STUDENT_INSTRUCTION = (
 # The embedded world's instruction: its tiny student is trained from scratch and reads no English,
 # so the 51 tokens of the full instruction were only cost, paid in every bootstrap row, rollout
 # prefill and TRAIN row (an eighth of the quickstart's tokens). The tags stay, stated once.
-WORLD_INSTRUCTION = "Reason inside <think> and </think>, then answer between <answer> and </answer>."
+WORLD_INSTRUCTION = (
+    "Reason inside <think> and </think>, then answer between <answer> and </answer>."
+)
 _INSTRUCTIONS = {"world": WORLD_INSTRUCTION}  # by `Example.source`; others: STUDENT_INSTRUCTION
 
 METACOGNITIVE_SYSTEM = (

@@ -42,8 +42,8 @@ def newest(lines: list[dict[str, Any]], bench: str) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def pct(x: Any) -> str:
-    return f"{100 * x:.0f}%" if isinstance(x, int | float) else "n/a"
+def pct(x: Any, digits: int = 0) -> str:
+    return f"{100 * x:.{digits}f}%" if isinstance(x, int | float) else "n/a"
 
 
 def num(x: Any, digits: int = 1) -> str:
@@ -156,9 +156,9 @@ def quickstart_table(rows: list[dict[str, Any]]) -> list[str]:
             verdict = "met" if met and not misses else "missed: " + ", ".join(misses or ["run"])
             out.append(
                 f"| {r['seed']} | {num(r['wall_seconds'], 0)} s | {num(r['peak_rss_gib'], 2)} GiB "
-                f"| {pct(t.get('round0_degeneration'))}, {pct(t.get('round0_answer_inclusive'))} "
+                f"| {pct(t.get('round0_degeneration'), 1)}, {pct(t.get('round0_answer_inclusive'), 1)} "
                 f"| {num(100 * t['accuracy_gain'] if 'accuracy_gain' in t else None, 1)} points, "
-                f"{pct(t.get('tokens_change'))}, {pct(t.get('final_degeneration'))} "
+                f"{pct(t.get('tokens_change'), 1)}, {pct(t.get('final_degeneration'), 1)} "
                 f"| {verdict} | {where(summary)} |"
             )
     return out
