@@ -156,7 +156,8 @@ def quickstart_table(rows: list[dict[str, Any]]) -> list[str]:
             verdict = "met" if met and not misses else "missed: " + ", ".join(misses or ["run"])
             out.append(
                 f"| {r['seed']} | {num(r['wall_seconds'], 0)} s | {num(r['peak_rss_gib'], 2)} GiB "
-                f"| {pct(t.get('round0_degeneration'), 1)}, {pct(t.get('round0_answer_inclusive'), 1)} "
+                f"| {pct(t.get('round0_degeneration'), 1)}, "
+                f"{pct(t.get('round0_answer_inclusive'), 1)} "
                 f"| {num(100 * t['accuracy_gain'] if 'accuracy_gain' in t else None, 1)} points, "
                 f"{pct(t.get('tokens_change'), 1)}, {pct(t.get('final_degeneration'), 1)} "
                 f"| {verdict} | {where(summary)} |"

@@ -241,7 +241,7 @@ def test_perf_section_names_each_quickstart_run_and_its_misses():
     ]
     assert len(rows) == 2
     assert "| 401 s |" in rows[0] and "missed: time, final_degeneration" in rows[0]
-    assert "| 34%, 50% | 40.0 points, -46%, 4% |" in rows[0]
+    assert "| 33.5%, 50.0% | 40.0 points, -46.0%, 4.0% |" in rows[0]
     assert "| met |" in rows[1]
     assert "missed: memory |" in perf.render([summary])
 
