@@ -209,8 +209,8 @@ class BootstrapConfig(Section):
         ge=64,
         description="Where looping traces are cut, in tokens (prompt + completion; at most "
         "`max_length`). A few turns of the cycle teach the student to loop into the cap as well as "
-        "many: at 336 instead of 448 the build is ~12% cheaper and its student loops more, not "
-        "less (docs/results.md).",
+        "many: at 336 instead of 448 the build trains on 14% fewer tokens and its student loops "
+        "more, not less (docs/results.md).",
     )
     epochs: float = Field(default=1.0, gt=0, description="Passes over the training traces.")
     batch_size: int = Field(default=8, ge=1, description="Sequences per optimizer step.")
