@@ -402,14 +402,24 @@ def run_teed(
     return code, _child_tail(list(tail))
 
 
+# Python's lines between chained tracebacks: left dangling once accelerate's own traceback is cut.
+_CHAIN_LINES = (
+    "The above exception was the direct cause of the following exception:",
+    "During handling of the above exception, another exception occurred:",
+)
+
+
 def _child_tail(lines: list[str]) -> list[str]:
     """The last TAIL_LINES lines, without accelerate's own traceback for the failed launch (a
     CalledProcessError that only repeats the command) when it ends the output: the child's error
-    is what a user needs to read."""
+    is what a user needs to read. accelerate >= 1.16 chains that traceback to the child's stderr,
+    so the chaining sentence and blank lines before it go too, leaving the child's error last."""
     if lines and "CalledProcessError" in lines[-1]:
         starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
         if starts and starts[-1] > 0:
             lines = lines[: starts[-1]]
+            while lines and (not lines[-1].strip() or lines[-1].strip() in _CHAIN_LINES):
+                lines.pop()
     return lines[-TAIL_LINES:]
 
 

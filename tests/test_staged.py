@@ -404,6 +404,39 @@ def test_a_failing_child_raises_with_its_last_lines(tmp_path):
     assert not (out / "result.json").exists()
 
 
+_CHILD_ERROR = [
+    "Traceback (most recent call last):",
+    '  File "train_child.py", line 37, in load_job',
+    "mbt_online.config.ConfigError: config file not found: run/config.yaml",
+]
+_WRAPPER = [
+    "Traceback (most recent call last):",
+    '  File ".venv/bin/accelerate", line 6, in <module>',
+    "subprocess.CalledProcessError: Command '[...]' returned non-zero exit status 1.",
+]
+
+
+@pytest.mark.parametrize(
+    "between",
+    [
+        [],  # accelerate 1.15: its traceback follows the child's
+        # accelerate 1.16: the child's stderr echoed as a RuntimeError, then the chaining sentence
+        ["", "", "The above exception was the direct cause of the following exception:", ""],
+    ],
+)
+def test_child_tail_ends_with_the_childs_error_whatever_accelerate_prints(between):
+    """accelerate 1.16 chains its wrapper traceback to the child's stderr (`raise ... from
+    RuntimeError(stderr)`): the chaining sentence must not become the tail's last line."""
+    from mbt_online.launch import _child_tail
+
+    echo = ["RuntimeError: " + _CHILD_ERROR[0], *_CHILD_ERROR[1:]] if between else []
+    lines = ["step 1", *_CHILD_ERROR, *echo, *between, *_WRAPPER]
+    tail = _child_tail(lines)
+    assert tail[-1] == _CHILD_ERROR[-1]
+    assert not any("CalledProcessError" in line or "direct cause" in line for line in tail)
+    assert _child_tail(["step 1", *_CHILD_ERROR]) == ["step 1", *_CHILD_ERROR]  # nothing to cut
+
+
 def test_cli_reports_a_failed_child_and_how_to_resume(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
