@@ -12,10 +12,11 @@ this engine) keep vLLM's own code. Installed by `Engine` when it starts with LoR
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import ModuleType
 
 import torch
+
+from mbt_online import patches
 
 _KERNELS = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
 
@@ -101,8 +102,7 @@ def install() -> bool:
     for module in modules:
         for name in _KERNELS:
             if hasattr(module, name):
-                _VLLM_KERNELS.setdefault((module.__name__, name), getattr(module, name))
-                setattr(module, name, globals()[name])
+                patches.replace(module, name, globals()[name])
     return True
 
 
@@ -110,12 +110,7 @@ def restore() -> None:
     """vLLM's own kernels back (`scripts/bench_handoff.py` times both on one engine)."""
     for module in _vllm_modules() or ():
         for name in _KERNELS:
-            kernel = _VLLM_KERNELS.get((module.__name__, name))
-            if kernel is not None:
-                setattr(module, name, kernel)
-
-
-_VLLM_KERNELS: dict[tuple[str, str], Callable[..., None]] = {}
+            patches.restore(module, name)
 
 
 def _vllm_modules() -> tuple[ModuleType, ...] | None:

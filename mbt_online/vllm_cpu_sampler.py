@@ -21,6 +21,8 @@ from types import ModuleType
 
 import torch
 
+from mbt_online import patches
+
 # a bound on the candidates (the top-k with its ties), not a break-even: a `topk` of 1,024 of
 # SmolLM2's 49,152 logits still took ~1/8 of the full sort (timed, one thread)
 MAX_FAST_K = 1024
@@ -75,29 +77,29 @@ def install() -> bool:
     """Put the sort-free path in place of vLLM's (idempotent); False where this vLLM has no
     PyTorch top-k/top-p function to replace (the run is then as shipped)."""
     module = _vllm_sampler()
-    current = getattr(module, "apply_top_k_top_p_pytorch", None)
-    if current is None:
+    if getattr(module, _MASKER, None) is None:
         return False
-    if current is not top_k_top_p:
-        top_k_top_p.shipped = current  # type: ignore[attr-defined]  # what restore() puts back
-        module.apply_top_k_top_p_pytorch = top_k_top_p  # type: ignore[union-attr]
+    patches.replace(module, _MASKER, top_k_top_p)  # type: ignore[arg-type]
     return True
 
 
 def restore() -> None:
     """vLLM's own function back (`scripts/bench_rollout.py` times both on one engine)."""
-    if installed():
-        _vllm_sampler().apply_top_k_top_p_pytorch = top_k_top_p.shipped  # type: ignore
+    module = _vllm_sampler()
+    if module is not None:
+        patches.restore(module, _MASKER)
 
 
 def installed() -> bool:
-    return getattr(_vllm_sampler(), "apply_top_k_top_p_pytorch", None) is top_k_top_p
+    return getattr(_vllm_sampler(), _MASKER, None) is top_k_top_p
 
 
 def shipped_masker() -> Masker:
     """vLLM's own function, installed or not (the fallback, and the tests' reference)."""
-    current = getattr(_vllm_sampler(), "apply_top_k_top_p_pytorch", None)
-    return top_k_top_p.shipped if current is top_k_top_p else current  # type: ignore
+    return patches.shipped(_vllm_sampler(), _MASKER)  # type: ignore[arg-type]
+
+
+_MASKER = "apply_top_k_top_p_pytorch"
 
 
 def _vllm_sampler() -> ModuleType | None:

@@ -18,6 +18,8 @@ from types import ModuleType
 
 import torch
 
+from mbt_online import patches
+
 log = logging.getLogger(__name__)
 
 
@@ -25,30 +27,33 @@ def install() -> bool:
     """Compact on the CPU (idempotent). False, with a warning, where this TRL has no fused head
     to steer: the run is then correct, only slower."""
     utils = _trl_utils()
-    decide = getattr(utils, "_use_triton", None)  # TRL's "compact the positions?" predicate
-    if decide is None:
+    if getattr(utils, _PREDICATE, None) is None:
         log.warning("this TRL has no fused LM head to compact; TRAIN scores every position")
         return False
-    shipped = getattr(decide, "shipped", decide)
-
-    def compact(device: torch.device) -> bool:
-        return device.type == "cpu" or shipped(device)
-
-    compact.shipped = shipped  # type: ignore[attr-defined]  # what restore() puts back
-    utils._use_triton = compact  # type: ignore[union-attr]
+    patches.replace(utils, _PREDICATE, _compact)  # type: ignore[arg-type]
     return True
 
 
 def restore() -> None:
     """TRL's own decision back (`scripts/bench_train.py` times both in one process)."""
     utils = _trl_utils()
-    shipped = getattr(getattr(utils, "_use_triton", None), "shipped", None)
-    if shipped is not None:
-        utils._use_triton = shipped  # type: ignore[union-attr]
+    if utils is not None:
+        patches.restore(utils, _PREDICATE)
 
 
 def installed() -> bool:
-    return hasattr(getattr(_trl_utils(), "_use_triton", None), "shipped")
+    utils = _trl_utils()
+    return utils is not None and getattr(utils, _PREDICATE, None) is _compact
+
+
+# TRL's "compact the positions?" predicate, asked with the logits' device
+_PREDICATE = "_use_triton"
+
+
+def _compact(device: torch.device) -> bool:
+    if device.type == "cpu":
+        return True
+    return patches.shipped(_trl_utils(), _PREDICATE)(device)  # type: ignore[arg-type]
 
 
 def _trl_utils() -> ModuleType | None:
