@@ -187,7 +187,7 @@ def trainer_command(cfg: Config, job_file: str | Path, world: World) -> list[str
     if world.main_ip or world.machines > 1:
         args += ["--main_process_ip", world.main_ip or (FIRST_NODE if srun else "")]
     args += ["--main_process_port", port]
-    args += ["--mixed_precision", "bf16" if cfg.student.dtype == "bfloat16" else "no"]
+    args += ["--mixed_precision", "bf16" if train_bf16(cfg) else "no"]
     args += ["--num_cpu_threads_per_process", str(_threads(cfg, world))]
     args += ["-m", CHILD_MODULE, str(job_file)]
     if not srun:
@@ -238,9 +238,14 @@ def inproc_trainer(cfg: Config) -> Trainer:
     """TRL in the calling process: the loop's trainer in inproc mode, and the child's body."""
     from mbt_online.train import TrlTrainer  # torch and TRL: only where training runs
 
-    return TrlTrainer(
-        cfg.train, bf16=cfg.student.dtype == "bfloat16", chat_template=cfg.student.chat_template
-    )
+    return TrlTrainer(cfg.train, bf16=train_bf16(cfg), chat_template=cfg.student.chat_template)
+
+
+def train_bf16(cfg: Config) -> bool:
+    """bf16 autocast in TRAIN: `train.bf16`, or by default a bfloat16 student's."""
+    if cfg.train.bf16 is not None:
+        return cfg.train.bf16
+    return cfg.student.dtype == "bfloat16"
 
 
 class TrainChildFailed(StageFailed):

@@ -1,10 +1,12 @@
 """A library's function swapped for ours, and the library's own kept to put back.
 
-Three modules replace a name inside a library module: TRL's "compact the positions?" predicate
-(`training/compact_head.py`), vLLM's CPU top-k/top-p (`vllm_cpu_sampler.py`) and vLLM's CPU LoRA
-kernels (`vllm_cpu_lora.py`). Each must keep the library's object: to fall back to it, and because
-the benchmarks time both in one process (`restore`, then `replace` again). One table keeps it,
-keyed by module and name, so installing twice never records our own function as the shipped one.
+Four modules replace a name inside a library module: TRL's "compact the positions?" predicate
+(`training/compact_head.py`), the fused head TRL's SFT and DPO trainers add
+(`training/fp32_head.py`), vLLM's CPU top-k/top-p (`vllm_cpu_sampler.py`) and vLLM's CPU LoRA
+kernels (`vllm_cpu_lora.py`). Each must keep the library's object: to fall back to it or put it
+back, and because the benchmarks time both in one process (`restore`, then `replace` again). One
+table keeps it, keyed by module and name, so installing twice never records our own function as
+the shipped one.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from mbt_online.config import TrainConfig
 from mbt_online.contracts import Trained, TrainJob
 from mbt_online.rundir.atomic import write_json_atomic
 from mbt_online.rundir.stages import LOG_HISTORY
-from mbt_online.training import compact_head
+from mbt_online.training import compact_head, fp32_head
 from mbt_online.training.args import dpo_args, peft_config, sft_args
 from mbt_online.training.history import (
     ProgressLog,
@@ -117,8 +117,9 @@ def train_sft(
 ) -> TrainResult:
     """Supervised fine-tuning on prompt/completion rows; loss on completion tokens only.
 
-    `bf16` asks for bf16 autocast (the loop passes `student.dtype == "bfloat16"`); it is used
-    only where the device supports it. Master weights stay fp32 either way.
+    `bf16` asks for bf16 autocast (the loop passes `launch.train_bf16`: `train.bf16`, or a
+    bfloat16 student); it is used only where the device supports it. Master weights stay fp32
+    either way.
     """
     out_dir = Path(out_dir)
     if len(rows) == 0:
@@ -226,6 +227,15 @@ class TrlTrainer:
 # ---------------------------------------------------------------- trainer set-up
 
 
+def _fused_head(cfg: TrainConfig) -> None:
+    """TRL's fused LM head as a round wants it, set before a trainer adds it to its model."""
+    compact_head.install()  # on the CPU the head scores labelled positions only
+    if cfg.fp32_lm_head:
+        fp32_head.install()  # float32 logits under bf16 autocast
+    else:
+        fp32_head.restore()
+
+
 def sft_trainer(
     model_dir: str | Path,
     rows: Dataset,
@@ -238,7 +248,7 @@ def sft_trainer(
 ) -> SFTTrainer:
     """The configured TRL SFT trainer (not yet run): `train_sft`'s engine, open for inspection."""
     args = sft_args(cfg, seed, output_dir, bf16)
-    compact_head.install()  # on the CPU the head scores labelled positions only
+    _fused_head(cfg)
     model, tokenizer = _load_policy(model_dir, chat_template, cfg.attn_implementation)
     trainer = SFTTrainer(
         model=model,
@@ -265,7 +275,7 @@ def dpo_trainer(
     """The configured TRL DPO trainer (not yet run), reference model resolved as in `train_dpo`."""
     lora = cfg.method == "lora"
     args = dpo_args(cfg, seed, output_dir, bf16)
-    compact_head.install()  # on the CPU the head scores labelled positions only
+    _fused_head(cfg)
     # TRL precomputes in __init__, before end_dpo_turns cuts the rows: its values would belong to
     # other sequences (first-step loss 3.5, not 2.3, on a quickstart round). Off there, run below.
     precompute, args.precompute_ref_log_probs = args.precompute_ref_log_probs, False

@@ -58,9 +58,27 @@ def test_local_command_carries_the_world_and_the_job():
     assert (arg(argv, "--num_machines"), arg(argv, "--machine_rank")) == ("2", "1")
     assert arg(argv, "--main_process_ip") == "10.0.0.7"
     assert arg(argv, "--main_process_port") == "29511"
-    assert arg(argv, "--mixed_precision") == "no"  # quickstart's student is float32
+    assert arg(argv, "--mixed_precision") == "bf16"  # the quickstart's train.bf16
     assert arg(argv, "--num_cpu_threads_per_process") == "3"
     assert argv[-3:] == ["-m", CHILD_MODULE, "/r/round-1/train/job.json"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "bf16"),
+    [
+        (["student.dtype=float32", "train.bf16=null"], False),  # null follows the student
+        (["student.dtype=bfloat16", "train.bf16=null"], True),
+        (["student.dtype=bfloat16", "train.bf16=false"], False),  # an explicit choice wins
+        (["student.dtype=float32", "train.bf16=true"], True),
+    ],
+)
+def test_train_bf16_follows_the_student_unless_set(overrides, bf16):
+    from mbt_online.launch import train_bf16
+
+    cfg = load_config(None, ["runtime.mode=staged", *overrides])
+    assert train_bf16(cfg) is bf16
+    argv = trainer_command(cfg, "/r/job.json", World.from_runtime(cfg.runtime))
+    assert arg(argv, "--mixed_precision") == ("bf16" if bf16 else "no")
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no affinity masks here")
@@ -218,7 +236,7 @@ def test_shipped_accelerate_configs_load_in_accelerate():
         assert c.distributed_type == DistributedType.DEEPSPEED
         assert c.deepspeed_config["zero_stage"] == stage
     assert loaded["zero3"].deepspeed_config["zero3_save_16bit_model"] is True
-    for c in loaded.values():  # precision comes from student.dtype on the command line
+    for c in loaded.values():  # precision comes from launch.train_bf16 on the command line
         assert c.mixed_precision == "no" and not c.use_cpu
     shardings = {p.stem: sharding_of(p) for p in ACCELERATE}
     assert shardings == {
