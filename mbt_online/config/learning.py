@@ -266,8 +266,8 @@ class TrainConfig(Section):
         default=None,
         description="bfloat16 autocast in SFT and DPO; the master weights, optimizer and the "
         "saved student stay in `student.dtype`. null = on when `student.dtype` is bfloat16. "
-        "On a CPU with native bfloat16 matmuls it cut the quickstart's TRAIN by a third "
-        "(docs/results.md); without them it is much slower.",
+        "On a CPU with native bfloat16 matmuls it cut the quickstart's TRAIN by about a "
+        "quarter (docs/results.md); without them it is much slower.",
     )
     fp32_lm_head: bool = Field(
         default=True,
