@@ -70,11 +70,14 @@ def test_the_installed_head_scores_in_float32_under_autocast(tiny_model_dir, bat
     assert (fused_log_probs(tiny_model_dir, batch) - reference).abs().max() == shipped_error
 
 
-@pytest.mark.parametrize("fp32", [True, False])
-def test_trainers_built_for_a_round_follow_the_config(tiny_model_dir, tmp_path, fp32):
+@pytest.mark.parametrize(
+    ("fp32", "installed"),
+    [(True, True), (False, False), (None, not torch.cuda.is_available())],  # null: CPU only
+)
+def test_trainers_built_for_a_round_follow_the_config(tiny_model_dir, tmp_path, fp32, installed):
     from mbt_online import train
 
     cfg = TrainConfig(method="full", fp32_lm_head=fp32)
     pairs = Dataset.from_list([{"prompt": "Q?", "chosen": "A.", "rejected": "B."}])
     trainer = train.dpo_trainer(tiny_model_dir, None, pairs, cfg, 0, tmp_path, bf16=True)
-    assert trainer is not None and fp32_head.installed() is fp32
+    assert trainer is not None and fp32_head.installed() is installed

@@ -264,17 +264,19 @@ class TrainConfig(Section):
     )
     bf16: bool | None = Field(
         default=None,
-        description="bfloat16 autocast in SFT and DPO; the master weights, optimizer and the "
-        "saved student stay in `student.dtype`. null = on when `student.dtype` is bfloat16. "
-        "On a CPU with native bfloat16 matmuls it cut the quickstart's TRAIN by about a "
-        "quarter (docs/results.md); without them it is much slower.",
+        description="bfloat16 autocast in SFT and DPO; master weights and optimizer stay "
+        "float32 and the saved student keeps its folder's dtype. null = on when "
+        "`student.dtype` is bfloat16. On a CPU with native bfloat16 matmuls it cut the "
+        "quickstart's TRAIN by about a quarter (docs/results.md); without them it is much "
+        "slower.",
     )
-    fp32_lm_head: bool = Field(
-        default=True,
+    fp32_lm_head: bool | None = Field(
+        default=None,
         description="Under bf16 autocast, project the LM head in float32 (TRL's "
         "`cast_lm_head_to_fp32`, which its SFT and DPO trainers do not expose): DPO's loss is "
-        "a difference of summed token log-probs that bfloat16 logits blur. The head is one "
-        "matmul; with a large vocabulary it is the costliest one.",
+        "a difference of summed token log-probs that bfloat16 logits blur. null = on a CPU "
+        "only: on a GPU a float32 head leaves the tensor cores for the largest matmul of a "
+        "big-vocabulary model, a cost not measured here.",
     )
     attn_implementation: (
         Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] | None
