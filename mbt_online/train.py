@@ -230,8 +230,9 @@ class TrlTrainer:
 def _fused_head(cfg: TrainConfig) -> None:
     """TRL's fused LM head as a round wants it, set before a trainer adds it to its model."""
     compact_head.install()  # on the CPU the head scores labelled positions only
-    fp32 = cfg.fp32_lm_head
-    if fp32 if fp32 is not None else not torch.cuda.is_available():
+    # null = the platform's default, as in `training.args.common_args`: a CPU only
+    fp32 = not torch.cuda.is_available() if cfg.fp32_lm_head is None else cfg.fp32_lm_head
+    if fp32:
         fp32_head.install()  # float32 logits under bf16 autocast
     else:
         fp32_head.restore()
