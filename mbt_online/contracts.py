@@ -1,13 +1,15 @@
-"""What the loop drives, as small protocols: a generator, a teacher and a trainer.
+"""The bottom layer: the types every stage shares and the protocols the loop drives.
 
 The loop (`loop.Session`) is written against these shapes only, so its control flow (skip, resume,
-model lineage, metrics written once) runs in seconds with fakes in tests, while a real run gets
-vLLM (`engine.Engine`), a teacher backend (`teachers`) and TRL (`train.TrlTrainer`).
+model lineage, metrics written once) runs in seconds with fakes in tests, while a real run gets a
+sampler (`generation/`), a teacher backend (`teachers/`) and TRL (`training.trainer.TrlTrainer`).
 
-They sit in one module, apart from their implementations, because the implementations import
-heavy libraries at the top (torch, TRL) and a fake must not need them; `Teacher` belongs to the
-teachers' contract (with `TeachRequest`, `TeachResult` and `verify`) and is re-exported here.
-`StageFailed` is what a stage asking a teacher or judge endpoint raises on an outage.
+They sit in one module that imports nothing of the project, apart from their implementations,
+because the implementations import heavy libraries at the top (torch, TRL, vLLM) and a fake must
+not need them. `Completion`, `HandoffMode` and `ReleaseMode` are what every sampler backend
+returns and takes; the `Teacher` protocol sits with the teachers' contract (`teachers.contract`,
+beside `TeachRequest`, `TeachResult` and `verify`). `StageFailed` is what a stage asking a
+teacher or judge endpoint raises on an outage.
 """
 
 from __future__ import annotations
@@ -16,15 +18,41 @@ from collections import Counter
 from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
-from mbt_online.engine import Completion, HandoffMode, ReleaseMode
-from mbt_online.teachers.contract import Teacher
-
-__all__ = ["Generator", "StageFailed", "Teacher", "Trainer", "TrainJob", "Trained"]
+__all__ = [
+    "Completion",
+    "Generator",
+    "HandoffMode",
+    "PromptTooLongError",
+    "ReleaseMode",
+    "StageFailed",
+    "Trainer",
+    "TrainJob",
+    "Trained",
+]
 
 # The `ChatFailure.kind` of a request the client refused because its circuit breaker is open.
 CIRCUIT_OPEN = "circuit_open"
+
+HandoffMode = Literal["reload", "lora", "restart"]
+
+
+ReleaseMode = Literal["stop", "sleep"]
+
+
+@dataclass
+class Completion:
+    """One sampled continuation; token counts feed the length and waste rewards."""
+
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length" (hit max_tokens)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class PromptTooLongError(ValueError):
+    """A prompt leaves less than `max_tokens` of room in the context window."""
 
 
 class Generator(Protocol):

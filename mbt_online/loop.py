@@ -7,7 +7,7 @@
 Each stage reads its inputs from disk and writes `runs/<name>/round-<r>/<stage>/` atomically, then
 marks itself done in `state.json`; `train(..., resume=True)` skips what is done. The loop only
 sequences, skips and records: what a stage does lives in the module it calls (`rollout`,
-`scoring.rows`, `teachers.stage`, `teachers.targets`, `scoring.round_metrics`), and what it drives
+`scoring.rows`, `teachers.stage`, `training.build`, `scoring.round_metrics`), and what it drives
 (generator, teacher, trainer: `contracts`) comes in through `Drivers`, real by default.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 
 from mbt_online import preemption
 from mbt_online.config import Config, ConfigError, dump_config, load_config
-from mbt_online.contracts import Generator, StageFailed, Teacher, Trainer, TrainJob
-from mbt_online.rollout import evaluate_rows, generate_rows
+from mbt_online.contracts import Generator, StageFailed, Trainer, TrainJob
+from mbt_online.generation.rollout import evaluate_rows, generate_rows
 from mbt_online.rundir import (
     STATE_FILE,
     RunState,
@@ -49,6 +49,7 @@ from mbt_online.scoring.rows import score_rows
 from mbt_online.seeds import stage_seed
 from mbt_online.tasks import mixture
 from mbt_online.tasks.base import Example
+from mbt_online.teachers.contract import Teacher
 from mbt_online.teachers.stage import teach_rows, teacher_candidates
 from mbt_online.tracking import Tracker, setup_logging, timed
 
@@ -89,14 +90,16 @@ class Drivers:
 def real_drivers(cfg: Config, run_dir: Path) -> Drivers:
     """The configured rollout backend for the student, the configured teacher backend, TRL for
     training (in this process, or an `accelerate launch` child in staged mode: `launch`)."""
-    from mbt_online.engine import make_generator
+    from mbt_online.generation.backends import make_generator
     from mbt_online.teachers.stage import round_teacher, student_token_counter
 
     initial = resolve_student(cfg)
     count = student_token_counter(initial)
 
     def make_trainer() -> Trainer:
-        from mbt_online.launch import make_trainer as trainer_for  # TRL in-process, or staged
+        from mbt_online.training.staged import (
+            make_trainer as trainer_for,  # TRL in-process, or staged
+        )
 
         return trainer_for(cfg, run_dir)
 
@@ -232,7 +235,7 @@ def _check_new_run(run_dir: Path, cfg: Config) -> None:
 def _check_models(cfg: Config) -> None:
     """The student (and a vllm teacher's model) exist, cached or on the hub, before the run
     directory does: an uncached id offline is refused here, not after config.yaml is written."""
-    from mbt_online.tools.pretrained import check_model_name, check_student
+    from mbt_online.models.pretrained import check_model_name, check_student
 
     check_student(cfg)
     if cfg.teacher.backend == "vllm" and cfg.teacher.model:
@@ -276,9 +279,9 @@ def open_run(run_dir: Path, allow_changed: bool = False) -> Config:
 
 
 def resolve_student(cfg: Config) -> str:
-    """The initial student's HF folder (`tools.pretrained.resolve_student`: bootstrap, a known
+    """The initial student's HF folder (`models.pretrained.resolve_student`: bootstrap, a known
     name, a local folder or a hub id)."""
-    from mbt_online.tools.pretrained import resolve_student as resolve
+    from mbt_online.models.pretrained import resolve_student as resolve
 
     return resolve(cfg)
 
@@ -323,7 +326,7 @@ class Session:
     def release_engine(self) -> None:
         """Before TRAIN: the generator gives its devices back as `engine.between_stages` says
         (keep: nothing; stop: closed, restarted by `ensure_engine`; sleep: woken by its handoff)."""
-        from mbt_online.engine import between_stages
+        from mbt_online.generation.backends import between_stages
 
         mode = between_stages(self.cfg)
         if self.engine is None or mode == "keep":
@@ -353,7 +356,7 @@ class Session:
         metrics.update(timings)
         write_round_metrics(self.run_dir, metrics)
         if self.cfg.eval.judges:
-            from mbt_online.llm.judges import judge_round
+            from mbt_online.evaluation.judges import judge_round
 
             with timed("judge", timings), self.outage_logged(r):
                 metrics.update(judge_round(self.run_dir, r, self.cfg.eval.judges, self.cfg))
@@ -429,11 +432,11 @@ class Session:
         return teach_rows(scored, examples, self.cfg, make, desc=f"teach round {r}")
 
     def evaluate(self, r: int, eval_ex: list[Example]) -> list[dict[str, Any]]:
-        """EVAL: every seed of `eval.sampling` (`rollout.evaluate_rows`)."""
+        """EVAL: every seed of `eval.sampling` (`generation.rollout.evaluate_rows`)."""
         return evaluate_rows(self.ensure_engine(self.model_at(r)), eval_ex, self.cfg, r)
 
     def build(self, r: int, scored: list[dict], taught: list[dict], examples: dict) -> None:
-        from mbt_online.teachers.targets import dpo_pairs, sft_rows
+        from mbt_online.training.build import dpo_pairs, sft_rows
 
         if self.state.done(r, "build"):
             return

@@ -92,7 +92,7 @@ def completions_table(
 ) -> tuple[list[str], list[list[Any]]]:
     """(columns, data) of a round's completions: a stratified sample (benchmark x correct x finish
     reason) with each reward component in its own column, so wandb can filter and sort on them."""
-    from mbt_online.tools.report.artifacts import components, stratified_sample
+    from mbt_online.rundir.artifacts import components, stratified_sample
 
     picked = stratified_sample(rows, n)
     comp_names = list(dict.fromkeys(k for r in picked for k in components(r)))
@@ -157,7 +157,7 @@ class Tracker:
 
     def _replay(self) -> None:
         """Log every round the run directory has finished (a resumed offline run's new folder)."""
-        from mbt_online.tools.report.artifacts import load_stage
+        from mbt_online.rundir.artifacts import load_stage
 
         state = RunState.load(self.run_dir)
         for metrics in read_metrics(self.run_dir):
@@ -191,7 +191,7 @@ class Tracker:
         self.run.log(payload)
 
     def _log_train_steps(self, r: int) -> None:
-        from mbt_online.tools.report.artifacts import global_steps
+        from mbt_online.rundir.artifacts import global_steps
 
         for row in global_steps(self.run_dir, range(1, r + 1)):
             if row["round"] != r:

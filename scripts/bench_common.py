@@ -2,7 +2,7 @@
 
 Every benchmark measures its ratios side by side in ONE process, on the same cores, and prints one
 JSON line: the numbers a hand run puts in a closing note and `gen_perf_docs.py` turns into the
-README's performance section. The hardware yardstick is the matmul rate this module measures on
+tables of docs/performance.md. The hardware yardstick is the matmul rate this module measures on
 the spot (torch GEMM, fp32 and bf16, at the thread count the work itself uses), so a fraction of
 "peak" means a fraction of what these cores do on this day, not a datasheet number.
 """
@@ -193,11 +193,11 @@ def resolve_model(name: str | None, ci: bool, work: Path) -> tuple[str, str]:
     if name == "tiny":
         return name, str(tiny_model(work / "tiny"))
     if name == "quickstart":
-        from mbt_online.tools.pretrained import resolve_student
+        from mbt_online.models.pretrained import resolve_student
 
         return name, resolve_student(quickstart_config())
     if name == SMOLLM2:
-        from mbt_online.tools.pretrained import fetch
+        from mbt_online.models.pretrained import fetch
 
         return name, str(fetch(SMOLLM2))
     if Path(name).is_dir():

@@ -1,15 +1,15 @@
 """Hand-off benchmark: new weights into a live vLLM engine in place, by LoRA swap, and by restart.
 
-One process, the same model. A "next round" is written first: the model with every weight nudged
-(a full fine-tune's folder) and two PEFT adapters of the quickstart's LoRA shape with non-zero
-weights. Then, on the student engine (`mbt_online.engine.Engine`), each hand-off is timed until
-the engine has answered one short greedy request with the new weights (so lazy work, such as
+One process, the same model. A "next round" is written first: the model with every weight nudged (a
+full fine-tune's folder) and two PEFT adapters of the quickstart's LoRA shape with non-zero weights.
+Then, on the student engine (`mbt_online.generation.vllm_engine.Engine`), each hand-off is timed
+until the engine has answered one short greedy request with the new weights (so lazy work, such as
 vLLM loading an adapter on first use, is counted):
 
 - reload: `Engine.handoff("reload", ...)`, in place (`collective_rpc("reload_weights")`);
 - lora: `Engine.handoff("lora", base, adapter)` on an engine started with LoRA slots; on the
-  CPU, again on the same engine through vLLM's own per-token LoRA kernels instead of the
-  one-adapter ones `Engine` installs (`mbt_online/vllm_cpu_lora.py`): `lora_kernel_speedup`;
+  CPU, again on the same engine through vLLM's own per-token LoRA kernels instead of the one-adapter
+  ones `Engine` installs (`mbt_online/generation/vllm_cpu_lora.py`): `lora_kernel_speedup`;
 - restart: `Engine.handoff("restart", ...)`, a fresh engine on the folder.
 
 Each is repeated, alternating between the two folders (or adapters) so every hand-off changes the
@@ -110,8 +110,8 @@ def main() -> int:
 def measure(args: Any, work: Path) -> dict[str, Any]:
     import torch
 
-    from mbt_online import vllm_cpu_lora
-    from mbt_online.engine import Engine
+    from mbt_online.generation import vllm_cpu_lora
+    from mbt_online.generation.vllm_engine import Engine
 
     label, path = bc.resolve_model(args.model, args.ci, work)
     dtype = bc.model_dtype(label, args.dtype)

@@ -27,7 +27,8 @@ from bench_common import CALLER_ENV, emit, machine
 
 TARGET_SECONDS = 300.0  # set-up excluded, bootstrap included (issue 22)
 TARGET_GIB = 4.0
-# round 0 shows the failures; the last round shows them regulated (README "Quickstart targets")
+# round 0 shows the failures; the last round shows them regulated (docs/performance.md, "Quickstart
+# targets")
 ROUND0_MIN = {"eval/degeneration_rate": 0.15, "eval/answer_inclusive_rate": 0.10}
 GAIN_ACCURACY = 0.15  # points, last round over round 0
 TOKENS_CUT = 0.40  # mean tokens down at least this fraction

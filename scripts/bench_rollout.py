@@ -103,7 +103,7 @@ CUT = {"top_k": 20, "top_p": 0.95}  # the schema's rollout and evaluation defaul
 def cut_sampling(run, prompts: list[list[int]], s: Settings, times: dict[str, float]):
     """Step 5: the fixed decode under the loop's cut sampling, vLLM's masker then the sort-free
     one; `cut_vs_uncut` is what the cut still costs against plain sampling (`fixed_work`)."""
-    from mbt_online import vllm_cpu_sampler
+    from mbt_online.generation import vllm_cpu_sampler
 
     if not vllm_cpu_sampler.installed():  # a GPU engine: vLLM's own kernels, nothing to compare
         return {"cut_sampling": "vLLM's own (not the CPU path)"}
@@ -246,8 +246,8 @@ def main() -> int:
 
 
 def measure(args: Any, s: Settings, work: Path) -> dict[str, Any]:
-    from mbt_online.engine import Engine
-    from mbt_online.hf_engine import TransformersEngine
+    from mbt_online.generation.transformers_engine import TransformersEngine
+    from mbt_online.generation.vllm_engine import Engine
 
     label, path = bc.resolve_model(args.model, args.ci, work)
     dtype = bc.model_dtype(label, args.dtype)

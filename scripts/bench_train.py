@@ -1,7 +1,7 @@
 """TRAIN benchmark: TRL's SFT and DPO steps against a minimal PyTorch loop doing the same passes.
 
 One process, the same threads (`train.threads` of the quickstart), the same model and the same
-rows: the TRL trainers come from `mbt_online.train`'s public builders (`sft_trainer`,
+rows: the TRL trainers come from `mbt_online.training.trainer`'s public builders (`sft_trainer`,
 `dpo_trainer`), and the minimal loop trains a fresh copy of the same model on the rows TRL itself
 tokenized, in the same batches (right-padded, as TRL's collators pad), for the same number of
 optimizer steps: forward, completion-only loss (logits only where a label is), backward, gradient
@@ -282,7 +282,7 @@ def main() -> int:
 def measure(args: Any, s: Settings, work: Path) -> dict[str, Any]:
     import torch
 
-    from mbt_online.train import dpo_dataset, sft_dataset, sft_trainer
+    from mbt_online.training.trainer import dpo_dataset, sft_dataset, sft_trainer
 
     label, path = bc.resolve_model(args.model, args.ci, work)
     threads = bc.quickstart_config().train.threads
@@ -368,7 +368,7 @@ def dpo(
     path: str, pairs: Any, s: Settings, work: Path, shape: bc.Shape, peak: float
 ) -> dict[str, Any]:
     """DPO with the reference in the loop, then with precomputed reference log-probs."""
-    from mbt_online.train import dpo_trainer
+    from mbt_online.training.trainer import dpo_trainer
 
     out: dict[str, Any] = {}
     spent = timed_precompute()

@@ -45,7 +45,7 @@ def main() -> None:
 
 
 def report(cfg, path: str, n: int) -> None:
-    from mbt_online.engine import make_generator
+    from mbt_online.generation.backends import make_generator
     from mbt_online.prompts import student_messages
     from mbt_online.scoring.metrics import aggregate, diagnose
     from mbt_online.tasks.world import world_split

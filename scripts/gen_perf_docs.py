@@ -1,5 +1,5 @@
-"""Write the README's performance section from the benchmarks' JSON lines (`--check`: exit 1 when
-it is stale).
+"""Write docs/performance.md's tables from the benchmarks' JSON lines (`--check`: exit 1 when they
+are stale).
 
     .venv/bin/python scripts/bench_rollout.py --model M --out docs/benchmarks.jsonl
     .venv/bin/python scripts/gen_perf_docs.py [--check] [JSONL ...]
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+PERF_DOC = ROOT / "docs" / "performance.md"
 RESULTS = ROOT / "docs" / "benchmarks.jsonl"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 
@@ -198,7 +198,7 @@ def render(lines: list[dict[str, Any]]) -> str:
 def replace_section(text: str, section: str) -> str:
     """`text` with everything between the markers replaced by `section`."""
     if BEGIN not in text or END not in text:
-        raise ValueError(f"README.md lacks the {BEGIN} / {END} markers")
+        raise ValueError(f"{PERF_DOC.name} lacks the {BEGIN} / {END} markers")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{section}\n{END}{tail}"
@@ -210,15 +210,15 @@ def main() -> int:
     ap.add_argument("files", nargs="*", type=Path, help="JSON-lines files (default: %(default)s)")
     args = ap.parse_args()
     files = args.files or ([RESULTS] if RESULTS.is_file() else [])
-    current = README.read_text(encoding="utf-8")
+    current = PERF_DOC.read_text(encoding="utf-8")
     text = replace_section(current, render(read_lines(files)))
     if args.check:
         if text != current:
-            print("README.md's performance section is stale: run scripts/gen_perf_docs.py")
+            print("docs/performance.md's tables are stale: run scripts/gen_perf_docs.py")
             return 1
         return 0
-    README.write_text(text, encoding="utf-8")
-    print(f"written: {README}")
+    PERF_DOC.write_text(text, encoding="utf-8")
+    print(f"written: {PERF_DOC}")
     return 0
 
 

@@ -9,7 +9,7 @@ One round of the embedded world runs through the CLI with `runtime.mode=staged` 
 staged child process) and `engine.backend=transformers`: SFT then DPO, sized for at least 20 SFT
 and 10 DPO optimizer steps. Checked: the run finishes with round 0 and 1 metrics, the TRAIN child
 ran (its child.log), the steps in `log_history.jsonl` match the rows and batch sizes, and the
-child's peak memory (`train/peak_memory_gib`) is within 15% of `tools/memory.py`'s estimate.
+child's peak memory (`train/peak_memory_gib`) is within 15% of `training/memory.py`'s estimate.
 
 Part 2 (only where vLLM imports): a round with the vLLM engine, `engine.between_stages=sleep` on a
 GPU (vLLM's sleep mode needs one; `stop` in --cpu-check): rollout 256 prompts x 4 samples, the
@@ -178,10 +178,10 @@ def longest_tokens(model: Path, build: Path) -> tuple[int, int]:
 
 
 def memory_check(model: Path, run_dir: Path, metrics: dict, sft_batch: int, dpo_batch: int):
-    """The child's peak (over SFT and DPO) against `tools/memory.py`'s estimate for full
+    """The child's peak (over SFT and DPO) against `training/memory.py`'s estimate for full
     fine-tuning at each stage's longest micro batch; DPO adds its frozen bf16 reference copy
     (2 bytes per parameter), which the estimate does not model."""
-    from mbt_online.tools.memory import estimate, shape_of
+    from mbt_online.training.memory import estimate, shape_of
 
     sft_len, dpo_len = longest_tokens(model, run_dir / "round-1" / "build")
     shape = shape_of(str(model))
@@ -330,8 +330,8 @@ def fresh_engine_checks(run_dir: Path, release: str) -> dict[str, Any]:
     """A fresh engine on round 1's model: the same greedy evaluation as the loop's woken one; on a
     GPU, its sleep frees memory and a wake + reload of the same folder serves the same output."""
     from mbt_online.config import load_config
-    from mbt_online.engine import make_generator
-    from mbt_online.rollout import evaluate_rows
+    from mbt_online.generation.backends import make_generator
+    from mbt_online.generation.rollout import evaluate_rows
     from mbt_online.rundir import RunState
     from mbt_online.tasks import mixture
 
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cuda() -> bool:
-    from mbt_online.launch import cuda_present
+    from mbt_online.hardware import cuda_present
 
     return cuda_present()
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from paths import SAMPLES_DIR
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))  # the helpers
+
+from paths import SAMPLES_DIR  # noqa: E402
 
 # Set before anything imports vLLM/wandb/HF: the CPU vLLM build fails its memory check without a
 # KV-cache size, and worker processes would cost ~20 s per engine start; tests never reach a hub.

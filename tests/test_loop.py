@@ -21,8 +21,8 @@ from tiny_runs import (
     without_timing,
 )
 
-from mbt_online import evaluation
 from mbt_online.config import ConfigError, load_config
+from mbt_online.evaluation import evaluate as evaluation
 
 
 @pytest.mark.slow
@@ -97,7 +97,7 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
         evaluation.evaluate_round(run, 0, samples=0)
     # a file's full distractor context vs none: the prompts reach the engine that much longer, and a
     # context window too small for them is refused with their lengths (the window is overridden)
-    from mbt_online.engine import PromptTooLongError
+    from mbt_online.contracts import PromptTooLongError
 
     lengths = {}
     for keep in (0, "all"):
@@ -117,7 +117,7 @@ def test_two_rounds_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
         seen.append(sampling.temperature)
         raise InterruptedError
 
-    from mbt_online import rollout
+    from mbt_online.generation import rollout
 
     monkeypatch.setattr(rollout, "rollout_rows", capture)  # what `rollout.evaluate_rows` calls
     for temperature in (0.0, None):

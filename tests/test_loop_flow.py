@@ -28,9 +28,11 @@ from fakes import (
     tiny_config,
     without_timing,
 )
+from kills import KILLS, fail_on_call, fail_on_save  # noqa: F401
 
-from mbt_online import evaluation, loop
+from mbt_online import loop
 from mbt_online.config import Config, load_config
+from mbt_online.evaluation import evaluate as evaluation
 from mbt_online.rundir import read_metrics
 
 # the fakes live in tests/fakes.py; re-exported for the test modules that import them from here
@@ -132,47 +134,6 @@ def test_the_eval_command_replays_a_rounds_evaluation(clean):
     assert {k: out[k] for k in logged if k.startswith("eval/")} == {
         k: v for k, v in logged.items() if k.startswith("eval/")
     }
-
-
-def fail_on_call(monkeypatch, name: str, n: int, after: bool = False) -> None:
-    """Make `loop.<name>` die at its n-th call, before it runs or (after=True) once it returned."""
-    real, count = getattr(loop, name), [0]
-
-    def dying(*args, **kwargs):
-        count[0] += 1
-        if count[0] == n and not after:
-            raise Killed(name)
-        out = real(*args, **kwargs)
-        if count[0] == n:
-            raise Killed(name)
-        return out
-
-    monkeypatch.setattr(loop, name, dying)
-
-
-def fail_on_save(monkeypatch, suffix: str) -> None:
-    """Die while writing the stage output whose path ends with `suffix` (the first time)."""
-    real, done = loop.save_rows, []
-
-    def dying(rows, out):
-        if str(out).endswith(suffix) and not done:
-            done.append(out)
-            raise Killed(suffix)
-        return real(rows, out)
-
-    monkeypatch.setattr(loop, "save_rows", dying)
-
-
-# (where the kill happens, the stage left unmarked in round 1, how it is arranged)
-KILLS = {
-    "rollout": lambda mp, f: setattr(f, "fail", "generator") or setattr(f, "fail_at", 2),
-    "score": lambda mp, f: fail_on_call(mp, "score_rows", 1),
-    "teach": lambda mp, f: setattr(f, "fail", "teacher"),
-    "build": lambda mp, f: fail_on_save(mp, "round-1/build/dpo"),  # SFT rows written, DPO not
-    "train": lambda mp, f: setattr(f, "fail", "trainer"),
-    "eval": lambda mp, f: fail_on_save(mp, "round-1/eval"),
-    "eval-mark": lambda mp, f: fail_on_call(mp, "write_round_metrics", 2, after=True),
-}
 
 
 @pytest.mark.parametrize("where", list(KILLS))

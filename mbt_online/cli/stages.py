@@ -13,11 +13,11 @@ from rich.table import Table
 from mbt_online.cli.common import (
     DATASET_HELP,
     PATH_HELP,
-    _fmt,
     app,
     console,
     fail,
     flag_wording,
+    fmt_value,
     parse_distractors,
 )
 from mbt_online.config import ConfigError, load_config
@@ -90,8 +90,8 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Evaluate a round's student: cover, EM, F1, answer-inclusive and degeneration rates."""
-    from mbt_online.engine import PromptTooLongError
-    from mbt_online.evaluation import evaluate_round
+    from mbt_online.contracts import PromptTooLongError
+    from mbt_online.evaluation.evaluate import evaluate_round
 
     if (dataset is None) != (path is None):
         fail("--dataset and --path go together")
@@ -124,7 +124,7 @@ def eval_cmd(
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in sorted(short.items()):
-        table.add_row(k, _fmt(v))
+        table.add_row(k, fmt_value(v))
     console.print(table)
 
 
@@ -216,7 +216,7 @@ def judge(
 ) -> None:
     """Add LLM-judge metrics to a finished round (endpoint: the run's teacher.base_url/model)."""
     from mbt_online.contracts import StageFailed
-    from mbt_online.llm.judges import judge_round
+    from mbt_online.evaluation.judges import judge_round
     from mbt_online.rundir.lock import run_lock
 
     names = [j.strip() for j in judges.split(",") if j.strip()]
@@ -237,4 +237,4 @@ def judge(
         print(json.dumps(metrics, sort_keys=True))
     else:
         for k, v in sorted(metrics.items()):
-            console.print(f"{k}: {_fmt(v)}")
+            console.print(f"{k}: {fmt_value(v)}")

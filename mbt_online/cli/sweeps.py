@@ -11,7 +11,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from mbt_online.cli.common import CONFIG_HELP, _console_logging, app, console, err, fail
+from mbt_online.cli.common import CONFIG_HELP, app, console, console_logging, err, fail
 from mbt_online.config import ConfigError, resolve_config
 
 
@@ -67,7 +67,8 @@ def sweep(
     """Run an ablation sweep: each member one after another, skipping finished runs (the default
     command: `mbt-online sweep FILE` is `mbt-online sweep run FILE`)."""
     from mbt_online import preemption
-    from mbt_online.tools.sweep import dump_members, expand, run_sweep
+    from mbt_online.sweeps.local import run_sweep
+    from mbt_online.sweeps.spec import dump_members, expand
 
     if emit not in (None, "slurm"):
         fail(f"--emit must be slurm (got {emit!r})")
@@ -77,7 +78,7 @@ def sweep(
         if dry_run:
             print(dump_members(expand(path, overrides or [])), end="")
             return
-        _console_logging()
+        console_logging()
         with preemption.handling():
             out = run_sweep(path, sweep_dir, overrides or [], emit=emit)
         if submit:
@@ -94,7 +95,7 @@ def sweep(
 
 
 def _submit(sweep_dir: Path) -> None:
-    from mbt_online.tools.slurm import submit
+    from mbt_online.sweeps.slurm import submit
 
     for job in submit(sweep_dir):
         print(f"{job['job_id']} {job['script']}: {', '.join(job['members'])}")
@@ -110,7 +111,7 @@ def sweep_status(
     last evaluation, and its SLURM task where squeue / sacct answer."""
     from rich.table import Table
 
-    from mbt_online.tools.sweep_status import format_status, sweep_status
+    from mbt_online.sweeps.status import format_status, sweep_status
 
     try:
         status = sweep_status(sweep_dir.resolve())
@@ -137,9 +138,9 @@ def sweep_member(
     finished, resumed when cut, refused when its stored config differs; exit 3 when preempted."""
     from mbt_online import preemption
     from mbt_online.config import load_config
-    from mbt_online.tools.sweep import run_member
+    from mbt_online.sweeps.local import run_member
 
-    _console_logging()
+    console_logging()
     try:
         cfg = load_config(config, overrides or [])
         with preemption.handling():
@@ -161,7 +162,7 @@ def report(
     samples: Annotated[int, typer.Option(help="Sample traces per round in the browser.")] = 10,
 ) -> None:
     """Write one self-contained HTML dashboard (opens offline) comparing runs."""
-    from mbt_online.tools.report import write_report
+    from mbt_online.report import write_report
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mbt_online.config.data import BootstrapConfig, DataConfig, DataSplit, WorldConfig
 from mbt_online.config.learning import (
     DPOConfig,
     LoraConfig,
@@ -28,10 +29,7 @@ from mbt_online.config.learning import (
 )
 from mbt_online.config.schema import (
     AESConfig,
-    BootstrapConfig,
     Config,
-    DataConfig,
-    DataSplit,
     EngineConfig,
     EvalConfig,
     LoopConfig,
@@ -40,7 +38,6 @@ from mbt_online.config.schema import (
     SamplingConfig,
     StudentConfig,
     TrackingConfig,
-    WorldConfig,
 )
 from mbt_online.config.section import Section
 from mbt_online.llm.endpoint import redact_url

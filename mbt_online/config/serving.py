@@ -1,8 +1,8 @@
 """`engine.serve`: the student sampled through `vllm serve` processes (`engine.backend=vllm-serve`).
 
 Its own module, beside the engine section that holds it, because these knobs only matter to the
-served generator (`mbt_online.served`): how the servers start, how long they may take, and how the
-orchestrator talks to them.
+served generator (`mbt_online.generation.served`): how the servers start, how long they may take,
+and how the orchestrator talks to them.
 """
 
 from __future__ import annotations

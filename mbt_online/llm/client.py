@@ -21,18 +21,14 @@ cached).
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
 import json
 import logging
 import os
-import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,134 +41,25 @@ from mbt_online.llm.endpoint import (
     redact_secret,
     redact_url,
 )
-from mbt_online.rundir.atomic import write_text_atomic
+from mbt_online.llm.request_cache import RequestCache, cache_key
+from mbt_online.llm.retries import CircuitBreaker, Fatal, Retryable, backoff_delay
+from mbt_online.llm.wire import (
+    RETRY_STATUSES,
+    ChatFailure,
+    ChatRequest,
+    ChatResult,
+    LLMError,
+    MalformedResponse,
+    choice_token_counts,
+    parse_chat_response,
+    retry_after,
+)
 
 log = logging.getLogger("mbt_online.llm.client")
 
-# Statuses worth another try: the server is overloaded, restarting or timed out on its side.
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-# Cache entries carry a version so a change of format never returns a stale shape.
-CACHE_VERSION = 1
 # Failure kinds that say the endpoint is unreachable (not that one request was bad): the breaker
 # counts the first two, and a stage may treat all three as an outage.
 OUTAGE_KINDS = frozenset({"timeout", "connection", "circuit_open"})
-
-
-@dataclass
-class ChatRequest:
-    """One chat completion call; `seed` makes sampling reproducible where the server honours it."""
-
-    messages: list[dict]
-    n: int = 1
-    temperature: float = 0.0
-    max_tokens: int = 1024
-    seed: int | None = None
-    top_p: float | None = None
-    # vLLM's own request fields (top_k, stop, return_token_ids): a served student's sampling
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ChatResult:
-    """The n texts of one request. `usage` is this response's own token count, also when it came
-    from the cache (then `cached` is True and nothing was paid for it this time)."""
-
-    texts: list[str]
-    usage: dict[str, int] = field(default_factory=dict)
-    cached: bool = False
-    finish_reasons: list[str] = field(default_factory=list)
-    attempts: int = 0
-    completion_tokens: list[int] = field(default_factory=list)  # per choice, where returned
-
-
-@dataclass
-class ChatFailure:
-    """A request that failed for good; never cached, so a resume sends it again.
-
-    `kind` is a short stable label for counting: "timeout", "connection" (retried, then given up),
-    "circuit_open" (not sent: the breaker is open), "http_<status>" (also a Retry-After past the
-    ceiling or `x-should-retry: false`), "malformed", "too_large" (body over the cap, not
-    retried), "bad_key" / "insecure_key" (refused before sending), "no_model". `error` is the
-    redacted detail of the last try."""
-
-    kind: str
-    error: str
-    attempts: int
-
-
-class LLMError(RuntimeError):
-    """Raised by `LLMClient.chat` when a request fails for good; carries the `ChatFailure`."""
-
-    def __init__(self, failure: ChatFailure) -> None:
-        super().__init__(f"{failure.kind} after {failure.attempts} attempt(s): {failure.error}")
-        self.failure = failure
-
-
-class _Retryable(Exception):
-    """A failure worth another try after a pause."""
-
-    def __init__(self, kind: str, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.kind, self.detail, self.retry_after = kind, detail, retry_after
-
-
-class _Fatal(Exception):
-    """A request that will not succeed: a non-retryable status, or retries exhausted."""
-
-    def __init__(self, kind: str, detail: str, attempts: int = 1) -> None:
-        super().__init__(detail)
-        self.kind, self.detail, self.attempts = kind, detail, attempts
-
-
-class MalformedResponse(ValueError):
-    """A 2xx body that is not a chat completion (not JSON, no choices, no message)."""
-
-
-def parse_chat_response(data: Any) -> tuple[list[str], list[str], dict[str, int]]:
-    """Texts, finish reasons and usage of a chat completion body, or MalformedResponse.
-
-    A `null` content is an empty text, not an error: reasoning models served by vLLM return it when
-    every token went to the reasoning channel, and the caller's verification rejects it as empty.
-    """
-    if not isinstance(data, dict):
-        raise MalformedResponse(f"body is {type(data).__name__}, not an object")
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices:
-        error = f": {data['error']}" if "error" in data else ""
-        raise MalformedResponse(f"no choices in body{error}")
-    texts, reasons = [], []
-    for i, choice in enumerate(sorted(choices, key=_choice_index)):
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if not isinstance(message, dict):
-            raise MalformedResponse(f"choice {i} has no message")
-        content = message.get("content")
-        if content is not None and not isinstance(content, str):
-            raise MalformedResponse(f"choice {i} content is {type(content).__name__}")
-        texts.append(content or "")
-        reasons.append(str(choice.get("finish_reason") or ""))
-    return texts, reasons, _usage(data.get("usage"))
-
-
-def choice_token_counts(data: Any) -> list[int]:
-    """Each choice's completion length in tokens, in index order, where the server returned the
-    token ids (vLLM's `return_token_ids`); [] when any choice lacks them. `usage` only sums them."""
-    choices = sorted(data.get("choices") or [], key=_choice_index)
-    ids = [c.get("token_ids") if isinstance(c, dict) else None for c in choices]
-    return [len(i) for i in ids] if all(isinstance(i, list) for i in ids) else []
-
-
-def _choice_index(choice: Any) -> int:
-    idx = choice.get("index") if isinstance(choice, dict) else None
-    return idx if isinstance(idx, int) else 0
-
-
-def _usage(raw: Any) -> dict[str, int]:
-    raw = raw if isinstance(raw, dict) else {}
-    out = {}
-    for key in ("prompt_tokens", "completion_tokens"):
-        value = raw.get(key)
-        out[key] = value if isinstance(value, int) and value >= 0 else 0
-    return out
 
 
 class LLMClient:
@@ -219,8 +106,8 @@ class LLMClient:
         self.max_retry_after_s = max_retry_after_s
         self.breaker_failures = breaker_failures
         self.allow_insecure_key = allow_insecure_key
-        self._outages = 0  # consecutive connection errors / timeouts; the breaker opens at N
-        self._breaker_open = ""  # why it opened; "" while closed
+        self._breaker = CircuitBreaker(breaker_failures)
+        self._cache = RequestCache(self.cache_dir)
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         self._model_lock = threading.Lock()
@@ -265,18 +152,18 @@ class LLMClient:
             payload = self._payload(req)
         except ValueError as e:
             return self._failure("no_model", str(e), 1)
-        except _Fatal as e:
+        except Fatal as e:
             return self._failure(e.kind, e.detail, e.attempts)
         key = cache_key(self.base_url, payload)
-        hit = self._cache_get(key)
+        hit = self._cache.get(key)
         if hit is not None:
             self._count(cache_hits=1)
             return hit
         try:
             result = self._post_with_retries(payload)
-        except _Fatal as e:
+        except Fatal as e:
             return self._failure(e.kind, e.detail, e.attempts)
-        self._cache_put(key, result)
+        self._cache.put(key, result)
         self._count(
             responses=1,
             prompt_tokens=result.usage["prompt_tokens"],
@@ -287,8 +174,7 @@ class LLMClient:
     @property
     def breaker_open(self) -> bool:
         """Whether the circuit breaker has opened: every further request fails as circuit_open."""
-        with self._lock:
-            return bool(self._breaker_open)
+        return bool(self._breaker.why)
 
     @property
     def usage(self) -> dict[str, int]:
@@ -331,13 +217,13 @@ class LLMClient:
             return self.model
 
     def _served_model(self) -> str:
-        """Raises _Fatal for what would fail every request alike (key refused, breaker open)."""
+        """Raises Fatal for what would fail every request alike (key refused, breaker open)."""
         try:
             status, _, body = self._send("GET", f"{self.base_url}/models", count=False)
             if status != 200:
                 raise ValueError(f"HTTP {status}")
             return json.loads(body)["data"][0]["id"]
-        except (_Retryable, ValueError, KeyError, IndexError, TypeError, RecursionError) as e:
+        except (Retryable, ValueError, KeyError, IndexError, TypeError, RecursionError) as e:
             msg = f"no model configured and {self.base_url}/models did not name one: {e}"
             raise ValueError(self._redact(msg)) from None
 
@@ -345,16 +231,16 @@ class LLMClient:
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
     def _headers(self) -> dict[str, str]:
-        """The Authorization header, or _Fatal before anything is sent: a key httpx would reject
+        """The Authorization header, or Fatal before anything is sent: a key httpx would reject
         (and quote in its error), or a key bound for plain http to another machine."""
         key = self._key()
         if not key:
             return {}
         problem = key_problem(key)
         if problem:
-            raise _Fatal("bad_key", f"the API key in ${self.api_key_env} {problem}; not sent")
+            raise Fatal("bad_key", f"the API key in ${self.api_key_env} {problem}; not sent")
         if not (self.allow_insecure_key or key_may_go_to(self.base_url)):
-            raise _Fatal(
+            raise Fatal(
                 "insecure_key",
                 f"not sending the API key over plain http to {redact_url(self.base_url)}: use "
                 "https, a loopback address, or set teacher.allow_insecure_key",
@@ -365,7 +251,7 @@ class LLMClient:
         return redact_url(redact_secret(text, self._key()))
 
     def _post_with_retries(self, payload: dict[str, Any]) -> ChatResult:
-        last: _Retryable | None = None
+        last: Retryable | None = None
         for attempt in range(self.max_retries + 1):
             if last is not None:
                 self._count(retries=1)
@@ -381,17 +267,17 @@ class LLMClient:
                 time.sleep(delay)
             try:
                 texts, reasons, usage, counts = self._post_once(payload)
-            except _Retryable as e:
+            except Retryable as e:
                 last = e
                 continue
-            except _Fatal as e:  # circuit_open: this attempt was never sent
+            except Fatal as e:  # circuit_open: this attempt was never sent
                 e.attempts = attempt + int(e.kind != "circuit_open")
                 if last is not None and e.kind == "circuit_open":
                     e.detail += f"; last error: {last.kind}: {last.detail}"
                 raise
             return ChatResult(texts, usage, False, reasons, attempt + 1, counts)
         assert last is not None
-        raise _Fatal(last.kind, last.detail, self.max_retries + 1)
+        raise Fatal(last.kind, last.detail, self.max_retries + 1)
 
     def _post_once(self, payload: dict[str, Any]) -> tuple[list, list, dict, list[int]]:
         with self._slots:
@@ -416,26 +302,25 @@ class LLMClient:
         except httpx.TimeoutException as e:
             raise self._outage("timeout", e) from None
         except httpx.DecodingError as e:
-            raise _Retryable("malformed", self._redact(f"{type(e).__name__}: {e}")) from None
+            raise Retryable("malformed", self._redact(f"{type(e).__name__}: {e}")) from None
         except httpx.HTTPError as e:
             raise self._outage("connection", e) from None
-        with self._lock:
-            self._outages = 0
+        self._breaker.reset()
         return status, resp_headers, body
 
     def _read_capped(self, resp: httpx.Response) -> bytes:
-        """The body, streamed, or _Fatal("too_large") as soon as it passes the cap: a runaway or
+        """The body, streamed, or Fatal("too_large") as soon as it passes the cap: a runaway or
         hostile server must not fill memory, and asking again would only repeat it."""
         cap = self.max_response_bytes
         declared = resp.headers.get("content-length", "")
         too_large = f"HTTP {resp.status_code}: body over teacher.max_response_bytes={cap}"
         if declared.isdigit() and int(declared) > cap:
-            raise _Fatal("too_large", f"{too_large} (Content-Length {declared})")
+            raise Fatal("too_large", f"{too_large} (Content-Length {declared})")
         buf = bytearray()
         for chunk in resp.iter_bytes():
             buf += chunk
             if len(buf) > cap:
-                raise _Fatal("too_large", too_large)
+                raise Fatal("too_large", too_large)
         return bytes(buf)
 
     def _read(
@@ -451,56 +336,42 @@ class LLMClient:
                 data = json.loads(body)
                 return (*parse_chat_response(data), choice_token_counts(data))
             except (ValueError, MalformedResponse, RecursionError) as e:
-                raise _Retryable("malformed", self._redact(f"{e}; body: {body[:200]}")) from None
+                raise Retryable("malformed", self._redact(f"{e}; body: {body[:200]}")) from None
         body = self._redact(text)
         kind, detail = f"http_{status}", f"HTTP {status}: {body[:300]}"
         retry = status in RETRY_STATUSES or status >= 500
         should = headers.get("x-should-retry", "").strip().lower()
         retry = {"true": True, "false": False}.get(should, retry)  # the server knows best
         if not retry:
-            raise _Fatal(kind, detail + ("; x-should-retry: false" if should == "false" else ""))
-        wait = _retry_after(headers)
+            raise Fatal(kind, detail + ("; x-should-retry: false" if should == "false" else ""))
+        wait = retry_after(headers)
         if wait is not None and wait > self.max_retry_after_s:
-            raise _Fatal(
+            raise Fatal(
                 kind,
                 f"{detail}; Retry-After {wait:.0f}s is past teacher.max_retry_after_s="
                 f"{self.max_retry_after_s:g}: not waiting",
             )
-        raise _Retryable(kind, detail, wait)
+        raise Retryable(kind, detail, wait)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with jitter (so parallel retries do not arrive together); a
-        server's Retry-After (already at most `max_retry_after_s`) wins when it asks for longer."""
-        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-        delay *= random.uniform(0.5, 1.0)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return delay
+        return backoff_delay(attempt, self.backoff_s, self.max_backoff_s, retry_after)
 
     # -- circuit breaker -------------------------------------------------------------------------
 
     def _breaker_check(self) -> None:
-        with self._lock:
-            why = self._breaker_open
-        if why:
-            raise _Fatal("circuit_open", f"not sent: circuit breaker open ({why})", 0)
+        self._breaker.check()
 
-    def _outage(self, kind: str, e: Exception) -> _Retryable:
+    def _outage(self, kind: str, e: Exception) -> Retryable:
         """A connection error or timeout, counted: the Nth in a row opens the breaker."""
         detail = self._redact(f"{type(e).__name__}: {e}")
-        with self._lock:
-            self._outages += 1
-            opens = self._outages >= self.breaker_failures and not self._breaker_open
-            if opens:
-                self._breaker_open = f"{self._outages} consecutive connection errors or timeouts"
-        if opens:
+        if self._breaker.count_outage():
             log.error(
                 "llm endpoint %s unreachable (%s): circuit breaker open, the remaining requests "
                 "fail at once as circuit_open",
                 redact_url(self.base_url),
                 detail,
             )
-        return _Retryable(kind, detail)
+        return Retryable(kind, detail)
 
     def _failure(self, kind: str, detail: str, attempts: int) -> ChatFailure:
         self._count(failures=1, **{f"failures_{kind}": 1})
@@ -514,45 +385,6 @@ class LLMClient:
         with self._lock:
             self._counts.update(deltas)
 
-    # -- cache -----------------------------------------------------------------------------------
-
-    def _cache_path(self, key: str) -> Path | None:
-        return self.cache_dir / key[:2] / f"{key}.json" if self.cache_dir else None
-
-    def _cache_get(self, key: str) -> ChatResult | None:
-        path = self._cache_path(key)
-        if path is None or not path.is_file():
-            return None
-        try:
-            entry = json.loads(path.read_text())
-            if entry.get("version") != CACHE_VERSION:
-                return None
-            return ChatResult(
-                list(entry["texts"]),
-                _usage(entry.get("usage")),
-                True,
-                list(entry.get("finish_reasons", [])),
-                0,
-                list(entry.get("completion_tokens", [])),
-            )
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            return None  # a corrupt entry is a miss; the fresh answer overwrites it
-
-    def _cache_put(self, key: str, result: ChatResult) -> None:
-        """Atomic (temp file + rename): a run killed mid-write leaves no half entry behind."""
-        path = self._cache_path(key)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {
-            "version": CACHE_VERSION,
-            "texts": result.texts,
-            "finish_reasons": result.finish_reasons,
-            "usage": result.usage,
-            "completion_tokens": result.completion_tokens,
-        }
-        write_text_atomic(path, json.dumps(entry))
-
 
 _USAGE_KEYS = (
     "requests",
@@ -563,31 +395,6 @@ _USAGE_KEYS = (
     "prompt_tokens",
     "completion_tokens",
 )
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds a `Retry-After` header asks for (a number or an HTTP date), or None."""
-    value = headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def cache_key(base_url: str, payload: dict[str, Any]) -> str:
-    """sha256 of the endpoint, model, messages and sampling parameters: never of the key, so a
-    rotated key keeps its cache and the key cannot be recovered from a cache file name."""
-    blob = json.dumps(
-        {"base_url": base_url.rstrip("/"), **payload}, sort_keys=True, ensure_ascii=False
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def make_client(teacher_cfg: Any, cache_dir: str | Path | None = None, **kw: Any) -> LLMClient:

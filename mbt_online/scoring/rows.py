@@ -4,6 +4,7 @@ completion, so later stages (teach, build) and the metrics read rows, never re-s
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import asdict
 from typing import Any
 
@@ -41,3 +42,11 @@ def scored_row(ex: Example, raw: dict[str, Any], cfg: Config) -> dict[str, Any]:
         "components": json.dumps(components),
         "diagnostics": json.dumps(asdict(d)),
     }
+
+
+def by_question(rows: list[dict]) -> dict[str, list[dict]]:
+    """Scored rows grouped by question, in first-seen order: the unit TEACH and BUILD choose in."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[row["example_id"]].append(row)
+    return dict(groups)

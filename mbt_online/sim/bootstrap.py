@@ -25,8 +25,8 @@ import torch
 from tqdm import tqdm
 
 from mbt_online import prompts
-from mbt_online.cache import cache_root
 from mbt_online.config import Config
+from mbt_online.models.cache import cache_root
 from mbt_online.rundir.atomic import swap_dir
 from mbt_online.scoring.metrics import PHASE_CUES
 from mbt_online.sim import reasoner, tiny_model

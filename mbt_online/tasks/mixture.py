@@ -27,7 +27,7 @@ def check_data_paths(cfg: Config) -> None:
 
 
 def _check_hub(name: str, s: DataSplit) -> None:
-    from mbt_online import hub
+    from mbt_online.models import hub
 
     try:
         hub.check_dataset(s.hub, s.hub_config, s.hub_split)
@@ -79,7 +79,7 @@ def load_source(s: DataSplit, cfg: Config, which: str) -> LoadResult:
 def _hub_split(s: DataSplit) -> object:
     """The hub data set's split (a `datasets.Dataset`), which the benchmark's parser reads in
     its hub layout like any other source."""
-    from mbt_online import hub
+    from mbt_online.models import hub
 
     assert s.hub is not None
     try:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mbt_online.config import Config, ConfigError, TeacherConfig
 from mbt_online.contracts import CIRCUIT_OPEN
-from mbt_online.llm.client import ChatFailure, ChatRequest, ChatResult, make_client
+from mbt_online.llm.client import make_client
+from mbt_online.llm.wire import ChatFailure, ChatRequest, ChatResult
 from mbt_online.prompts import gold_solution_messages, mbt_r_messages, mbt_s_messages
 from mbt_online.scoring.metrics import split_trace
 from mbt_online.scoring.text import count_words
@@ -278,8 +279,8 @@ def default_engine_factory(cfg: Config) -> Callable[[str], Any]:
     """A local engine for the teacher model, of the backend and size the engine section sets."""
 
     def build(model_path: str) -> Any:
-        from mbt_online.engine import make_generator
-        from mbt_online.tools.pretrained import resolve_model
+        from mbt_online.generation.backends import make_generator
+        from mbt_online.models.pretrained import resolve_model
 
         # a known name, a local folder or a hub id (through the hub cache); the teacher's chats
         # go through its own template, whatever student.chat_template says

@@ -39,7 +39,7 @@ def teach_rows(
     """TEACH: MBT-R rewrites / MBT-S syntheses for the round's scored rollouts, every output
     verified; no teacher is built when `teacher.mode` is none. Raises `StageFailed` on an outage
     (see `taught_rows`)."""
-    from mbt_online.teachers.targets import teach_requests
+    from mbt_online.teachers.selection import teach_requests
 
     if cfg.teacher.mode == "none":
         return []

@@ -1,4 +1,4 @@
-"""What `mbt_online.train` (the SFT / DPO trainer) is built from, one concern per module.
+"""What `mbt_online.training.trainer` (the SFT / DPO trainer) is built from, one concern per module.
 
 `rows`: the TRL dataset rows and their end-of-turn cuts; `args`: the TRL arguments (batch sizes
 from the world size, platform defaults, checkpoints); `saving`: the model folder written safely

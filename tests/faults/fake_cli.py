@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fakes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))  # the fakes
 
 from fakes import Fakes  # noqa: E402
 

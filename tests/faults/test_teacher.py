@@ -24,7 +24,7 @@ from fakes import Fakes, artifacts, tiny_config
 from faults.harness import Child, in_child, run_dir_of
 from mbt_online import loop
 from mbt_online.config import Config, load_config
-from mbt_online.llm.judges import judge_round
+from mbt_online.evaluation.judges import judge_round
 from mbt_online.rundir import load_rows, stage_dir
 
 TIMEOUT_S = 0.5  # read and connect timeouts: the bound a stage must fail within scales with it

@@ -1,0 +1,1 @@
+"""EVAL outside the loop (the `eval` command) and the LLM judges."""
