@@ -49,6 +49,11 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string) or "length" (hit max_tokens)
     prompt_tokens: int
     completion_tokens: int
+    # With `generate(..., logprobs=True)` (GRPO's samples): what was sampled, token by token,
+    # and the sampler's log-probability of each token, so training sees exactly these tokens.
+    prompt_ids: list[int] | None = None
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
 
 
 class PromptTooLongError(ValueError):
@@ -68,8 +73,10 @@ class Generator(Protocol):
         top_k: int,
         max_tokens: int,
         seed: int,
+        logprobs: bool = False,
     ) -> list[list[Completion]]:
-        """n completions per chat, in the order of `messages`."""
+        """n completions per chat, in the order of `messages`; with `logprobs`, each keeps its
+        prompt and completion token ids and the sampled tokens' log-probabilities."""
         ...
 
     def handoff(self, mode: HandoffMode, model_dir: str, adapter_dir: str | None = None) -> None:
@@ -87,7 +94,8 @@ class Generator(Protocol):
 
 @dataclass
 class TrainJob:
-    """One round's training: SFT on `sft`, then DPO on `pairs`, each from the model the previous
+    """One round's training: SFT on `sft`, then DPO on `pairs`, then GRPO on `grpo` (stored
+    samples with their token ids, log-probs and RL rewards), each from the model the previous
     step left (empty data skips a step). `reference` is DPO's frozen reference, None meaning the
     model DPO starts from."""
 
@@ -97,6 +105,7 @@ class TrainJob:
     out_dir: Path
     seed: int
     reference: str | None = None
+    grpo: Sized = ()
 
 
 @dataclass

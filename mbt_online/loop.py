@@ -2,7 +2,8 @@
 
     round 0:  EVAL the initial student (the baseline for AES and MQI)
     round r:  ROLLOUT -> SCORE -> TEACH (+ verify) -> BUILD (SFT rows, DPO pairs)
-              -> TRAIN (SFT, then DPO) -> HANDOFF (new weights into the generator) -> EVAL
+              -> TRAIN (SFT, then DPO) -> [GRPO: HANDOFF, ROLLOUT again, GRPO on those samples]
+              -> HANDOFF (new weights into the generator) -> EVAL
 
 Each stage reads its inputs from disk and writes `runs/<name>/round-<r>/<stage>/` atomically, then
 marks itself done in `state.json`; `train(..., resume=True)` skips what is done. The loop only
@@ -376,6 +377,7 @@ class Session:
         start_model = self.model_at(r - 1)
         with timed("rollout", timings):
             raw = self.stage(r, "rollout", lambda: self.rollout(r, start_model, questions))
+        grpo = cfg.train.grpo.enabled
         with timed("score", timings):
             scored = self.stage(r, "score", lambda: score_rows(raw, examples, cfg))
         with timed("teach", timings), self.outage_logged(r):
@@ -384,8 +386,38 @@ class Session:
             self.build(r, scored, taught, examples)
         with timed("train", timings):
             metrics = self.train_round(r, start_model)
+        if grpo:
+            trained = bool(metrics.get("train/sft_rows") or metrics.get("train/dpo_pairs"))
+            metrics.update(self.grpo_stages(r, questions, scored, trained, examples, timings))
         metrics.update(rollout_metrics(scored, taught))
         return metrics
+
+    def grpo_stages(
+        self,
+        r: int,
+        questions: list[Example],
+        scored: list[dict],
+        trained: bool,
+        examples: dict,
+        timings: dict[str, float],
+    ) -> dict[str, float]:
+        """GRPO after TRAIN, on samples drawn from the weights it starts from: TRAIN's model handed
+        to the engine and the round's questions rolled out again (`grpo_rollout`), or, when TRAIN
+        trained no row (GRPO alone: its model is the round's start), the round's own ROLLOUT."""
+        model = self.model_at(r)  # TRAIN's model until GRPO is marked done
+
+        def samples() -> list[dict[str, Any]]:
+            if not trained:
+                return scored
+            seed = stage_seed(self.cfg.rollout.seed, r, "grpo_rollout")
+            engine = self.ensure_engine(model)
+            raw = generate_rows(engine, questions, self.cfg, self.cfg.rollout, seed, token_ids=True)
+            return score_rows(raw, examples, self.cfg)
+
+        with timed("grpo_rollout", timings):
+            rows = self.stage(r, "grpo_rollout", samples)
+        with timed("grpo", timings):
+            return self.train_grpo(r, model, rows)
 
     @contextlib.contextmanager
     def outage_logged(self, r: int) -> Iterator[None]:
@@ -425,7 +457,8 @@ class Session:
 
     def rollout(self, r: int, model: str, questions: list[Example]) -> list[dict[str, Any]]:
         seed = stage_seed(self.cfg.rollout.seed, r, "rollout")
-        return generate_rows(self.ensure_engine(model), questions, self.cfg, self.cfg.rollout, seed)
+        engine, grpo = self.ensure_engine(model), self.cfg.train.grpo.enabled
+        return generate_rows(engine, questions, self.cfg, self.cfg.rollout, seed, token_ids=grpo)
 
     def teach(self, r: int, scored: list[dict], examples: dict) -> list[dict[str, Any]]:
         make = functools.partial(self.drivers.make_teacher, r)
@@ -481,4 +514,48 @@ class Session:
         write_json_atomic(metrics_file, metrics)
         self.state.models[str(r)] = trained.model
         self.state.mark(r, "train")
+        return metrics
+
+    def train_grpo(self, r: int, model: str, samples: list[dict]) -> dict[str, float]:
+        """GRPO from TRAIN's model on the stage's samples (RL rewards, all-equal groups dropped);
+        records the round's final model."""
+        from mbt_online.scoring.rl_reward import grpo_samples
+
+        cfg, out = self.cfg, stage_dir(self.run_dir, r, "grpo")
+        metrics_file = out / "grpo_metrics.json"
+        if self.state.done(r, "grpo"):
+            return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        preemption.check(f"round {r} grpo")
+        g = cfg.train.grpo
+        rows, metrics = grpo_samples(samples, cfg.rollout.max_tokens, cfg.reward.weights, g.reward)
+        save_rows(rows, out / "samples")
+        log.info(
+            "round %d: GRPO on %d samples (%d of %d groups dropped: all rewards equal)",
+            r,
+            len(rows),
+            metrics["train/grpo_dropped_groups"],
+            metrics["train/grpo_groups"],
+        )
+        job = TrainJob(
+            start_model=model,
+            sft=[],
+            pairs=[],
+            out_dir=out,
+            seed=stage_seed(cfg.run.seed, r, "grpo"),
+            grpo=load_dataset_dir(out / "samples"),
+        )
+        self.release_engine()
+        trained = self.drivers.make_trainer().train(job)
+        for key, value in trained.metrics.items():
+            if key.endswith("_seconds"):
+                metrics[f"timing/{key.split('/')[-1].removesuffix('_seconds')}_fit"] = value
+            elif key == "train/peak_memory_gib":
+                metrics["train/peak_memory_grpo_gib"] = value
+            else:
+                metrics[key] = value
+        if trained.adapter:
+            self.adapter = trained.adapter
+        write_json_atomic(metrics_file, metrics)
+        self.state.models[str(r)] = trained.model
+        self.state.mark(r, "grpo")
         return metrics

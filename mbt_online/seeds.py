@@ -18,6 +18,9 @@ _STAGE_SEEDS = {
     "eval": (1, 10_000),
     # scaled so that run seeds s and s + 1 never hand a round the same teacher seed
     "teach": (1000, 0),
+    # GRPO's second rollout (from TRAIN's weights) draws apart from the round's first one
+    "grpo_rollout": (1, 20_000),
+    "grpo": (1, 20_000),
 }
 
 

@@ -3,8 +3,8 @@
 The local files (`run.log`, `metrics.jsonl` written by `rundir.metrics_file`, the stage folders and
 each round's `train/log_history.jsonl`) are the source of truth (reports and resume read them);
 wandb mirrors them so users get dashboards. Metric names are grouped by prefix: rollout/, reward/,
-teacher/, train/, eval/, timing/; per-step TRL metrics are `train/sft/*` and `train/dpo/*` against
-`train/global_step`, everything else is against `round`.
+teacher/, train/, eval/, timing/; per-step TRL metrics are `train/sft/*`, `train/dpo/*` and
+`train/grpo/*` against `train/global_step`, everything else is against `round`.
 
 One wandb run per run directory: its id is kept in RUN/wandb_id.txt and every process resumes it.
 wandb 0.31 in offline mode cannot append to an earlier process's `offline-run-*` folder: each
@@ -37,7 +37,7 @@ LOG_FILE = "run.log"
 WANDB_ID_FILE = "wandb_id.txt"
 TRAIN_STEP = "train/global_step"
 # per-step TRL keys: train/<stage>/<TRL key>
-TRAIN_STAGES = ("sft", "dpo")
+TRAIN_STAGES = ("sft", "dpo", "grpo")
 # the completions table: what a reader filters on first, then the texts
 TABLE_COLUMNS = (
     "round",

@@ -2,11 +2,13 @@
 are stale).
 
     .venv/bin/python scripts/bench_rollout.py --model M --out docs/benchmarks.jsonl
+    .venv/bin/python scripts/bench_grpo.py --out docs/benchmarks.jsonl
     .venv/bin/python scripts/gen_perf_docs.py [--check] [JSONL ...]
 
 The section between the `<!-- perf:begin -->` and `<!-- perf:end -->` markers is generated, never
 edited by hand: the numbers come from the newest line of each (benchmark, model) in the files
-(default docs/benchmarks.jsonl), so a table cannot drift from what a script printed.
+(default docs/benchmarks.jsonl), so a table cannot drift from what a script printed. The GRPO
+table is left out until docs/benchmarks.jsonl holds a `grpo` line.
 """
 
 from __future__ import annotations
@@ -136,6 +138,34 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{num(value, 2)} s"
 
 
+def grpo_table(rows: list[dict[str, Any]]) -> list[str]:
+    """One GRPO round: the project's engine + TRAIN on its samples against TRL sampling itself."""
+    out = [
+        "| model | N questions x K, cap | project: rollout + score + train (engine start) "
+        "| TRL alone: total (its `generate`) | speedup (target 3x; with the engine's start) "
+        "| optimizer steps, rows: project / TRL (groups with all-equal rewards; the project "
+        "trains all, or drops them as the loop does) | generated tokens: "
+        "project / TRL | machine |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['model']} ({r['dtype']}) | {r['questions']} x {r['samples']}, "
+            f"{r['max_tokens']} tok "
+            f"| {num(r['project_rollout_s'], 1)} + {num(r['project_score_s'], 2)} + "
+            f"{num(r['project_train_s'], 1)} = {num(r['project_seconds'], 1)} s "
+            f"({num(r['project_engine_start_s'], 1)} s) "
+            f"| {num(r['trl_seconds'], 1)} s ({num(r['trl_generate_s'], 1)} s) "
+            f"| {ratio(r['speedup'])} ({ratio(r.get('speedup_with_engine_start'))}) "
+            f"| {r['project_steps']} / {r['trl_steps']}, {r['project_train_rows']} / "
+            f"{r['trl_train_rows']} ({r['project_dropped_groups']} of {r['questions']}; "
+            f"{r.get('project_trained_groups', 'n/a')}) "
+            f"| {r['project_generated_tokens']:,} / {r['trl_generated_tokens']:,} "
+            f"| {where(r)}, {r['threads']} threads |"
+        )
+    return out
+
+
 def quickstart_table(rows: list[dict[str, Any]]) -> list[str]:
     """One row per fresh run of the newest `bench_quickstart.py` line: time, memory, targets."""
     out = [
@@ -179,10 +209,13 @@ def render(lines: list[dict[str, Any]]) -> str:
         "process. `bootstrap-student` is a cached quickstart student (the quickstart's "
         "architecture: hidden 128, 3 layers, vocabulary 1,600).",
     ]
+    # benchmarks newer than the section's text: their table appears with their first line
+    optional = {"grpo"}
     for bench, title, table in (
         ("rollout", "Rollout (`scripts/bench_rollout.py`)", rollout_table),
         ("train", "TRAIN (`scripts/bench_train.py`)", train_table),
         ("handoff", "Hand-off (`scripts/bench_handoff.py`)", handoff_table),
+        ("grpo", "A GRPO round against TRL sampling itself (`scripts/bench_grpo.py`)", grpo_table),
         (
             "quickstart",
             "The quickstart, fresh, per seed (`scripts/bench_quickstart.py`)",
@@ -190,6 +223,8 @@ def render(lines: list[dict[str, Any]]) -> str:
         ),
     ):
         rows = newest(lines, bench)
+        if not rows and bench in optional:
+            continue
         body = table(rows) if rows else ["No result recorded yet."]
         parts.append(f"**{title}**\n\n" + "\n".join(body))
     return "\n\n".join(parts)

@@ -187,3 +187,65 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(clean):
         loop.train(load_config(run_dir / "config.yaml"), run_dir)
     assert "--" not in str(e.value)
     assert f"mbt-online train --resume {run_dir}" in flag_wording(e.value)
+
+
+# -- GRPO: after TRAIN, on samples drawn again from TRAIN's model ----------------------------------
+
+
+def test_grpo_rolls_out_again_from_trains_model_and_learns_on_those_samples(tmp_path):
+    cfg = tiny_config(tmp_path, **{"train.grpo.enabled": "true"})
+    fakes = Fakes(cfg)
+    run_dir = run(cfg, fakes)
+    trains = [c for c in fakes.calls if c[0] in ("train", "grpo")]
+    assert [c[0] for c in trains] == ["train", "grpo"] * ROUNDS
+    for r in range(1, ROUNDS + 1):
+        train_call, grpo_call = trains[2 * r - 2], trains[2 * r - 1]
+        # GRPO starts from TRAIN's model; its samples were drawn from that model after a handoff
+        assert grpo_call[1] == f"round-{r}/train/model"
+        assert ("generate", f"round-{r}/train/model") in [c[:2] for c in fakes.of("generate")]
+        samples = loop.load_rows(run_dir / f"round-{r}" / "grpo_rollout")
+        assert samples and all(s["completion_ids"] and s["logprobs"] for s in samples)
+    metrics = read_metrics(run_dir)
+    assert all("train/grpo_groups" in m and "train/grpo_loss" in m for m in metrics[1:])
+    # the next round starts from GRPO's model, and EVAL sees it
+    assert trains[2][1] == "round-1/grpo/model"
+
+
+def test_grpo_alone_learns_on_the_rounds_own_rollout(tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        **{
+            "train.grpo.enabled": "true",
+            "train.sft.enabled": "false",
+            "train.dpo.enabled": "false",
+            "teacher.mode": "none",
+        },
+    )
+    fakes = Fakes(cfg)
+    run_dir = run(cfg, fakes)
+    assert len(fakes.of("generate")) == ROUNDS * 2 + 1  # ROLLOUT and EVAL only, no second rollout
+    rollout = loop.load_rows(run_dir / "round-1" / "rollout")
+    again = loop.load_rows(run_dir / "round-1" / "grpo_rollout")
+    assert [r["completion"] for r in again] == [r["completion"] for r in rollout]
+
+
+def test_a_run_killed_in_grpo_resumes_like_an_uninterrupted_one(tmp_path):
+    cfg = tiny_config(tmp_path / "a", **{"train.grpo.enabled": "true"})
+    reference = artifacts(run(cfg, Fakes(cfg)))
+    cfg = tiny_config(tmp_path / "b", **{"train.grpo.enabled": "true"})
+    fakes = Fakes(cfg)
+    real_train = FakeTrainer.train
+
+    def dying(self, job):
+        if len(job.grpo):
+            raise Killed("grpo")
+        return real_train(self, job)
+
+    FakeTrainer.train = dying
+    try:
+        with pytest.raises(Killed):
+            run(cfg, fakes)
+    finally:
+        FakeTrainer.train = real_train
+    run_dir = run(cfg, Fakes(cfg), resume=True)
+    assert artifacts(run_dir) == reference

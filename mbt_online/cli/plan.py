@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 
 from mbt_online.training.memory import GB, Sharding, estimate, shape_of
 
+# GRPO's rows are prompt + completion; the prompt's length is the data's, unknown to a dry run
+ASSUMED_PROMPT = 2048
+
 if TYPE_CHECKING:
     from mbt_online.config import Config
     from mbt_online.training.staged import World
@@ -89,8 +92,9 @@ def train_lines(cfg: Config, world: World, staged: bool, run_dir: Path | None) -
     from mbt_online.training.staged import display, trainer_command
 
     if not staged:
+        grpo = ", then GRPO on samples drawn again" if cfg.train.grpo.enabled else ""
         return [
-            f"TRAIN runs in-process: one process beside the generator (runtime.mode="
+            f"TRAIN runs in-process{grpo}: one process beside the generator (runtime.mode="
             f"{_mode(cfg, staged)}; runtime.mode=staged launches it as a child)"
         ]
     job = (run_dir or cfg.run_dir()) / "round-1" / "train" / "job.json"
@@ -99,6 +103,21 @@ def train_lines(cfg: Config, world: World, staged: bool, run_dir: Path | None) -
         f"TRAIN runs staged: a child process per round, {r.num_processes} process(es) x "
         f"{r.num_machines} machine(s) = world {world.size}, launcher={r.launcher}; round 1's "
         "command:",
+        display(trainer_command(cfg, job, world)),
+        *_grpo_command(cfg, world, run_dir),
+    ]
+
+
+def _grpo_command(cfg: Config, world: World, run_dir: Path | None) -> list[str]:
+    """GRPO's own launch after TRAIN's, on the samples drawn again from TRAIN's model."""
+    from mbt_online.training.staged import display, trainer_command
+
+    if not cfg.train.grpo.enabled:
+        return []
+    job = (run_dir or cfg.run_dir()) / "round-1" / "grpo" / "job.json"
+    return [
+        "GRPO runs after TRAIN (the engine takes TRAIN's model and rolls out again first); "
+        "round 1's command:",
         display(trainer_command(cfg, job, world)),
     ]
 
@@ -116,6 +135,15 @@ def batch_lines(cfg: Config, world: int) -> list[str]:
                 f"{name} global batch: batch_size {step.batch_size} x grad_accum {accum} x "
                 f"{world} process{'es' if world > 1 else ''} = {step.batch_size * accum * world}"
             )
+    g, k = t.grpo, cfg.rollout.samples
+    if g.enabled:
+        per_device = g.per_device_train_batch_size or 4 * k
+        total = per_device * g.gradient_accumulation_steps * world
+        lines.append(
+            f"grpo global batch: {per_device} completions x grad_accum "
+            f"{g.gradient_accumulation_steps} x {world} process{'es' if world > 1 else ''} = "
+            f"{total} ({total // k} questions x rollout.samples {k})"
+        )
     return lines
 
 
@@ -144,9 +172,24 @@ def memory_lines(cfg: Config, world: int = 1, sharding: Sharding = "none") -> li
         sharding=sharding,
     )
     procs = f"{world} process{'es' if world > 1 else ''}, sharding {sharding}"
-    return [
+    lines = [
         f"memory per device (train.method={t.method}, {shape.params() / 1e9:.2f}B parameters, "
         f"{procs}, {tokens:,} tokens per micro batch): weights {e.weights / GB:.1f} GB, grads "
         f"{e.grads / GB:.1f} GB, AdamW {e.optimizer / GB:.1f} GB, activations "
         f"{e.activations / GB:.1f} GB, total {e.total / GB:.1f} GB (training/memory.py)"
     ]
+    if t.grpo.enabled:
+        # a GRPO micro batch: its completions, each its prompt plus up to rollout.max_tokens
+        per_device = t.grpo.per_device_train_batch_size or 4 * cfg.rollout.samples
+        row = min(cfg.student.max_model_len, cfg.rollout.max_tokens + ASSUMED_PROMPT)
+        g_tokens = per_device * row
+        kw = dict(method=t.method, lora_rank=t.lora.r, world_size=world, sharding=sharding)
+        g = estimate(shape, tokens=g_tokens, **kw)
+        ref = " + a reference copy for the KL term" if t.grpo.beta > 0 else ""
+        lines.append(
+            f"grpo memory per device ({per_device} completions x up to {row:,} tokens, a prompt of "
+            f"{ASSUMED_PROMPT:,} assumed = "
+            f"{g_tokens:,} tokens per micro batch): activations {g.activations / GB:.1f} GB, "
+            f"total {g.total / GB:.1f} GB{ref}"
+        )
+    return lines

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
+from mbt_online.config.grpo import GRPOConfig
 from mbt_online.config.section import Section
 from mbt_online.llm.endpoint import check_base_url
 
@@ -249,7 +250,7 @@ def grad_accum_for(step: SFTConfig | DPOConfig, world: int, key: str) -> int:
 
 
 class TrainConfig(Section):
-    """How each round's student is trained: SFT, then DPO."""
+    """How each round's student is trained: SFT, then DPO, then GRPO (off by default)."""
 
     method: Literal["lora", "full"] = Field(
         default="full", description="`full` fine-tuning or a `lora` adapter merged each round."
@@ -257,6 +258,9 @@ class TrainConfig(Section):
     lora: LoraConfig = Field(default=LoraConfig(), description="Adapter shape for method=lora.")
     sft: SFTConfig = Field(default=SFTConfig(), description="The SFT step.")
     dpo: DPOConfig = Field(default=DPOConfig(), description="The DPO step.")
+    grpo: GRPOConfig = Field(
+        default=GRPOConfig(), description="The GRPO step (reinforcement on the MBT rewards)."
+    )
     threads: int | None = Field(
         default=None,
         ge=1,

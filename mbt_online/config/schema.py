@@ -24,6 +24,9 @@ from mbt_online.config.serving import ServeConfig
 from mbt_online.rundir.names import check_safe_name
 from mbt_online.tasks.names import BENCHMARKS
 
+# the student samplers that report the sampled token ids and log-probs GRPO trains on
+GRPO_BACKENDS = ("vllm",)
+
 
 class RunConfig(Section):
     """What the run is called, its seed and where its directory goes."""
@@ -388,7 +391,26 @@ class Config(Section):
         world = self.runtime.num_processes * self.runtime.num_machines
         grad_accum_for(self.train.sft, world, "train.sft")  # raises when it does not divide
         grad_accum_for(self.train.dpo, world, "train.dpo")
+        self._check_grpo()
         return self
+
+    def _check_grpo(self) -> None:
+        """GRPO needs groups (several samples a question) drawn with noise, and a sampler that
+        reports what it drew."""
+        if not self.train.grpo.enabled:
+            return
+        if self.rollout.samples < 2:
+            raise ValueError(
+                "train.grpo needs rollout.samples >= 2: group-relative advantages compare a "
+                "question's samples with each other"
+            )
+        if self.rollout.temperature <= 0:
+            raise ValueError("train.grpo needs rollout.temperature > 0 (greedy samples are equal)")
+        if self.engine.backend not in GRPO_BACKENDS:
+            raise ValueError(
+                f"train.grpo: engine.backend={self.engine.backend} does not report the sampled "
+                f"token ids and log-probs yet; use one of {', '.join(GRPO_BACKENDS)}"
+            )
 
     def run_dir(self) -> Path:
         """The run's default directory: <run.runs_dir>/<run.name>."""

@@ -129,4 +129,5 @@ def engine_kwargs(
         chat_template=cfg.student.chat_template,
         tensor_parallel_size=cfg.engine.tensor_parallel_size,
         sleep_mode=lora is None and between_stages(cfg) == "sleep",
+        sample_logprobs=cfg.train.grpo.enabled,
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mbt_online.config import Config, SamplingConfig
-from mbt_online.contracts import Generator
+from mbt_online.contracts import Completion, Generator
 from mbt_online.prompts import student_messages
 from mbt_online.scoring.rows import score_rows
 from mbt_online.seeds import stage_seed
@@ -18,8 +19,10 @@ def generate_rows(
     cfg: Config,
     sampling: SamplingConfig,
     seed: int,
+    token_ids: bool = False,
 ) -> list[dict[str, Any]]:
-    """K samples per question from the current student, as raw generations."""
+    """K samples per question from the current student, as raw generations; with `token_ids`
+    (GRPO's samples), each row also keeps its prompt and completion token ids and log-probs."""
     messages = [
         student_messages(ex, metacognitive=cfg.student.use_metacognitive_prompt) for ex in examples
     ]
@@ -31,6 +34,7 @@ def generate_rows(
         top_k=sampling.top_k,
         max_tokens=sampling.max_tokens,
         seed=seed,
+        **({"logprobs": True} if token_ids else {}),
     )
     return [
         {
@@ -40,10 +44,23 @@ def generate_rows(
             "finish_reason": c.finish_reason,
             "tokens": c.completion_tokens,
             "prompt_tokens": c.prompt_tokens,
+            **(_sampled(c, messages[i]) if token_ids else {}),
         }
-        for ex, completions in zip(examples, outs, strict=True)
+        for i, (ex, completions) in enumerate(zip(examples, outs, strict=True))
         for k, c in enumerate(completions)
     ]
+
+
+def _sampled(c: Completion, chat: list[dict]) -> dict[str, Any]:
+    """What GRPO trains on exactly: the chat (its rows' prompt), the token ids and log-probs."""
+    if c.token_ids is None or c.logprobs is None or c.prompt_ids is None:
+        raise RuntimeError("the generator returned no token ids / log-probs for a GRPO sample")
+    return {
+        "prompt_ids": c.prompt_ids,
+        "completion_ids": c.token_ids,
+        "logprobs": c.logprobs,
+        "prompt": json.dumps(chat),
+    }
 
 
 def rollout_rows(

@@ -136,6 +136,7 @@ class Engine:
         chat_template: str = "model",
         tensor_parallel_size: int = 1,
         sleep_mode: bool = False,
+        sample_logprobs: bool = False,
     ) -> None:
         self.max_model_len = max_model_len
         self.chat_template = chat_template  # prompts.use_chat_template: the same as training's
@@ -156,6 +157,9 @@ class Engine:
             self._llm_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         if sleep_mode:  # `release("sleep")` needs it from the start (vLLM's cumem allocator)
             self._llm_kwargs["enable_sleep_mode"] = True
+        if sample_logprobs:  # GRPO: the log-probs the tokens were drawn with (after temperature
+            # and top-k / top-p), as TRL's own vLLM reports them for its importance sampling
+            self._llm_kwargs["logprobs_mode"] = "processed_logprobs"
         if not gpu:
             _set_cpu_env(kvcache_gib)
             from mbt_online.generation import (
@@ -333,6 +337,7 @@ class Engine:
         stop: list[str] | None = None,
         progress: bool = True,
         index_offset: int = 0,
+        logprobs: bool = False,
     ) -> list[list[Completion]]:
         """n completions per chat, in order. Temperature 0 is greedy. `index_offset` is the first
         chat's index in the whole batch (a data-parallel slice's start): seeds follow the index.
@@ -352,6 +357,9 @@ class Engine:
             self._sampling_params(n // copies, temperature, top_p, top_k, max_tokens, seed, i, stop)
             for i in range(index_offset, index_offset + len(prompts))
         ]
+        if logprobs:
+            for p in params:
+                p.logprobs = 0  # the sampled token's own log-probability only
         outputs = self._llm.generate(
             [{"prompt_token_ids": ids} for ids in prompts],
             params,
@@ -359,7 +367,8 @@ class Engine:
             lora_request=self._lora,
         )
         return [
-            _completions(out, len(ids)) * copies for out, ids in zip(outputs, prompts, strict=True)
+            _completions(out, ids, logprobs) * copies
+            for out, ids in zip(outputs, prompts, strict=True)
         ]
 
     def _sampling_params(self, n, temperature, top_p, top_k, max_tokens, seed, index, stop):
@@ -380,14 +389,28 @@ class Engine:
             raise RuntimeError("the engine is closed")
 
 
-def _completions(output: Any, prompt_tokens: int) -> list[Completion]:
+def _completions(output: Any, prompt: list[int], logprobs: bool = False) -> list[Completion]:
     ordered = sorted(output.outputs, key=lambda o: o.index)
     return [
         Completion(
             text=o.text,
             finish_reason=str(o.finish_reason),
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=len(prompt),
             completion_tokens=len(o.token_ids),
+            **(_sampled(o, prompt) if logprobs else {}),
         )
         for o in ordered
     ]
+
+
+def _sampled(output: Any, prompt: list[int]) -> dict[str, Any]:
+    """The prompt and completion token ids (the end-of-turn token included when the model
+    stopped on it) and each sampled token's log-probability, from vLLM's per-position dicts."""
+    ids = list(output.token_ids)
+    return {
+        "prompt_ids": list(prompt),
+        "token_ids": ids,
+        "logprobs": [
+            float(pos[tid].logprob) for pos, tid in zip(output.logprobs, ids, strict=True)
+        ],
+    }

@@ -51,33 +51,43 @@ def _json_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+TRAIN_STEPS = ("sft", "dpo", "grpo")  # TRL steps of a round, in the order they run
+
+
 def read_train_log(run_dir: Path, round_: int) -> list[dict[str, Any]]:
-    """The round's TRL log events, `{"stage": "sft"|"dpo", "step": n, <TRL keys>}` per line.
+    """The round's TRL log events, `{"stage": "sft"|"dpo"|"grpo", "step": n, <TRL keys>}` per
+    line: TRAIN's, then the GRPO stage's (its own folder, after TRAIN's rollout again).
 
     A torn last line (a kill while writing) is skipped; the file is rewritten by a resumed TRAIN.
     """
-    path = stage_dir(run_dir, round_, "train") / LOG_HISTORY
-    if not path.exists():
-        return []
+    rows = []
+    for folder in ("train", "grpo"):
+        path = stage_dir(run_dir, round_, folder) / LOG_HISTORY
+        if path.exists():
+            rows += _log_lines(path)
+    return rows
+
+
+def _log_lines(path: Path) -> list[dict[str, Any]]:
     rows = []
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and row.get("stage") in ("sft", "dpo"):
+        if isinstance(row, dict) and row.get("stage") in TRAIN_STEPS:
             rows.append(row)
     return rows
 
 
 def global_steps(run_dir: Path, rounds: Sequence[int]) -> list[dict[str, Any]]:
     """Every TRL log event of the given rounds with `global_step`: one counter over the whole run,
-    SFT then DPO within a round, so rounds and stages lie side by side on one axis."""
+    SFT, DPO then GRPO within a round, so rounds and stages lie side by side on one axis."""
     out: list[dict[str, Any]] = []
     offset = 0
     for r in rounds:
         rows = read_train_log(run_dir, r)
-        for stage in ("sft", "dpo"):
+        for stage in TRAIN_STEPS:
             by_step: dict[int, dict[str, Any]] = {}  # TRL's end-of-stage summary shares a step
             for x in rows:
                 if x["stage"] == stage:

@@ -26,7 +26,7 @@ from mbt_online.rundir.atomic import create_text_exclusive, write_json_atomic
 
 STATE_FILE = "state.json"
 # the stages a round marks done, in order (`loop.Session`)
-STAGES = ("rollout", "score", "teach", "build", "train", "eval")
+STAGES = ("rollout", "score", "teach", "build", "train", "grpo_rollout", "grpo", "eval")
 # format 1 (no "format" key): model paths relative to the working directory of the first start;
 # format 2: relative to the run directory
 FORMAT = 2

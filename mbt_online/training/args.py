@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from trl import DPOConfig as TrlDPOConfig
+from trl import GRPOConfig as TrlGRPOConfig
 from trl import SFTConfig as TrlSFTConfig
 
 from mbt_online.config import ConfigError, LoraConfig, TrainConfig
@@ -67,6 +68,67 @@ def dpo_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) ->
     )
 
 
+def grpo_args(
+    cfg: TrainConfig,
+    seed: int,
+    output_dir: str | Path,
+    bf16: bool,
+    num_generations: int,
+    max_completion_length: int,
+    temperature: float,
+    questions: int | None = None,
+) -> TrlGRPOConfig:
+    """TRL's GRPO arguments from `train.grpo` and the round's sampling: the trainer's log-probs
+    are taken at the engine's temperature, over completions as long as the engine's cap. With
+    `questions` (the groups kept this round), the batch is fitted to them (`whole_groups`)."""
+    g = cfg.grpo
+    per_device = g.per_device_train_batch_size or 4 * num_generations
+    accum = g.gradient_accumulation_steps
+    if per_device * accum % num_generations:
+        raise ConfigError(
+            f"train.grpo.per_device_train_batch_size x gradient_accumulation_steps ({per_device} x "
+            f"{accum}) must be a multiple of rollout.samples ({num_generations}): TRL draws "
+            "whole groups for each optimizer step"
+        )
+    if questions:
+        per_device, accum = whole_groups(questions, per_device, accum, num_generations)
+    return TrlGRPOConfig(
+        **common_args(cfg, output_dir, seed, bf16),
+        learning_rate=g.learning_rate,
+        num_train_epochs=g.num_train_epochs,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accum,
+        max_grad_norm=g.max_grad_norm,
+        num_generations=num_generations,
+        max_completion_length=max_completion_length,
+        temperature=temperature,
+        loss_type=g.loss_type,
+        beta=g.beta,
+        epsilon=g.epsilon,
+        epsilon_high=g.epsilon_high,
+        scale_rewards=g.scale_rewards,
+        num_iterations=g.num_iterations,
+        mask_truncated_completions=g.mask_truncated_completions,
+        vllm_importance_sampling_mode=g.importance_sampling_mode,
+        vllm_importance_sampling_clip_max=g.importance_sampling_clip_max,
+        use_vllm=False,  # the samples come from the round's engine (`training.grpo`)
+        log_completions=False,
+        shuffle_dataset=True,
+    )
+
+
+def whole_groups(questions: int, per_device: int, accum: int, k: int) -> tuple[int, int]:
+    """A batch that trains every kept question: TRL's sampler deals whole optimizer steps of
+    `per_device x accum / k` questions and drops a last, incomplete one (and trains nothing when
+    fewer questions are kept than one step takes). When the step does not divide the questions,
+    one micro batch per step of the largest divisor of `questions` that fits is used instead."""
+    per_step = per_device * accum // k
+    if questions % per_step == 0:
+        return per_device, accum
+    fits = max(d for d in range(1, min(per_step, questions) + 1) if questions % d == 0)
+    return fits * k, 1
+
+
 def dpo_loss(sft_weight: float) -> dict[str, Any]:
     """TRL's loss settings: plain DPO, or DPO plus NLL on the chosen trace (RPO) when weighted."""
     if sft_weight <= 0:
@@ -75,8 +137,8 @@ def dpo_loss(sft_weight: float) -> dict[str, Any]:
 
 
 def common_args(cfg: TrainConfig, output_dir: str | Path, seed: int, bf16: bool) -> dict[str, Any]:
-    """Arguments shared by SFT and DPO: no reporting, a log line per step, checkpoints only with
-    `train.save_steps`, and the platform's defaults where the config leaves them null."""
+    """Arguments shared by SFT, DPO and GRPO: no reporting, a log line per step, checkpoints only
+    with `train.save_steps`, and the platform's defaults where the config leaves them null."""
     cuda = torch.cuda.is_available()
     checkpointing = cuda if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
     args: dict[str, Any] = {

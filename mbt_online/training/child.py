@@ -37,7 +37,7 @@ def load_job(job_file: Path) -> tuple[Config, TrainJob]:
     cfg = load_config(Path(spec["run_dir"]) / "config.yaml")
 
     def rows(key: str) -> object:
-        if spec[key] is None:
+        if spec.get(key) is None:  # a job file written before GRPO existed has no "grpo"
             return []
         data = load_dataset_dir(Path(spec[key]))
         if len(data) != spec[f"{key}_rows"]:
@@ -53,6 +53,7 @@ def load_job(job_file: Path) -> tuple[Config, TrainJob]:
         out_dir=Path(spec["out_dir"]),
         seed=int(spec["seed"]),
         reference=spec["reference"],
+        grpo=rows("grpo"),  # type: ignore[arg-type]
     )
     return cfg, job
 

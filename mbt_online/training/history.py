@@ -123,3 +123,27 @@ def dpo_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
         "train/dpo_reward_chosen": _mean(steps, "rewards/chosen"),
         "train/dpo_reward_rejected": _mean(steps, "rewards/rejected"),
     }
+
+
+def grpo_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
+    """GRPO's round summary from TRL's per-step log: the reward at the first and last step (it
+    should rise), its spread, KL (with a reference), entropy, clipped and truncated shares, and
+    each reward component's mean (TRL logs `rewards/<component>/mean` per step)."""
+    steps = step_logs(history)
+    out = {
+        "train/grpo_loss_first": float(steps[0]["loss"]),
+        "train/grpo_loss_last": float(steps[-1]["loss"]),
+        "train/grpo_reward_first": _mean(steps[:1], "reward"),
+        "train/grpo_reward_last": _mean(steps[-1:], "reward"),
+        "train/grpo_reward": _mean(steps, "reward"),
+        "train/grpo_reward_std": _mean(steps, "reward_std"),
+        "train/grpo_kl": _mean(steps, "kl"),
+        "train/grpo_entropy": _mean(steps, "entropy"),
+        "train/grpo_clip_ratio": _mean(steps, "clip_ratio/region_mean"),
+        "train/grpo_truncated_share": _mean(steps, "completions/clipped_ratio"),
+        "train/grpo_mean_length": _mean(steps, "completions/mean_length"),
+    }
+    names = sorted({k.split("/")[1] for h in steps for k in h if k.startswith("rewards/")})
+    for name in names:
+        out[f"train/grpo_reward_{name}"] = _mean(steps, f"rewards/{name}/mean")
+    return out

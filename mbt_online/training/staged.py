@@ -192,9 +192,15 @@ def make_trainer(cfg: Config, run_dir: Path) -> Trainer:
 
 def inproc_trainer(cfg: Config) -> Trainer:
     """TRL in the calling process: the loop's trainer in inproc mode, and the child's body."""
+    from mbt_online.training.grpo import grpo_sampling
     from mbt_online.training.trainer import TrlTrainer  # torch and TRL: only where training runs
 
-    return TrlTrainer(cfg.train, bf16=train_bf16(cfg), chat_template=cfg.student.chat_template)
+    return TrlTrainer(
+        cfg.train,
+        bf16=train_bf16(cfg),
+        chat_template=cfg.student.chat_template,
+        grpo=grpo_sampling(cfg),
+    )
 
 
 def train_bf16(cfg: Config) -> bool:
@@ -251,16 +257,17 @@ class StagedTrainer:
 
 
 def job_spec(job: TrainJob, run_dir: Path) -> dict:
-    """The job file's content. The rows are not copied: they are BUILD's datasets already on disk
-    beside the train folder (round-<r>/build/{sft,dpo}), checked against the job's row counts."""
+    """The job file's content. The rows are not copied: they are datasets already on disk, BUILD's
+    beside the train folder (round-<r>/build/{sft,dpo}) and the GRPO stage's samples in its own
+    folder (round-<r>/grpo/samples), checked against the job's row counts."""
     out = Path(job.out_dir).absolute()
     build = out.parent / "build"
 
-    def data(name: str, rows: object) -> str | None:
+    def data(name: str, rows: object, folder: Path | None = None) -> str | None:
         n = len(rows)  # type: ignore[arg-type]
         if not n:
             return None
-        path = build / name
+        path = (folder or build) / name
         if not path.is_dir():
             raise FileNotFoundError(f"staged TRAIN reads BUILD's {path}, which does not exist")
         return str(path)
@@ -273,8 +280,10 @@ def job_spec(job: TrainJob, run_dir: Path) -> dict:
         "seed": job.seed,
         "sft": data("sft", job.sft),
         "dpo": data("dpo", job.pairs),
+        "grpo": data("samples", job.grpo, out),
         "sft_rows": len(job.sft),
         "dpo_rows": len(job.pairs),
+        "grpo_rows": len(job.grpo),
     }
 
 

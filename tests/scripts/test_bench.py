@@ -61,6 +61,17 @@ TRAIN_KEYS = (
     "dpo_compact_head_speedup",
     "train_overhead",
 )
+GRPO_KEYS = (
+    "project_rollout_s",
+    "project_train_s",
+    "project_seconds",
+    "project_engine_start_s",
+    "trl_generate_s",
+    "trl_train_s",
+    "trl_seconds",
+    "speedup",
+    "speedup_with_engine_start",
+)
 HANDOFF_KEYS = (
     "reload_s",
     "lora_swap_s",
@@ -246,6 +257,49 @@ def test_perf_section_names_each_quickstart_run_and_its_misses():
     assert "missed: memory |" in perf.render([summary])
 
 
+def _grpo(model: str, project_s: float, trl_s: float) -> dict:
+    return {
+        "bench": "grpo",
+        "model": model,
+        "dtype": "float32",
+        "nproc": 2,
+        "load_1min": 0.5,
+        "contended": False,
+        "threads": 2,
+        "questions": 32,
+        "samples": 3,
+        "max_tokens": 256,
+        "project_engine_start_s": 9.0,
+        "project_rollout_s": project_s - 6.0,
+        "project_score_s": 0.05,
+        "project_train_s": 5.95,
+        "project_seconds": project_s,
+        "project_steps": 8,
+        "project_train_rows": 96,
+        "project_dropped_groups": 5,
+        "project_trained_groups": "all",
+        "project_generated_tokens": 12000,
+        "trl_seconds": trl_s,
+        "trl_generate_s": trl_s - 8.0,
+        "trl_steps": 8,
+        "trl_train_rows": 96,
+        "trl_generated_tokens": 11000,
+        "speedup": trl_s / project_s,
+        "speedup_with_engine_start": trl_s / (project_s + 9.0),
+    }
+
+
+def test_perf_section_shows_the_grpo_table_only_once_a_line_exists():
+    """The GRPO table is newer than docs/performance.md's text: no line, no table (so `--check`
+    passes before its first run); with lines, the newest per model."""
+    assert "bench_grpo.py" not in perf.render([_handoff("quickstart", 0.4)])
+    section = perf.render([_grpo("quickstart", 20.0, 50.0), _grpo("quickstart", 10.0, 40.0)])
+    rows = [r for r in section.splitlines() if r.startswith("| quickstart (float32) | 32 x 3")]
+    assert len(rows) == 1
+    assert "| 4.0 + 0.05 + 6.0 = 10.0 s (9.0 s) | 40.0 s (32.0 s) | 4.00x (2.11x) |" in rows[0]
+    assert "| 8 / 8, 96 / 96 (5 of 32; all) | 12,000 / 11,000 |" in rows[0]
+
+
 def test_perf_section_replaces_only_what_lies_between_the_markers():
     text = f"# T\nbefore\n{perf.BEGIN}\nold table\n{perf.END}\nafter\n"
     out = perf.replace_section(text, "new table")
@@ -308,3 +362,29 @@ def test_bench_handoff_ci(tmp_path):
     assert result["lora_kernel_speedup"] == pytest.approx(
         result["lora_swap_vllm_kernels_s"] / result["lora_swap_s"], rel=2e-2
     )
+
+
+@pytest.mark.slow
+def test_bench_grpo_ci(tmp_path):
+    """One GRPO round on the engine against TRL sampling for itself, tiny: both timed, the ratio
+    theirs, the same optimizer steps over the same questions and prompt tokens."""
+    result = _run_script("bench_grpo.py", tmp_path)
+    _positive_finite(result, GRPO_KEYS)
+    assert (result["questions"], result["samples"], result["max_tokens"]) == (4, 2, 16)
+    # the JSON line rounds to 4 decimals: sub-second tiny timings carry some rounding
+    assert result["speedup"] == pytest.approx(
+        result["trl_seconds"] / result["project_seconds"], rel=2e-2
+    )
+    assert result["project_seconds"] == pytest.approx(
+        result["project_rollout_s"] + result["project_score_s"] + result["project_train_s"],
+        abs=5e-4,
+    )
+    assert result["steps_match"] is True and result["project_steps"] == result["trl_steps"] >= 1
+    per_step = result["per_device_train_batch_size"] // result["samples"]
+    assert result["trl_steps"] == result["questions"] // per_step
+    assert result["project_train_rows"] == result["trl_train_rows"] == result["trl_completions"]
+    assert result["project_completions"] == result["questions"] * result["samples"]
+    assert result["project_trained_groups"] == "all"
+    assert 0 <= result["project_dropped_groups"] <= result["questions"]
+    assert result["same_prompt_ids"] is True
+    assert result["project_generated_tokens"] > 0 and result["trl_generated_tokens"] > 0

@@ -72,7 +72,7 @@ class FakeGenerator:
         self.state = "live"  # "asleep" after release("sleep"), "closed" after close or stop
         calls.append(("start", model_name(model_dir)))
 
-    def generate(self, messages, *, n, temperature, top_p, top_k, max_tokens, seed):
+    def generate(self, messages, *, n, temperature, top_p, top_k, max_tokens, seed, logprobs=False):
         if self.state != "live":  # a real engine would wake itself; the loop must hand off first
             raise RuntimeError(f"generate on a generator that is {self.state}")
         self.generated += 1
@@ -80,9 +80,17 @@ class FakeGenerator:
             raise Killed("generate")
         self.calls.append(("generate", model_name(self.model), seed, len(messages), n))
         return [
-            [self._completion(chat, seed, i, k) for k in range(n)]
+            [self._sampled(self._completion(chat, seed, i, k), logprobs) for k in range(n)]
             for i, chat in enumerate(messages)
         ]
+
+    @staticmethod
+    def _sampled(c: Completion, logprobs: bool) -> Completion:
+        """With `logprobs` (GRPO's samples), token ids and log-probs as an engine reports them."""
+        if logprobs:
+            n = c.completion_tokens
+            c.prompt_ids, c.token_ids, c.logprobs = [1] * 5, [2] * n, [-0.5] * n
+        return c
 
     def _completion(self, chat: list[dict], seed: int, i: int, k: int) -> Completion:
         prompt = chat[-1]["content"]
@@ -144,6 +152,10 @@ class FakeTrainer:
         model.mkdir(parents=True, exist_ok=True)  # a half-written folder is what a kill leaves
         if self.fail:
             raise Killed("train")
+        if len(job.grpo):
+            self.calls.append(("grpo", model_name(job.start_model), len(job.grpo)))
+            metrics = {"train/grpo_loss": 0.1, "train/grpo_seconds": 0.5}
+            return Trained(str(model), (job.start_model, str(job.out_dir / "adapter")), metrics)
         self.calls.append(
             ("train", model_name(job.start_model), job.seed, len(job.sft), len(job.pairs))
         )
@@ -211,6 +223,11 @@ def artifacts(run_dir: Path) -> dict[str, object]:
             out[key] = [load_rows(path / "sft"), load_rows(path / "dpo")]
         elif path.name == "train":
             out[key] = json.loads((path / "train_metrics.json").read_text())
+        elif path.name == "grpo":
+            out[key] = [
+                json.loads((path / "grpo_metrics.json").read_text()),
+                load_rows(path / "samples"),
+            ]
         else:
             out[key] = load_rows(path)
     state = json.loads((run_dir / "state.json").read_text())

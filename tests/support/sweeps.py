@@ -21,6 +21,10 @@ PAPER_NAMES = [
     "mbt-s_dpo",
     "mbt-r_no-dpo",
     "mbt-r_dpo",
+    "grpo",
+    "self-distill-grpo",
+    "mbt-s-grpo",
+    "mbt-r-grpo",
 ]
 
 

@@ -511,3 +511,62 @@ def test_a_child_ended_by_a_stop_request_preempts_the_run(tmp_path, caplog):
     assert e.value.signal_name == "SIGUSR1"
     assert "asked the TRAIN child to stop" in caplog.text
     assert not (out / "STOP").exists()  # a resumed stage starts without it
+
+
+# ---------------------------------------------------------------------------------------------
+# GRPO: its own job, after TRAIN's
+
+
+def test_a_grpo_job_names_its_samples_and_the_child_reads_them_back(tmp_path):
+    from mbt_online.config import dump_config
+    from mbt_online.contracts import TrainJob
+    from mbt_online.rundir import load_dataset_dir, save_rows
+    from mbt_online.training.child import load_job
+    from mbt_online.training.staged import job_spec
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dump_config(load_config(None, ["train.grpo.enabled=true"]), run_dir / "config.yaml")
+    out = run_dir / "round-1" / "grpo"
+    save_rows(
+        [{"example_id": "q", "sample": k, "completion_ids": [1, 2, k]} for k in range(2)],
+        out / "samples",
+    )
+    job = TrainJob("m", [], [], out, 3, grpo=load_dataset_dir(out / "samples"))
+    spec = job_spec(job, run_dir)
+    assert spec["grpo"] == str((out / "samples").absolute()) and spec["grpo_rows"] == 2
+    assert spec["sft"] is None and spec["dpo"] is None
+    (out / "job.json").write_text(json.dumps(spec))
+    cfg, back = load_job(out / "job.json")
+    assert cfg.train.grpo.enabled and back.out_dir == out.absolute()
+    assert [r["completion_ids"] for r in back.grpo] == [[1, 2, 0], [1, 2, 1]]
+
+
+def test_dry_run_prints_the_grpo_steps_command_and_memory():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mbt_online",
+            "train",
+            "-c",
+            "gpu/qwen3-1.7b",
+            "train.grpo.enabled=true",
+            "runtime.mode=staged",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=True,
+    ).stdout
+    lines = [line for line in out.splitlines() if line.startswith("# ")]
+    grpo = next(i for i, line in enumerate(lines) if line.startswith("# GRPO runs after TRAIN"))
+    assert lines[grpo + 1].endswith(
+        "-m mbt_online.training.child runs/qwen3-1.7b/round-1/grpo/job.json"
+    )
+    assert any(
+        line.startswith("# grpo global batch: 2 completions x grad_accum 16 x 1 process = 32")
+        for line in lines
+    )
+    assert any(line.startswith("# grpo memory per device (2 completions") for line in lines)

@@ -31,9 +31,9 @@ from mbt_online.training.trainer import (
     SCRATCH,
     STAGE_HISTORY,
     ProgressLog,
-    _load_reference,
     dpo_dataset,
     dpo_trainer,
+    load_reference,
     sft_dataset,
     sft_trainer,
     train_dpo,
@@ -159,9 +159,9 @@ def test_bf16_is_opt_in_and_threads_are_restored() -> None:
     # leaves torch.set_num_threads a no-op process-wide
     check = (
         "import torch\n"
-        "from mbt_online.training.trainer import _torch_threads\n"
+        "from mbt_online.training.steps import torch_threads\n"
         "torch.set_num_threads(2)\n"
-        "with _torch_threads(1):\n"
+        "with torch_threads(1):\n"
         "    assert torch.get_num_threads() == 1\n"
         "assert torch.get_num_threads() == 2\n"
         "print('restored')\n"
@@ -174,10 +174,10 @@ def test_reference_policy(tiny_model_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.symlink_to(tiny_model_dir)  # same folder under another name still counts as "same"
     # LoRA against its own starting point: no copy, TRL disables the adapter instead.
-    assert _load_reference(tiny_model_dir, None, lora=True, bf16=False) is None
-    assert _load_reference(tiny_model_dir, other, lora=True, bf16=False) is None
+    assert load_reference(tiny_model_dir, None, lora=True, bf16=False) is None
+    assert load_reference(tiny_model_dir, other, lora=True, bf16=False) is None
     # Full FT always needs a frozen copy; bf16 training keeps the forward-only copy in bf16.
-    ref = _load_reference(tiny_model_dir, None, lora=False, bf16=True)
+    ref = load_reference(tiny_model_dir, None, lora=False, bf16=True)
     assert ref is not None and ref.dtype == torch.bfloat16 and not ref.training
 
 
@@ -476,14 +476,14 @@ def test_gpu_knobs_reach_the_trainer_arguments() -> None:
 
 
 def test_attn_implementation_is_passed_to_the_model(tiny_model_dir: Path) -> None:
-    from mbt_online.training.trainer import _load_policy
+    from mbt_online.training.steps import load_policy
 
     assert (
-        _load_policy(tiny_model_dir, attn_implementation="eager")[0].config._attn_implementation
+        load_policy(tiny_model_dir, attn_implementation="eager")[0].config._attn_implementation
         == "eager"
     )
     assert (
-        _load_policy(tiny_model_dir, attn_implementation="sdpa")[0].config._attn_implementation
+        load_policy(tiny_model_dir, attn_implementation="sdpa")[0].config._attn_implementation
         == "sdpa"
     )
 
