@@ -503,18 +503,7 @@ class Session:
             seed=stage_seed(cfg.run.seed, r, "train"),
             reference=self.initial if cfg.train.dpo.reference == "initial" else None,
         )
-        self.release_engine()
-        trained = self.drivers.make_trainer().train(job)
-        metrics.update(trained.metrics)
-        self.adapter = trained.adapter
-        # wall-clock numbers belong under timing/: everything else must replay exactly on resume
-        for key in [k for k in metrics if k.endswith("_seconds")]:
-            metrics[f"timing/{key.split('/')[-1].removesuffix('_seconds')}"] = metrics.pop(key)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(metrics_file, metrics)
-        self.state.models[str(r)] = trained.model
-        self.state.mark(r, "train")
-        return metrics
+        return self.run_trainer(r, "train", job, metrics)
 
     def train_grpo(self, r: int, model: str, samples: list[dict]) -> dict[str, float]:
         """GRPO from TRAIN's model on the stage's samples (RL rewards, all-equal groups dropped);
@@ -522,40 +511,39 @@ class Session:
         from mbt_online.scoring.rl_reward import grpo_samples
 
         cfg, out = self.cfg, stage_dir(self.run_dir, r, "grpo")
-        metrics_file = out / "grpo_metrics.json"
         if self.state.done(r, "grpo"):
-            return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+            path = out / "grpo_metrics.json"
+            return json.loads(path.read_text()) if path.exists() else {}
         preemption.check(f"round {r} grpo")
         g = cfg.train.grpo
         rows, metrics = grpo_samples(samples, cfg.rollout.max_tokens, cfg.reward.weights, g.reward)
         save_rows(rows, out / "samples")
-        log.info(
-            "round %d: GRPO on %d samples (%d of %d groups dropped: all rewards equal)",
-            r,
-            len(rows),
-            metrics["train/grpo_dropped_groups"],
-            metrics["train/grpo_groups"],
-        )
-        job = TrainJob(
-            start_model=model,
-            sft=[],
-            pairs=[],
-            out_dir=out,
-            seed=stage_seed(cfg.run.seed, r, "grpo"),
-            grpo=load_dataset_dir(out / "samples"),
-        )
+        dropped, groups = metrics["train/grpo_dropped_groups"], metrics["train/grpo_groups"]
+        log.info("round %d: GRPO on %d samples (%d of %d groups dropped: all rewards equal)",
+                 r, len(rows), dropped, groups)  # fmt: skip
+        seed, grpo = stage_seed(cfg.run.seed, r, "grpo"), load_dataset_dir(out / "samples")
+        job = TrainJob(start_model=model, sft=[], pairs=[], out_dir=out, seed=seed, grpo=grpo)
+        return self.run_trainer(r, "grpo", job, metrics)
+
+    def run_trainer(
+        self, r: int, stage: str, job: TrainJob, metrics: dict[str, float]
+    ) -> dict[str, float]:
+        """TRAIN's and GRPO's common end: the engine gives its devices back, the job trains, the
+        stage's metrics are written (wall-clock numbers under timing/: everything else must
+        replay exactly on resume) and the round's model recorded as the stage is marked done."""
         self.release_engine()
         trained = self.drivers.make_trainer().train(job)
         for key, value in trained.metrics.items():
             if key.endswith("_seconds"):
-                metrics[f"timing/{key.split('/')[-1].removesuffix('_seconds')}_fit"] = value
-            elif key == "train/peak_memory_gib":
-                metrics["train/peak_memory_grpo_gib"] = value
-            else:
-                metrics[key] = value
-        if trained.adapter:
+                key = f"timing/{key.split('/')[-1].removesuffix('_seconds')}"
+                key += "_fit" if key == f"timing/{stage}" else ""
+            elif key == "train/peak_memory_gib" and stage != "train":
+                key = f"train/peak_memory_{stage}_gib"
+            metrics[key] = value
+        if stage == "train" or trained.adapter:
             self.adapter = trained.adapter
-        write_json_atomic(metrics_file, metrics)
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(job.out_dir / f"{stage}_metrics.json", metrics)
         self.state.models[str(r)] = trained.model
-        self.state.mark(r, "grpo")
+        self.state.mark(r, stage)
         return metrics

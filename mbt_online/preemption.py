@@ -20,7 +20,7 @@ from types import FrameType
 log = logging.getLogger("mbt_online")
 
 # The exit status of a run stopped on request (the sweep's batch script requeues on it; 2 is a
-# config error, 1 a crash).
+# usage or config error, 1 a failed stage, an outage or a crash: `cli.common.EXIT_CODES`).
 PREEMPTED_EXIT = 3
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 

@@ -73,6 +73,7 @@ EOF
 
 start_munge() {
   if pgrep -x munged >/dev/null; then return; fi
+  touch "$DIR/munged.ours"  # started here: `down` stops it again
   if [ ! -s /etc/munge/munge.key ]; then
     mkdir -p /etc/munge
     dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null
@@ -126,7 +127,13 @@ down() {
       rm -f "$pid_file"
     fi
   done
-  echo "stopped the SLURM daemons of $DIR (munged keeps running)"
+  if [ -f "$DIR/munged.ours" ]; then
+    pkill -x munged 2>/dev/null || true
+    rm -f "$DIR/munged.ours"
+    echo "stopped the SLURM daemons of $DIR and the munged it started"
+  else
+    echo "stopped the SLURM daemons of $DIR (munged was running before: left running)"
+  fi
 }
 
 case "${1:-}" in

@@ -201,6 +201,7 @@ def test_grpo_rolls_out_again_from_trains_model_and_learns_on_those_samples(tmp_
     for r in range(1, ROUNDS + 1):
         train_call, grpo_call = trains[2 * r - 2], trains[2 * r - 1]
         # GRPO starts from TRAIN's model; its samples were drawn from that model after a handoff
+        assert train_call[1] == (STUDENT if r == 1 else f"round-{r - 1}/grpo/model")
         assert grpo_call[1] == f"round-{r}/train/model"
         assert ("generate", f"round-{r}/train/model") in [c[:2] for c in fakes.of("generate")]
         samples = loop.load_rows(run_dir / f"round-{r}" / "grpo_rollout")

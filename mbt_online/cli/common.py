@@ -4,7 +4,7 @@ library-to-flag error wording."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,10 +12,23 @@ from rich.table import Table
 
 from mbt_online.config import ConfigError
 from mbt_online.config.docs import sections_help
+from mbt_online.preemption import PREEMPTED_EXIT
 from mbt_online.tasks.names import BENCHMARKS
+
+# What every command's exit status means (docs/development.md, "Exit codes"): a script or a batch
+# system tells a mistake to fix (2) from a failure to retry (1) and a stop to requeue (3).
+FAILED_EXIT = 1  # a stage failed or an endpoint was out: nothing of it committed, resume later
+USAGE_EXIT = 2  # the command line or the config is wrong: nothing was done; fix and run again
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 a stage failed or an endpoint was out (nothing of that stage was "
+    "committed: resume it when the cause is fixed); 2 a usage or config error (nothing was done); "
+    f"{PREEMPTED_EXIT} preempted (stopped at a safe point on SIGUSR1 / SIGTERM: resume or "
+    "requeue)."
+)
 
 app = typer.Typer(
     help="Online Metacognitive Behavioral Tuning: roll out, score, teach, SFT, DPO, repeat.",
+    epilog=EXIT_CODES,
     no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -27,11 +40,35 @@ DATASET_HELP = f"Benchmark layout: {', '.join(BENCHMARKS[:-1])} or {BENCHMARKS[-
 PATH_HELP = "`pkg://samples/<benchmark>/<file>` names a dev sample shipped with the package."
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = USAGE_EXIT) -> None:
     """The error on one line: hard breaks at the console's width split the paths it names, so
-    a log or a pipe could neither copy nor grep them (the terminal wraps it for display)."""
+    a log or a pipe could neither copy nor grep them (the terminal wraps it for display). Exits
+    `code`: a usage or config error unless the caller says a stage failed (`FAILED_EXIT`)."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mbt_online.rundir.integrity import PACKAGE, package_version
+
+        print(f"{PACKAGE} {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed mbt-online version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Online Metacognitive Behavioral Tuning: roll out, score, teach, SFT, DPO, repeat."""
 
 
 TRAIN_EPILOG = (

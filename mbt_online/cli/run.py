@@ -9,6 +9,8 @@ import typer
 
 from mbt_online.cli.common import (
     CONFIG_HELP,
+    EXIT_CODES,
+    FAILED_EXIT,
     TRAIN_EPILOG,
     app,
     console,
@@ -20,7 +22,7 @@ from mbt_online.cli.common import (
 from mbt_online.config import ConfigError, config_yaml, load_config, resolve_config
 
 
-@app.command(epilog=TRAIN_EPILOG)
+@app.command(epilog=f"{TRAIN_EPILOG}\n\n{EXIT_CODES}")
 def train(
     overrides: Annotated[
         list[str] | None,
@@ -84,7 +86,7 @@ def train(
     except ConfigError as e:
         fail(flag_wording(e))
     except StageFailed as e:  # an endpoint outage or a failed TRAIN child: nothing committed
-        fail(f"{e}\n{e.resume_hint()}")
+        fail(f"{e}\n{e.resume_hint()}", FAILED_EXIT)
     print_round_table(out)
 
 

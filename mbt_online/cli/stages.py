@@ -12,6 +12,7 @@ from rich.table import Table
 
 from mbt_online.cli.common import (
     DATASET_HELP,
+    FAILED_EXIT,
     PATH_HELP,
     app,
     console,
@@ -232,7 +233,10 @@ def judge(
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e))
     except StageFailed as e:
-        fail(f"{e}\nNothing was written; run the same command again when the endpoint is back.")
+        fail(
+            f"{e}\nNothing was written; run the same command again when the endpoint is back.",
+            FAILED_EXIT,
+        )
     if as_json:
         print(json.dumps(metrics, sort_keys=True))
     else:

@@ -7,11 +7,18 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
-from mbt_online.cli.common import CONFIG_HELP, app, console, console_logging, err, fail
+from mbt_online.cli.common import (
+    CONFIG_HELP,
+    FAILED_EXIT,
+    app,
+    console,
+    console_logging,
+    err,
+    fail,
+)
 from mbt_online.config import ConfigError, resolve_config
 
 
@@ -19,7 +26,7 @@ class _SweepGroup(TyperGroup):
     """`sweep FILE [overrides]` runs a sweep (the `run` command), while `sweep status DIR` is a
     subcommand: a first token that names no subcommand goes to `run`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
@@ -67,6 +74,7 @@ def sweep(
     """Run an ablation sweep: each member one after another, skipping finished runs (the default
     command: `mbt-online sweep FILE` is `mbt-online sweep run FILE`)."""
     from mbt_online import preemption
+    from mbt_online.contracts import StageFailed
     from mbt_online.sweeps.local import run_sweep
     from mbt_online.sweeps.spec import dump_members, expand
 
@@ -89,6 +97,8 @@ def sweep(
         raise typer.Exit(preemption.PREEMPTED_EXIT) from None
     except ConfigError as e:
         fail(str(e))
+    except StageFailed as e:  # a member's stage: rerunning the sweep resumes that member
+        fail(f"{e}\nRun the same sweep command again to resume it.", FAILED_EXIT)
     console.print(f"{'SLURM submit script' if emit else 'sweep directory'}: {out}")
     if not emit:
         console.print(f"report: mbt-online report {out} --out {out / 'report.html'}")
@@ -138,6 +148,7 @@ def sweep_member(
     finished, resumed when cut, refused when its stored config differs; exit 3 when preempted."""
     from mbt_online import preemption
     from mbt_online.config import load_config
+    from mbt_online.contracts import StageFailed
     from mbt_online.sweeps.local import run_member
 
     console_logging()
@@ -150,6 +161,8 @@ def sweep_member(
         raise typer.Exit(preemption.PREEMPTED_EXIT) from None
     except ConfigError as e:
         fail(str(e))
+    except StageFailed as e:
+        fail(f"{e}\n{e.resume_hint()}", FAILED_EXIT)
 
 
 @app.command()

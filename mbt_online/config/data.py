@@ -42,6 +42,14 @@ class DataSplit(Section):
         default="validation",
         description="The hub data set's split to read (the benchmarks' dev sets: `validation`).",
     )
+    aliases_path: str | None = Field(
+        default=None,
+        description="Only for dataset=2wikimultihopqa: the official `id_aliases.json` (JSON "
+        "lines of Q_id, aliases, demonyms), whose aliases and demonyms of each row's `answer_id` "
+        "count as the answer in every score (EM, F1, cover, the reward), as the official "
+        "evaluation script scores. null = the `id_aliases.json` beside `path` when there is "
+        "one, else the answer alone.",
+    )
     limit: int | None = Field(
         default=None, ge=1, description="Use at most this many questions; null = all."
     )
@@ -67,6 +75,15 @@ class DataSplit(Section):
         description="Only for dataset=world: which generated world the questions come from; "
         "train and eval use different worlds.",
     )
+
+    @model_validator(mode="after")
+    def _check_aliases(self) -> DataSplit:
+        if self.aliases_path is not None and self.dataset != "2wikimultihopqa":
+            raise ValueError(
+                f"aliases_path: only dataset=2wikimultihopqa reads an alias file "
+                f"(dataset={self.dataset})"
+            )
+        return self
 
 
 class DataConfig(Section):

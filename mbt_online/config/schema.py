@@ -177,8 +177,8 @@ class EvalSamplingConfig(SamplingConfig):
     seeds: Annotated[list[int] | None, AfterValidator(_distinct_seeds)] = Field(
         default=None,
         description="Evaluate once per seed and log each eval metric's mean over seeds with its "
-        "std, 95% interval (_ci_low/_ci_high: Wilson for rates, bootstrap over questions "
-        "otherwise) and eval/seeds; null = the single `seed`, no spread keys.",
+        "std, 95% interval (_ci_low/_ci_high: a bootstrap over questions, rates too) and "
+        "eval/seeds; null = the single `seed`, no spread keys.",
     )
 
     def seed_list(self) -> list[int]:

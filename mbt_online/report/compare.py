@@ -20,10 +20,10 @@ from mbt_online.rundir import load_rows, read_metrics, stage_dir
 from mbt_online.scoring.spread import COL, MEANS, RATES, trace_columns
 from mbt_online.scoring.stats import (
     bootstrap_mean_ci,
+    edge_rate_interval,
     paired_bootstrap,
     std,
     t_interval,
-    wilson_interval,
 )
 
 SEED_SUFFIX = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
@@ -135,20 +135,17 @@ def eval_rows(run: Path, round_: int) -> list[dict[str, Any]]:
 
 def side_summary(name: str, runs: list[Path], round_: int, metric: str) -> dict[str, Any]:
     """One side's mean and 95% interval: over its seed runs (t interval) when it has several,
-    else over its evaluation (Wilson over trials for a rate, bootstrap over questions
-    otherwise)."""
+    else over its evaluation's questions (a bootstrap of the per-question means, rates too, as
+    `scoring.spread` gives the eval intervals; a rate at 0 or 1: `edge_rate_interval`)."""
     rows = [eval_rows(r, round_) for r in runs]
     means = [sum(row_value(x, metric) for x in rs) / len(rs) for rs in rows]
     if len(runs) > 1:
         low, high = t_interval(means) or (means[0], means[0])
         over, n = "seeds", len(runs)
-    elif metric in RATES:
-        values = [row_value(x, metric) for x in rows[0]]
-        low, high = wilson_interval(sum(values), len(values))
-        over, n = "trials", len(values)
     else:
         per_question = list(question_means(rows[0], metric).values())
-        low, high = bootstrap_mean_ci(per_question)
+        edge = edge_rate_interval(means[0], len(per_question)) if metric in RATES else None
+        low, high = edge or bootstrap_mean_ci(per_question)
         over, n = "questions", len(per_question)
     return {
         "name": name,

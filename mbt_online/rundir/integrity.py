@@ -58,14 +58,24 @@ def fingerprint(written: str, path: Path) -> dict[str, Any]:
 
 
 def data_files(cfg: Config) -> dict[str, tuple[str, Path]]:
-    """Every data file the config reads: config key -> (path as written, resolved path)."""
+    """Every data file the config reads: config key -> (path as written, resolved path). A
+    2WikiMultihopQA split's alias file (named, or found beside its data) moves its scores, so it
+    is one of them."""
     from mbt_online.tasks.base import resolve_data_path
+    from mbt_online.tasks.twowiki import NAME, aliases_file
 
-    return {
+    out = {
         f"data.{name}.path": (s.path, resolve_data_path(s.path))
         for name, s in cfg.data.splits()
         if s.path
     }
+    for name, s in cfg.data.splits():
+        key = f"data.{name}.aliases_path"
+        if s.dataset == NAME and s.aliases_path:
+            out[key] = (s.aliases_path, resolve_data_path(s.aliases_path))
+        elif s.dataset == NAME and (found := aliases_file(s.path)) is not None:
+            out[key] = (str(found), found)
+    return out
 
 
 def package_version() -> str:

@@ -1,17 +1,19 @@
 """How far each evaluation metric would move on another draw: the 95% interval that goes beside
 every `eval/` number when an evaluation repeats over seeds (`eval.sampling.seeds`).
 
-Two kinds of interval, by what the metric is:
-
-- a **rate** (each trace 0 or 1: accuracy, EM, degeneration, ...) gets the Wilson interval over
-  every trial it pooled (question x sample x seed);
-- everything else (mean tokens, F1, the ratios, AES and MQI) gets a percentile bootstrap over
-  **questions**: the question is the unit that was drawn, and its samples and seeds are not
-  independent of each other (an impossible question is wrong on every seed).
+Every interval answers one question: how far the number would move on another draw of questions
+and of their samples. So every metric, a rate (accuracy, EM, degeneration, ...) as much as mean
+tokens, F1, the ratios, AES and MQI, gets a percentile bootstrap over **questions**: the question
+is the unit that was drawn, and its samples and seeds are not independent of each other (an
+impossible question is wrong on every seed), so counting every trial as its own draw (a Wilson
+interval over the pooled trials) is too narrow for new questions. A question's resampled sums
+carry its samples' own noise, so the interval holds both.
 
 Each metric is recomputed from per-question sums on every resample, so the ratios (tokens per
 correct answer, answer-inclusive share) and AES / MQI are resampled jointly with their parts.
 Per-tier and per-benchmark keys (`eval/<label>/<metric>`) get the same on their own questions.
+A rate at exactly 0 or 1 repeats itself on every resample; it gets the Wilson interval over its
+questions instead (`stats.edge_rate_interval`), which keeps a width.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from mbt_online.config import Config
 from mbt_online.scoring.metrics import aes, mqi, mqi_level
-from mbt_online.scoring.stats import percentile_interval, resample_counts, wilson_interval
+from mbt_online.scoring.stats import edge_rate_interval, percentile_interval, resample_counts
 
 # rate metric -> its per-trace 0/1 column
 RATES = {
@@ -113,10 +115,10 @@ def _ratio(s: np.ndarray, num: str, den: str, empty: float) -> np.ndarray:
 
 
 def metric_functions(cfg: Config, base: tuple[float, float] | None) -> dict[str, Callable]:
-    """Each non-rate metric as a function of summed columns (rows: resamples). AES and MQI are
-    relative to round 0's (accuracy, mean tokens); without it (round 0 itself) the resample is
-    its own baseline, as in `summarize`."""
-    fns: dict[str, Callable] = {m: _col_mean(c) for m, c in MEANS.items()}
+    """Each metric as a function of summed columns (rows: resamples). AES and MQI are relative
+    to round 0's (accuracy, mean tokens); without it (round 0 itself) the resample is its own
+    baseline, as in `summarize`."""
+    fns: dict[str, Callable] = {m: _col_mean(c) for m, c in (*RATES.items(), *MEANS.items())}
     fns.update({m: _col_ratio(*spec) for m, spec in RATIOS.items()})
 
     def base_of(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,19 +157,35 @@ def intervals(
     seed: int = BOOT_SEED,
 ) -> dict[str, tuple[float, float]]:
     """metric -> 95% interval over `rows` (all seeds pooled), for each metric with a known kind."""
-    sums = question_sums(rows)
+    return sum_intervals(question_sums(rows), metrics, fns, n_boot, seed)
+
+
+def sum_intervals(
+    sums: np.ndarray,
+    metrics: list[str],
+    fns: dict[str, Callable],
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+) -> dict[str, tuple[float, float]]:
+    """metric -> 95% percentile-bootstrap interval over the questions whose sums are the rows of
+    `sums` (`question_sums`); a rate at 0 or 1, or of no question, gets `edge_rate_interval`."""
     out: dict[str, tuple[float, float]] = {}
-    total = sums.sum(axis=0)
-    for m in metrics:
-        if m in RATES:
-            out[m] = wilson_interval(total[COL[RATES[m]]], total[COL["count"]])
     boot = [m for m in metrics if m in fns]
-    if boot and len(sums):
-        q = len(sums)
+    q = len(sums)
+    if boot and q:
         counts = resample_counts(np.random.default_rng(seed), q, n_boot)
-        resampled = counts @ sums  # (n_boot x columns): every metric from the same resamples
+        # (n_boot x columns): every metric from the same resamples; one matrix-vector product
+        # per column, since a matrix product of this shape starts BLAS's thread pool, which on
+        # a busy machine costs ten times the arithmetic
+        resampled = np.stack([counts @ sums[:, j] for j in range(sums.shape[1])], axis=1)
         for m in boot:
             out[m] = percentile_interval(fns[m](resampled))
+    total = sums.sum(axis=0) if q else np.zeros(len(COL))
+    for m in (m for m in metrics if m in RATES):
+        k, n = total[COL[RATES[m]]], total[COL["count"]]
+        edge = edge_rate_interval(float(k / n) if n else 0.0, q)
+        if edge is not None:
+            out[m] = edge
     return out
 
 

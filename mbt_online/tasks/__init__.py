@@ -62,14 +62,17 @@ def load_examples(
     distractors: int | None = None,
     shuffle: bool = False,
     seed: int = 0,
+    aliases_path: str | Path | None = None,
 ) -> LoadResult:
     """Load one benchmark from a file, a `save_to_disk` folder, a `datasets.Dataset` or row dicts.
 
     A path may name a shipped sample (`pkg://samples/...`, see `resolve_data_path`). `shuffle`
     reorders rows before `offset`/`limit` so a capped run sees a seeded random subset;
     `offset`/`limit` count good examples, and reading stops once `limit` is reached.
+    2WikiMultihopQA's answer aliases and demonyms are read from `aliases_path`, else from the
+    `id_aliases.json` beside the data (`twowiki.aliases_file`); other benchmarks have none.
     """
-    parse = parser(dataset)
+    parse = _parser_with_aliases(dataset, source, aliases_path)
     rows = read_source(str(dataset).lower(), source)
     return load_rows(
         parse,
@@ -80,6 +83,16 @@ def load_examples(
         shuffle=shuffle,
         seed=seed,
     )
+
+
+def _parser_with_aliases(dataset: str, source: Any, aliases_path: str | Path | None) -> Parser:
+    parse = parser(dataset)
+    if str(dataset).lower() != twowiki.NAME:
+        if aliases_path is not None:
+            raise ValueError(f"aliases_path: only {twowiki.NAME} reads an alias file ({dataset})")
+        return parse
+    found = twowiki.aliases_file(source, aliases_path)
+    return parse if found is None else twowiki.with_aliases(twowiki.read_id_aliases(found))
 
 
 def parse_row(dataset: str, row: Any) -> Example:

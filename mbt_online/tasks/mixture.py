@@ -20,6 +20,10 @@ def check_data_paths(cfg: Config) -> None:
     for name, s in cfg.data.splits():
         if s.dataset not in BENCHMARKS:
             continue
+        if s.aliases_path and not resolve_data_path(s.aliases_path).is_file():
+            raise ConfigError(
+                f"data.{name}.aliases_path: file not found: {describe_missing(s.aliases_path)}"
+            )
         if s.hub:
             _check_hub(name, s)
         elif not resolve_data_path(s.path).is_file():
@@ -71,6 +75,7 @@ def load_source(s: DataSplit, cfg: Config, which: str) -> LoadResult:
             distractors=s.distractors,
             shuffle=s.shuffle,
             seed=cfg.run.seed,
+            aliases_path=s.aliases_path,
         )
     examples = world_split(s, cfg.world, which)
     return LoadResult(examples=examples, total=len(examples))

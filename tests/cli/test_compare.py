@@ -22,7 +22,7 @@ RESULT = {
         "ci_low": 0.5,
         "ci_high": 0.7,
         "n": 100,
-        "interval_over": "trials",
+        "interval_over": "questions",
     },
     "b": {
         "name": "b",
@@ -30,7 +30,7 @@ RESULT = {
         "ci_low": 0.12,
         "ci_high": 0.28,
         "n": 100,
-        "interval_over": "trials",
+        "interval_over": "questions",
     },
     "difference": 0.4,
     "ci_low": 0.3,
@@ -59,8 +59,8 @@ def test_the_verdict_in_plain_lines(asked, capsys):
     assert asked == [("a", "b", None, "accuracy", None)]
     assert capsys.readouterr().out.splitlines() == [
         "accuracy at round 2 (1 run pair(s)):",
-        "  a: 0.600 [0.500, 0.700]  n=100 (trials)",
-        "  b: 0.200 [0.120, 0.280]  n=100 (trials)",
+        "  a: 0.600 [0.500, 0.700]  n=100 (questions)",
+        "  b: 0.200 [0.120, 0.280]  n=100 (questions)",
         "  difference A - B: +0.400 [+0.300, +0.500] over 100 paired questions, excludes zero",
     ]
 

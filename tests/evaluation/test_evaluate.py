@@ -64,7 +64,7 @@ def test_each_metric_is_the_mean_over_seeds_with_its_spread(seeded):
         for key in ("accuracy", "mean_tokens", "degeneration_rate", "aes", "f1"):
             low, high = line[f"eval/{key}_ci_low"], line[f"eval/{key}_ci_high"]
             assert low <= line[f"eval/{key}"] + 1e-9 and line[f"eval/{key}"] <= high + 1e-9, key
-        # 9 trials: the Wilson interval of the pooled rate is wide, never a point
+        # 3 questions (9 trials): the interval over the questions is wide, never a point
         assert line["eval/accuracy_ci_high"] - line["eval/accuracy_ci_low"] > 0.3
         assert "eval/n_std" not in line
 

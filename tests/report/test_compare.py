@@ -119,8 +119,10 @@ def test_a_clear_difference_excludes_zero_and_a_null_one_does_not(tmp_path):
     # se = sqrt(0.4 * 0.6 / 100) = 0.049: about [0.30, 0.50]
     assert out["ci_low"] == pytest.approx(0.30, abs=0.02)
     assert out["ci_high"] == pytest.approx(0.50, abs=0.02)
-    assert out["a"]["mean"] == pytest.approx(0.6) and out["a"]["interval_over"] == "trials"
-    assert out["a"]["ci_low"] < 0.6 < out["a"]["ci_high"]
+    assert out["a"]["mean"] == pytest.approx(0.6) and out["a"]["interval_over"] == "questions"
+    # a bootstrap over the 100 questions: 0.6 +- 1.96 * sqrt(0.24 / 100) = 0.6 +- 0.096
+    assert out["a"]["ci_low"] == pytest.approx(0.504, abs=0.02)
+    assert out["a"]["ci_high"] == pytest.approx(0.696, abs=0.02)
     # the same number of right answers on other questions: no difference
     c = make_run(tmp_path, "c", [i % 5 in (1, 2, 4) for i in range(n)])
     same = paired_compare(a, c)
@@ -129,6 +131,22 @@ def test_a_clear_difference_excludes_zero_and_a_null_one_does_not(tmp_path):
     assert tokens["difference"] == pytest.approx(-8.0)  # 40 tokens right, 60 wrong
     with pytest.raises(ConfigError, match="metric"):
         paired_compare(a, b, metric="nope")
+
+
+def test_a_rate_is_bootstrapped_over_questions_not_trials(tmp_path):
+    """Four samples of each of 25 questions, each question right or wrong on all four: 100
+    trials but 25 draws, so the interval is twice as wide as the pooled trials' would be."""
+    qids = [f"q{i // 4}" for i in range(100)]
+    a = make_run(tmp_path, "a", [i < 60 for i in range(100)], qids)
+    side = paired_compare(a, a)["a"]
+    assert (side["interval_over"], side["n"], side["mean"]) == ("questions", 25, 0.6)
+    # 0.6 +- 1.96 * sqrt(0.24 / 25) = 0.6 +- 0.19 (the 100 trials would claim +- 0.096)
+    assert side["ci_low"] == pytest.approx(0.41, abs=0.03)
+    assert side["ci_high"] == pytest.approx(0.79, abs=0.03)
+    # every question wrong: the interval keeps a width over the 25 questions (Wilson)
+    none = paired_compare(make_run(tmp_path, "z", [False] * 100, qids), a)["a"]
+    assert (none["mean"], none["ci_low"]) == (0.0, 0.0)
+    assert none["ci_high"] == pytest.approx(3.8416 / (25 + 3.8416))
 
 
 def test_runs_on_different_questions_are_refused(tmp_path):
@@ -165,7 +183,7 @@ def test_the_compare_command(tmp_path):
     shown = CliRunner().invoke(app, ["compare", str(a), str(b)])
     assert shown.exit_code == 0, shown.output
     assert "difference A - B: +0.400" in shown.output and "excludes zero" in shown.output
-    assert "a: 0.600 [" in shown.output and "n=100 (trials)" in shown.output
+    assert "a: 0.600 [" in shown.output and "n=100 (questions)" in shown.output
     as_json = CliRunner().invoke(app, ["compare", str(a), str(b), "--json", "--round", "0"])
     out = json.loads(as_json.output)
     assert out["round"] == 0 and out["difference"] == 0.0 and not out["excludes_zero"]
