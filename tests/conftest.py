@@ -133,3 +133,16 @@ def clean_tiny_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return runs / "tiny"
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """A command run in process (typer's CliRunner) adds its console handler to the "mbt_online"
+    logger on the runner's stream, closed when the command returns: a later test's log line, or
+    a forked child's, would then fail on a closed file. The handlers come back after each test."""
+    import logging
+
+    logger = logging.getLogger("mbt_online")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    logger.handlers[:], logger.level = handlers, level

@@ -140,6 +140,13 @@ def test_the_tests_mirror_the_package():
     assert stray == []
 
 
+def test_test_file_names_are_unique():
+    """The test folders are not packages: pytest imports each test file by its base name, so two
+    files of one name in two rooms would stop the suite's collection."""
+    names = [p.name for p in TEST_FILES]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
 def test_every_module_is_imported_by_some_test():
     """A module no test imports is a module no test checks (package markers and the
     `python -m` entry point aside)."""

@@ -20,7 +20,7 @@ from typing import Any
 from mbt_online.config import ConfigError, read_yaml
 from mbt_online.rundir.lock import LOCK_FILE
 from mbt_online.rundir.metrics_file import read_metrics
-from mbt_online.rundir.state import STAGES, STATE_FILE, RunState
+from mbt_online.rundir.state import STATE_FILE, RunState, round_stages
 from mbt_online.scoring.round_metrics import HEADLINE
 from mbt_online.sweeps.slurm import JOBS_FILE
 from mbt_online.sweeps.spec import MANIFEST
@@ -76,10 +76,13 @@ def _position(run_dir: Path) -> dict[str, Any]:
     state = RunState.load(run_dir)
     done = set(state.completed)
     try:
-        rounds = int(read_yaml(run_dir / "config.yaml").get("loop", {}).get("rounds", 0))
-    except (ConfigError, OSError, ValueError):
-        rounds = 0
-    order = [(0, "eval")] + [(r, s) for r in range(1, rounds + 1) for s in STAGES]
+        raw = read_yaml(run_dir / "config.yaml")
+        rounds = int(raw.get("loop", {}).get("rounds", 0))
+        grpo = bool(raw.get("train", {}).get("grpo", {}).get("enabled", False))
+    except (ConfigError, OSError, ValueError, AttributeError):
+        rounds, grpo = 0, False
+    stages = round_stages(grpo)
+    order = [(0, "eval")] + [(r, s) for r in range(1, rounds + 1) for s in stages]
     pending = [(r, s) for r, s in order if f"round-{r}/{s}" not in done]
     if pending and not state.finished:
         return {"round": pending[0][0], "stage": pending[0][1]}

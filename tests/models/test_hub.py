@@ -318,7 +318,8 @@ def test_training_loads_the_tokenizer_with_the_chosen_template(
     from transformers import AutoTokenizer
 
     from mbt_online.prompts import VERBATIM_CHAT_TEMPLATE
-    from mbt_online.training.trainer import TrlTrainer, _load_policy
+    from mbt_online.training.steps import load_policy as _load_policy
+    from mbt_online.training.trainer import TrlTrainer
 
     qwen_like = tmp_path / "qwen-like"
     shutil.copytree(tiny_model_dir, qwen_like)

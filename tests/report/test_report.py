@@ -332,8 +332,9 @@ def test_paper_baselines_sweep_then_report_in_chromium(tmp_path, monkeypatch, ti
     out = run_sweep(sweep, tmp_path / "sweep", [*smaller, "tracking.wandb_mode=offline"])
     runs = find_runs([out])
     trained = [f"{m}_{d}" for m in ("self-distill", "mbt-s", "mbt-r") for d in ("no-dpo", "dpo")]
-    assert [r.name for r in runs] == ["base", "metacog", *trained]
-    assert [r.rounds[-1] for r in runs] == [0, 0, 1, 1, 1, 1, 1, 1]
+    rl = ["grpo", "self-distill-grpo", "mbt-s-grpo", "mbt-r-grpo"]
+    assert [r.name for r in runs] == ["base", "metacog", *trained, *rl]
+    assert [r.rounds[-1] for r in runs] == [0, 0] + [1] * 10
     assert all(json.loads((r.path / "state.json").read_text())["finished"] for r in runs)
     report = write_report([out], tmp_path / "report.html")
     check_rendered(report, tmp_path)

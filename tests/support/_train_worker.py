@@ -62,7 +62,7 @@ def train_config(batch: int, global_batch: int | None, method: str = "full"):
 
 def spy_on_writer(out: Path, rank: int) -> None:
     """Record each rank's calls of the model writer (the real one still runs)."""
-    import mbt_online.training.trainer as train
+    import mbt_online.training.steps as train  # `finish` writes every step's model
 
     real = train.write_model
 

@@ -466,7 +466,7 @@ def test_cli_reports_a_failed_child_and_how_to_resume(monkeypatch, tmp_path):
 
     monkeypatch.setattr(loop, "train", fail)
     out = CliRunner().invoke(app, ["train", "--resume", str(tmp_path)])
-    assert out.exit_code == 2
+    assert out.exit_code == 1  # the child failed: a stage failure, not a usage error
     text = " ".join(out.output.split())
     assert "exited with status 1" in text and "| boom" in text
     assert f"mbt-online train --resume {tmp_path}" in text and "endpoint" not in text
