@@ -142,9 +142,42 @@ def read_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
+    check_expanded_size(data, str(path))
     return data
+
+
+MAX_YAML_NODES = 100_000  # a config expands to a few hundred values; a sweep to a few thousand
+
+
+def check_expanded_size(data: Any, where: str, limit: int = MAX_YAML_NODES) -> None:
+    """Refuse YAML whose aliases expand past `limit` values (an alias bomb: a few hundred bytes
+    that a later walk over the config would expand to billions). PyYAML shares an aliased node
+    instead of copying it, so the expanded size is counted once per shared node, in linear time,
+    before anything walks it."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if depth > 100:
+            raise ConfigError(f"{where}: nested more than 100 levels deep")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > limit:
+            raise ConfigError(
+                f"{where}: its aliases expand to more than {limit:,} values: refused before any "
+                "work (an alias bomb?)"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(data, 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -219,3 +219,28 @@ def test_explained_yaml_is_the_same_config():
     text = explained_yaml(cfg)
     assert "# Run name, seed and directory." in text
     assert Config.model_validate(yaml.safe_load(text)) == cfg
+
+
+def test_an_alias_bomb_is_refused_before_any_work_naming_the_file(tmp_path):
+    """Nine levels of ten aliases: a few hundred bytes that a walk over the config would expand to
+    a billion values (issue 36: minutes at 19 GB). Refused at load, in linear time."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\nrun: {name: x, tags: *a9}\n")
+    assert bomb.stat().st_size < 600
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: its aliases expand to more than 100,000"):
+        load_config(bomb)
+
+
+def test_a_config_nested_past_any_sane_depth_is_refused(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("run: " + "[" * 150 + "]" * 150 + "\n")
+    with pytest.raises(ConfigError, match=r"deep\.yaml: nested"):
+        load_config(deep)
+
+
+def test_a_sweep_of_thousands_of_values_still_loads(tmp_path):
+    from mbt_online.config import check_expanded_size
+
+    check_expanded_size({"grid": {f"k{i}": list(range(50)) for i in range(100)}}, "sweep")
