@@ -33,6 +33,8 @@ GRPO_STAGES = ("grpo_rollout", "grpo")  # only in a run with train.grpo.enabled
 def round_stages(grpo: bool) -> tuple[str, ...]:
     """The stages a round of a run marks, in order (GRPO's only where it is enabled)."""
     return STAGES if grpo else tuple(s for s in STAGES if s not in GRPO_STAGES)
+
+
 # format 1 (no "format" key): model paths relative to the working directory of the first start;
 # format 2: relative to the run directory
 FORMAT = 2
