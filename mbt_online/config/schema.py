@@ -25,7 +25,7 @@ from mbt_online.rundir.names import check_safe_name
 from mbt_online.tasks.names import BENCHMARKS
 
 # the student samplers that report the sampled token ids and log-probs GRPO trains on
-GRPO_BACKENDS = ("vllm",)
+GRPO_BACKENDS = ("vllm", "transformers")
 
 
 class RunConfig(Section):

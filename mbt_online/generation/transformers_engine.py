@@ -50,6 +50,9 @@ class RowSampler(LogitsProcessor):
 
         self.generators = generators
         self.temperature = temperature
+        # per step, each row's log-probability of the token it drew, under the distribution it
+        # was drawn from (after temperature, top-k and top-p: vLLM's processed_logprobs)
+        self.logprobs: list[list[float]] = []
         self.warpers: list[Any] = []
         if top_k > 0:
             self.warpers.append(TopKLogitsWarper(top_k))
@@ -67,8 +70,10 @@ class RowSampler(LogitsProcessor):
                 for row, gen in enumerate(self.generators)
             ]
         )
+        rows = torch.arange(len(picked), device=scores.device)
+        self.logprobs.append(torch.log_softmax(scores, dim=-1)[rows, picked].tolist())
         out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(len(picked), device=out.device), picked] = 0.0
+        out[rows, picked] = 0.0
         return out
 
 
@@ -213,20 +218,24 @@ class TransformersEngine:
         stop: list[str] | None = None,
         progress: bool = True,
         index_offset: int = 0,
+        logprobs: bool = False,
     ) -> list[list[Completion]]:
         """n completions per chat, in order; the contract of `Engine.generate` (`progress` is
-        accepted and ignored; `index_offset` numbers the chats for their seeds)."""
+        accepted and ignored; `index_offset` numbers the chats for their seeds; `logprobs` keeps
+        each completion's token ids and the log-probabilities it was sampled with)."""
         self._wake()
         prompts = [self.render(chat) for chat in messages]
         check_prompt_lengths(prompts, self.max_model_len, max_tokens, index_offset)
         greedy = temperature == 0
+        if greedy and logprobs:
+            raise ValueError("logprobs are reported for sampled completions (temperature > 0)")
         per_prompt = 1 if greedy else n
         out: list[list[Completion]] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(enumerate(prompts[start : start + self.batch_size], start + index_offset))
             rows = [(i, ids, k) for i, ids in chunk for k in range(per_prompt)]
             sampler = None if greedy else self._sampler(rows, seed, temperature, top_k, top_p)
-            done = self._generate_rows(rows, max_tokens, sampler, stop or [])
+            done = self._generate_rows(rows, max_tokens, sampler, stop or [], logprobs)
             for j in range(len(chunk)):
                 got = done[j * per_prompt : (j + 1) * per_prompt]
                 out.append(got * n if greedy else got)
@@ -246,6 +255,7 @@ class TransformersEngine:
         max_tokens: int,
         sampler: RowSampler | None,
         stop: list[str],
+        logprobs: bool = False,
     ) -> list[Completion]:
         from transformers import GenerationConfig
 
@@ -266,10 +276,15 @@ class TransformersEngine:
                 logits_processor=LogitsProcessorList([sampler] if sampler else []),
             )
         new = seqs[:, width:].tolist()
-        return [
+        done = [
             self._completion(tokens, len(ids), set(eos), stop)
             for tokens, (_, ids, _) in zip(new, rows, strict=True)
         ]
+        if logprobs and sampler is not None:
+            for j, (c, (_, ids, _)) in enumerate(zip(done, rows, strict=True)):
+                c.prompt_ids, c.token_ids = list(ids), new[j][: c.completion_tokens]
+                c.logprobs = [step[j] for step in sampler.logprobs[: c.completion_tokens]]
+        return done
 
     def _eos_ids(self) -> list[int]:
         """The tokenizer's EOS and the generation config's: vLLM stops at both."""

@@ -5,6 +5,7 @@ vLLM's, and a run through the real loop with it."""
 from __future__ import annotations
 
 import pytest
+import torch
 from engines import CHATS, GREEDY, SAMPLED, hf_greedy, save_lora, save_perturbed, texts
 from fakes import STUDENT, Fakes, artifacts, quick_datasets, tiny_config  # noqa: F401
 
@@ -256,3 +257,26 @@ def test_two_engine_processes_give_one_engines_completions(hf_engine, tiny_model
     finally:
         pool.close()
     pool.close()
+
+
+def test_sampled_completions_keep_their_tokens_and_sampling_log_probs(hf_engine, tiny_model_dir):
+    """GRPO's samples from this backend: each completion's token ids (the EOS kept where it
+    stopped) and the log-probability of each token under the distribution it was drawn from,
+    which without top-k / top-p is the model's softmax at the sampling temperature."""
+    from transformers import AutoModelForCausalLM
+
+    sampled = dict(SAMPLED, top_k=-1, top_p=1.0, temperature=0.7, max_tokens=10)
+    [[a, b, _]] = hf_engine.generate(CHATS[:1], logprobs=True, **sampled)
+    prompt = hf_engine.render(CHATS[0])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    for c in (a, b):
+        assert c.prompt_ids == prompt and len(c.token_ids) == len(c.logprobs) == c.completion_tokens
+        assert hf_engine.tokenizer.decode(c.token_ids, skip_special_tokens=True) == c.text
+        ids = torch.tensor([prompt + c.token_ids])
+        with torch.inference_mode():
+            logits = model(ids).logits[0, len(prompt) - 1 : -1].float() / 0.7
+        expected = torch.log_softmax(logits, -1)[torch.arange(len(c.token_ids)), c.token_ids]
+        assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
+    # without the flag nothing extra is kept, as before
+    [[plain, *_]] = hf_engine.generate(CHATS[:1], **sampled)
+    assert plain.token_ids is None and plain.text == a.text

@@ -186,3 +186,28 @@ def test_handoff_rejects_bad_requests(engine, tiny_model_dir):
         engine.handoff("lora", str(tiny_model_dir))
     with pytest.raises(ValueError, match="unknown handoff mode"):
         engine.handoff("swap", str(tiny_model_dir))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_sampled_completions_keep_their_tokens_and_sampling_log_probs(tiny_model_dir):
+    """GRPO's samples: vLLM's token ids (the EOS kept where it stopped) and its processed
+    log-probabilities, which without top-k / top-p are the model's softmax at the sampling
+    temperature: what the trainer computes, so TRL's importance ratio starts at 1."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    eng = Engine(str(tiny_model_dir), max_model_len=256, sample_logprobs=True)
+    try:
+        sampled = dict(SAMPLED, top_k=-1, top_p=1.0, temperature=0.7, max_tokens=10)
+        [[a, b, _]] = eng.generate(CHATS[:1], logprobs=True, **sampled)
+        prompt = eng.render(CHATS[0])
+    finally:
+        eng.close()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    for c in (a, b):
+        assert c.prompt_ids == prompt and len(c.token_ids) == len(c.logprobs) == c.completion_tokens
+        ids = torch.tensor([prompt + c.token_ids])
+        with torch.inference_mode():
+            logits = model(ids).logits[0, len(prompt) - 1 : -1].float() / 0.7
+        expected = torch.log_softmax(logits, -1)[torch.arange(len(c.token_ids)), c.token_ids]
+        assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-3)
