@@ -44,14 +44,21 @@ class RowSampler(LogitsProcessor):
     """
 
     def __init__(
-        self, generators: list[torch.Generator], temperature: float, top_k: int, top_p: float
+        self,
+        generators: list[torch.Generator],
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        record: bool = False,
     ) -> None:
         from transformers import TopKLogitsWarper, TopPLogitsWarper
 
         self.generators = generators
         self.temperature = temperature
-        # per step, each row's log-probability of the token it drew, under the distribution it
-        # was drawn from (after temperature, top-k and top-p: vLLM's processed_logprobs)
+        # with `record`, per step, each row's log-probability of the token it drew, under the
+        # distribution it was drawn from (after temperature, top-k and top-p: vLLM's
+        # processed_logprobs); off otherwise: a log-softmax over the vocabulary every step
+        self.record = record
         self.logprobs: list[list[float]] = []
         self.warpers: list[Any] = []
         if top_k > 0:
@@ -71,7 +78,8 @@ class RowSampler(LogitsProcessor):
             ]
         )
         rows = torch.arange(len(picked), device=scores.device)
-        self.logprobs.append(torch.log_softmax(scores, dim=-1)[rows, picked].tolist())
+        if self.record:
+            self.logprobs.append(torch.log_softmax(scores, dim=-1)[rows, picked].tolist())
         out = torch.full_like(scores, float("-inf"))
         out[rows, picked] = 0.0
         return out
@@ -234,20 +242,22 @@ class TransformersEngine:
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(enumerate(prompts[start : start + self.batch_size], start + index_offset))
             rows = [(i, ids, k) for i, ids in chunk for k in range(per_prompt)]
-            sampler = None if greedy else self._sampler(rows, seed, temperature, top_k, top_p)
+            sampler = None
+            if not greedy:
+                sampler = self._sampler(rows, seed, temperature, top_k, top_p, logprobs)
             done = self._generate_rows(rows, max_tokens, sampler, stop or [], logprobs)
             for j in range(len(chunk)):
                 got = done[j * per_prompt : (j + 1) * per_prompt]
                 out.append(got * n if greedy else got)
         return out
 
-    def _sampler(self, rows, seed, temperature, top_k, top_p) -> RowSampler:
+    def _sampler(self, rows, seed, temperature, top_k, top_p, record) -> RowSampler:
         """One generator per row, seeded as vLLM seeds sample k of request `index`."""
         gens = [
             torch.Generator(device=self.device).manual_seed(request_seed(seed, i) + k)
             for i, _, k in rows
         ]
-        return RowSampler(gens, temperature, top_k, top_p)
+        return RowSampler(gens, temperature, top_k, top_p, record)
 
     def _generate_rows(
         self,
