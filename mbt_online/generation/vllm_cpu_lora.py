@@ -17,8 +17,16 @@ from types import ModuleType
 import torch
 
 from mbt_online import patches
+from mbt_online.versions import WrittenFor
 
 _KERNELS = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
+# the vLLM releases whose CPU punica kernels these were written against and tested with
+WRITTEN_FOR = WrittenFor(
+    "vllm",
+    ">=0.32,<0.33",
+    "the one-adapter CPU LoRA kernels (generation/vllm_cpu_lora.py)",
+    "vLLM's own bgmv kernels run",
+)
 
 
 def _one_index(indices: torch.Tensor) -> int | None:
@@ -94,10 +102,11 @@ def bgmv_expand_slice(
 
 def install() -> bool:
     """Put the fast kernels in place of vLLM's (idempotent); False where this vLLM has no CPU
-    punica wrapper to patch. The `sgmv_*` prefill kernels call the `bgmv_*` ones by module
-    name, so replacing them in both modules covers prefill and decode."""
+    punica wrapper to patch, or that is outside `WRITTEN_FOR` (logged once). The `sgmv_*`
+    prefill kernels call the `bgmv_*` ones by module name, so replacing them in both modules
+    covers prefill and decode."""
     modules = _vllm_modules()
-    if modules is None:
+    if modules is None or not WRITTEN_FOR.holds():
         return False
     for module in modules:
         for name in _KERNELS:

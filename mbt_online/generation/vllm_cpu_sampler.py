@@ -22,6 +22,7 @@ from types import ModuleType
 import torch
 
 from mbt_online import patches
+from mbt_online.versions import WrittenFor
 
 # a bound on the candidates (the top-k with its ties), not a break-even: a `topk` of 1,024 of
 # SmolLM2's 49,152 logits still took ~1/8 of the full sort (timed, one thread)
@@ -73,11 +74,21 @@ def _fast_path_applies(
     return int(k.min()) >= 1 and largest_k <= min(MAX_FAST_K, logits.shape[1] - 1)
 
 
+# the vLLM releases whose `apply_top_k_top_p_pytorch` this was written against and tested with
+WRITTEN_FOR = WrittenFor(
+    "vllm",
+    ">=0.32,<0.33",
+    "the CPU sort-free top-k/top-p (generation/vllm_cpu_sampler.py)",
+    "vLLM's own apply_top_k_top_p_pytorch runs",
+)
+
+
 def install() -> bool:
     """Put the sort-free path in place of vLLM's (idempotent); False where this vLLM has no
-    PyTorch top-k/top-p function to replace (the run is then as shipped)."""
+    PyTorch top-k/top-p function to replace, or is outside `WRITTEN_FOR` (logged once): the run
+    is then as shipped."""
     module = _vllm_sampler()
-    if getattr(module, _MASKER, None) is None:
+    if getattr(module, _MASKER, None) is None or not WRITTEN_FOR.holds():
         return False
     patches.replace(module, _MASKER, top_k_top_p)  # type: ignore[arg-type]
     return True

@@ -1,23 +1,29 @@
 """What a run started from, and the check that it is still what a resume would continue from.
 
 A run records in `state.json` the sha256 of its `config.yaml` as written, a fingerprint (size and
-sha256) of every data file its config reads, and the package version. `--resume` compares them
-before any work: a config cut short by a full disk still parses (the schema's defaults fill the
-gap, quietly changing the experiment), a data file replaced under the same name trains on other
-questions, and another code version may score differently; each is refused, naming the file,
-unless the change is deliberate (`allow_changed`), in which case the record is renewed.
+sha256) of every data file its config reads, the package version and the versions of the libraries
+its numbers depend on (`versions.LIBRARIES`: torch, transformers, trl, peft, vllm, datasets,
+accelerate, wandb). `--resume` compares them before any work: a config cut short by a full disk
+still parses (the schema's defaults fill the gap, quietly changing the experiment), a data file
+replaced under the same name trains on other questions, and another code or library version may
+train or score differently (an accelerate release once changed an error path between two CI
+runs); each is refused, naming the file or the library and both versions, unless the change is
+deliberate (`allow_changed`), in which case the record is renewed and the accepted changes are
+kept in it (`accepted_changes`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from mbt_online.config import Config, ConfigError
 from mbt_online.rundir.state import STATE_FILE, RunState
+from mbt_online.versions import library_versions
 
 log = logging.getLogger("mbt_online")
 
@@ -91,6 +97,8 @@ def record(cfg: Config, run_dir: Path) -> dict[str, Any]:
         "config_sha256": sha256_file(Path(run_dir) / CONFIG_FILE),
         "data_files": {k: fingerprint(w, p) for k, (w, p) in data_files(cfg).items()},
         "package_version": package_version(),
+        "library_versions": library_versions(),
+        "accepted_changes": [],
     }
 
 
@@ -106,7 +114,8 @@ def config_change(state: RunState, run_dir: Path) -> str | None:
 
 
 def other_changes(state: RunState, cfg: Config) -> list[str]:
-    """Data files and package version that no longer match the record, each naming the file."""
+    """Data files, package and library versions that no longer match the record, each naming
+    the file or the library with both versions."""
     if state.integrity is None:
         return []
     recorded: dict[str, Any] = state.integrity["data_files"]
@@ -124,7 +133,25 @@ def other_changes(state: RunState, cfg: Config) -> list[str]:
     version, was = package_version(), state.integrity["package_version"]
     if version != was:
         problems.append(f"{STATE_FILE}: the run started with {PACKAGE} {was}, this is {version}")
-    return problems
+    return problems + library_changes(state.integrity.get("library_versions"))
+
+
+def library_changes(recorded: dict[str, str | None] | None) -> list[str]:
+    """The libraries whose installed version differs from the record (a run recorded before
+    library versions were kept checks none)."""
+    if recorded is None:
+        return []
+    now = library_versions()
+    return [
+        f"{STATE_FILE}: the run started with {library} {_shown(recorded.get(library))}, "
+        f"this is {library} {_shown(now.get(library))}"
+        for library in sorted(set(recorded) | set(now))
+        if recorded.get(library) != now.get(library)
+    ]
+
+
+def _shown(version: str | None) -> str:
+    return version if version is not None else "(not installed)"
 
 
 def refuse_or_renew(
@@ -137,10 +164,16 @@ def refuse_or_renew(
         raise ConfigError(f"resume: {'; '.join(problems)}; {ALLOW_HINT}")
     for problem in problems:
         log.warning("resuming over a deliberate change: %s", problem)
-    renew(state, cfg, run_dir)
+    renew(state, cfg, run_dir, accepted=problems)
 
 
-def renew(state: RunState, cfg: Config, run_dir: Path) -> None:
-    """Record the run's current config, data and package version as what it continues from."""
+def renew(
+    state: RunState, cfg: Config, run_dir: Path, accepted: list[str] | tuple[str, ...] = ()
+) -> None:
+    """Record the run's current config, data, package and library versions as what it continues
+    from; the `accepted` changes join the record's list of them, dated."""
+    before = (state.integrity or {}).get("accepted_changes") or []
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     state.integrity = record(cfg, run_dir)
+    state.integrity["accepted_changes"] = [*before, *(f"{when} {a}" for a in accepted)]
     state.save()

@@ -1,5 +1,5 @@
 """A run's `state.json`: which stages are done, which model each round ended with, and what the run
-started from (its config's hash, its data files' fingerprints, the package version).
+started from (its config's hash, its data files' fingerprints, the package and library versions).
 
 A stage marks itself done only after its output folder is in place, and the file is rewritten
 atomically, so a run killed at any point resumes at the first unfinished stage. The file is read
@@ -62,6 +62,10 @@ class Integrity(_Strict):
     config_sha256: Sha256
     data_files: dict[StrictStr, Fingerprint]
     package_version: StrictStr
+    # torch, transformers, trl, ... as installed (null: not installed); absent in older runs
+    library_versions: dict[StrictStr, StrictStr | None] | None = None
+    # the changes a resume accepted with --allow-changed, oldest first
+    accepted_changes: list[StrictStr] = Field(default_factory=list)
 
 
 class StateSchema(_Strict):

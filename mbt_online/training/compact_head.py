@@ -19,16 +19,28 @@ from types import ModuleType
 import torch
 
 from mbt_online import patches
+from mbt_online.versions import WrittenFor
 
 log = logging.getLogger(__name__)
 
 
+# the TRL releases whose `_use_triton` predicate this was written against and tested with
+WRITTEN_FOR = WrittenFor(
+    "trl",
+    ">=1.16,<1.17",
+    "the compact CPU LM head (training/compact_head.py)",
+    "TRL's own _use_triton decides (TRAIN scores every position on the CPU)",
+)
+
+
 def install() -> bool:
     """Compact on the CPU (idempotent). False, with a warning, where this TRL has no fused head
-    to steer: the run is then correct, only slower."""
+    to steer or is outside `WRITTEN_FOR` (logged once): the run is then correct, only slower."""
     utils = _trl_utils()
     if getattr(utils, _PREDICATE, None) is None:
         log.warning("this TRL has no fused LM head to compact; TRAIN scores every position")
+        return False
+    if not WRITTEN_FOR.holds():
         return False
     patches.replace(utils, _PREDICATE, _compact)  # type: ignore[arg-type]
     return True

@@ -20,18 +20,29 @@ import logging
 from types import ModuleType
 
 from mbt_online import patches
+from mbt_online.versions import WrittenFor
 
 log = logging.getLogger(__name__)
 
 _NAME = "add_fused_lm_head"  # what each trainer module imported from trl.trainer.utils
+# the TRL releases whose SFT / DPO trainers' fused head this was written against and tested with
+WRITTEN_FOR = WrittenFor(
+    "trl",
+    ">=1.16,<1.17",
+    "the float32 LM head of SFT and DPO (training/fp32_head.py)",
+    "TRL's own add_fused_lm_head runs (the head in bf16 under bf16 autocast)",
+)
 
 
 def install() -> bool:
     """The float32 head in both trainers (idempotent). False, with a warning, where this TRL has no
-    `cast_lm_head_to_fp32` to set: bf16 TRAIN then scores with bfloat16 logits."""
+    `cast_lm_head_to_fp32` to set or is outside `WRITTEN_FOR` (logged once): bf16 TRAIN then
+    scores with bfloat16 logits."""
     modules = _trainer_modules()
     if not modules or not _supports_cast(patches.shipped(modules[0], _NAME)):
         log.warning("this TRL's fused LM head has no cast_lm_head_to_fp32; the head runs in bf16")
+        return False
+    if not WRITTEN_FOR.holds():
         return False
     for module in modules:
         shipped = patches.shipped(module, _NAME)

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.trainer_callback import TrainerCallback
 
 from mbt_online.rundir.atomic import write_dir_atomic
+from mbt_online.versions import WrittenFor
 
 SCRATCH = "trainer-scratch"  # TRL output_dir without checkpoints; cleared at start and end
 CHECKPOINTS = "checkpoints"  # TRL output_dir with train.save_steps; kept until the stage ends
@@ -124,12 +125,26 @@ def merge_on_cpu(model_dir: str | Path, adapter_dir: Path) -> torch.nn.Module:
         return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
+# transformers' private DeepSpeed config reference that `_without_zero3_init` saves and restores
+ZERO3_SWITCH = WrittenFor(
+    "transformers",
+    ">=5.16.1,<5.20",
+    "the ZeRO-3 switch turned off around the LoRA merge (training/saving.py)",
+    "transformers' DeepSpeed config is left as it is (under ZeRO-3 rank 0's merge loads "
+    "partitioned)",
+)
+
+
 @contextlib.contextmanager
 def _without_zero3_init() -> Iterator[None]:
     """Under ZeRO-3 transformers loads every model partitioned (`zero.Init`, a collective): rank 0
-    loading the base alone would wait for the other ranks forever. Off for the block."""
+    loading the base alone would wait for the other ranks forever. Off for the block (only with
+    a transformers in `ZERO3_SWITCH`'s range, and only where a DeepSpeed config is set)."""
     from transformers.integrations import deepspeed
 
+    if not deepspeed.is_deepspeed_zero3_enabled() or not ZERO3_SWITCH.holds():
+        yield
+        return
     saved = deepspeed._hf_deepspeed_config_weak_ref
     deepspeed.unset_hf_deepspeed_config()
     try:

@@ -66,6 +66,7 @@ from mbt_online.training.steps import (
     nothing_to_train,
     torch_threads,
 )
+from mbt_online.versions import WrittenFor
 
 __all__ = [
     "LOG_HISTORY",
@@ -264,7 +265,8 @@ def dpo_trainer(
     args = dpo_args(cfg, seed, output_dir, bf16)
     fused_head(cfg)
     # TRL precomputes in __init__, before end_dpo_turns cuts the rows: its values would belong to
-    # other sequences (first-step loss 3.5, not 2.3, on a quickstart round). Off there, run below.
+    # other sequences (first-step loss 3.5, not 2.3, on a quickstart round). Off there, run below
+    # (on a TRL outside PRECOMPUTE's range: not at all, TRL scores the reference every step).
     precompute, args.precompute_ref_log_probs = args.precompute_ref_log_probs, False
     model, tokenizer = load_policy(model_dir, chat_template, cfg.attn_implementation)
     ref = load_reference(model_dir, ref_model_dir, lora, args.bf16, cfg.attn_implementation)
@@ -277,9 +279,18 @@ def dpo_trainer(
         peft_config=peft_config(cfg.lora) if lora else None,
     )
     trainer.train_dataset = end_dpo_turns(trainer.train_dataset, tokenizer.eos_token_id)
-    if precompute:
+    if precompute and PRECOMPUTE.holds():
         _precompute_reference(trainer)
     return trainer
+
+
+# TRL's private reference pass that `_precompute_reference` calls, as TRL 1.16 defines it
+PRECOMPUTE = WrittenFor(
+    "trl",
+    ">=1.16,<1.17",
+    "the reference log-probs precomputed through DPOTrainer._precompute_ref_logps",
+    "TRL's DPOTrainer computes the reference log-probs at every step instead (same values)",
+)
 
 
 def _precompute_reference(trainer: DPOTrainer) -> None:
