@@ -50,7 +50,18 @@ class Charts:
         self.count = 0
 
     def add(self, fig: Any, title: str, attrs: dict[str, Any]) -> str:
-        fig.update_layout(title={"text": title, "x": 0.02}, **LAYOUT)
+        """The figure as a chart div. Plotly reads a subset of HTML in titles, trace names and
+        hover texts (`<a href>`, `<b>`, entities): run names, benchmark labels and question ids
+        are written as text there (`plot_text`), so a name shows as typed and makes no link."""
+        for trace in fig.data:
+            if isinstance(trace.name, str):
+                trace.name = plot_text(trace.name)
+            text = getattr(trace, "text", None)
+            if isinstance(text, tuple | list):
+                trace.text = [plot_text(t) for t in text]
+            elif isinstance(text, str):
+                trace.text = plot_text(text)
+        fig.update_layout(title={"text": plot_text(title), "x": 0.02}, **LAYOUT)
         div = fig.to_html(
             full_html=False,
             include_plotlyjs=False,
@@ -60,6 +71,12 @@ class Charts:
         self.count += 1
         data = " ".join(f'data-{k}="{html.escape(str(v))}"' for k, v in attrs.items())
         return f'<div class="chart" {data}>{div}</div>'
+
+
+def plot_text(text: Any) -> str:
+    """Text plotly shows as it is: `&`, `<` and `>` as the entities plotly turns back into
+    characters (it knows no `&quot;`, so quotes stay)."""
+    return html.escape(str(text), quote=False)
 
 
 def run_colors(runs: list[RunData]) -> dict[str, str]:
@@ -168,7 +185,8 @@ def round_chart(charts: Charts, runs: list[RunData], key: str, title: str) -> st
                 name=run.name + (" (round 0)" if flat else ""),
                 legendgroup=run.name,
                 line={"color": colors[run.name], "dash": "dash" if flat else "solid"},
-                hovertemplate=html.escape(run.name) + "<br>round %{x}: %{y:.4g}<extra></extra>",
+                hovertemplate=plot_text(run.name).replace("%{", "%&#123;")
+                + "<br>round %{x}: %{y:.4g}<extra></extra>",
                 **({"error_y": bars} if bars else {}),
             )
         )

@@ -77,7 +77,7 @@ def _columns_table(
             text = fmt(final.get(key), kind) + _interval(final, key, kind)
             is_best = is_number(final.get(key)) and final[key] == best.get(key)
             cells.append(f'<td class="{"best" if is_best else ""}">{text}</td>')
-        rnd = final.get("round", "–")
+        rnd = html.escape(str(final.get("round", "–")))
         body.append(f"<tr><th>{html.escape(run.name)}</th><td>{rnd}</td>{''.join(cells)}</tr>")
     return (
         f'<table class="results" id="{table_id}"><thead><tr><th>Run</th><th>Round</th>{head}'

@@ -121,7 +121,7 @@ def render_teacher(row: dict[str, Any]) -> str:
         f'data-finish="" data-truncated="0" data-inclusive="0" data-correct="1">'
         f"<p><b>Teacher ({html.escape(str(row.get('mode')))}, "
         f"{html.escape(str(row.get('backend')))})</b>: "
-        f"{verified} after {row.get('tries', '?')} tries; "
+        f"{verified} after {html.escape(str(row.get('tries', '?')))} tries; "
         f"reasons: {html.escape(reasons)}; phases: {_phases(_teacher_phases(row))}</p>"
         f"{pre(row.get('trace'))}{draft}</div>"
     )
@@ -183,10 +183,10 @@ def render_round_samples(run_dir: Path, round_: int, max_samples: int) -> str:
     for qid in ids:
         students = by_question.get(qid, [])
         first = (students or teachers.get(qid) or [{}])[0]
-        question = html.escape(str(first.get("question", "")))
+        question = html.escape(str(first.get("question", ""))[:160])  # cut, then escaped
         parts.append(
             f'<details class="question" data-qid="{html.escape(qid)}">'
-            f"<summary>{html.escape(qid)}: {question[:160]}</summary>"
+            f"<summary>{html.escape(qid)}: {question}</summary>"
             + "".join(map(render_student, students))
             + "".join(map(render_teacher, teachers.get(qid, [])))
             + "</details>"
