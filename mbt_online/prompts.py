@@ -182,6 +182,34 @@ def mbt_r_messages(ex: Example, gold_solution: str, draft: str) -> list[dict]:
     ]
 
 
+def distill_messages(ex: Example) -> list[dict]:
+    """Teacher distillation: the teacher solves the question as the student would, without the
+    answer; its traces are rejection-sampled on the answer (the paper's distillation baseline)."""
+    content = (
+        f"{_task_block(ex)}\n\nWork the question out from the documents, step by step, in plain "
+        "prose, and end with the answer.\nOutput only the reasoning."
+    )
+    return [{"role": "user", "content": content}]
+
+
+def distill_r_messages(ex: Example, gold_solution: str, draft: str) -> list[dict]:
+    """Distill-R, the paper's matched control: MBT-R's rewrite request without the five phases,
+    so the same draft and content yield a clean derivation with no metacognitive structure."""
+    request = (
+        "Below is a reader's own thinking on this question. Rewrite it into a concise, correct "
+        "derivation: keep the reader's valid findings in their order, remove loops, "
+        "restatements and doubt, and replace wrong steps with the right ones. Do not restate "
+        "the goal, lay out a plan, comment on mistakes or verify at the end: only the steps "
+        f"and the answer.\n\n{_TEACHER_RULES}\nOutput only the derivation.\n\n"
+        f"Reader's thinking:\n{draft.strip() or '(empty)'}"
+    )
+    return [
+        *gold_solution_messages(ex),
+        {"role": "assistant", "content": gold_solution},
+        {"role": "user", "content": request},
+    ]
+
+
 def judge_correctness_messages(question: str, gold: str, predicted: str) -> list[dict]:
     """SimpleQA-style grade; the verdict is the last line "GRADE: <one of JUDGE_GRADES>"."""
     content = (

@@ -75,6 +75,14 @@ class DataSplit(Section):
         description="Only for dataset=world: which generated world the questions come from; "
         "train and eval use different worlds.",
     )
+    tier: str | None = Field(
+        default=None,
+        max_length=40,
+        pattern=r"^[a-z][a-z0-9_-]*$",
+        description="Report this source's questions under this tier label (`eval/<tier>/...`) "
+        "instead of their own (easy/medium/hard by hops): e.g. `shifted` for a harder held-out "
+        "set in data.eval_more. null keeps the source's tiers.",
+    )
 
     @model_validator(mode="after")
     def _check_aliases(self) -> DataSplit:
@@ -135,6 +143,14 @@ class WorldConfig(Section):
     distractors: int = Field(
         default=3, ge=0, description="Distractor documents beside the gold ones in a prompt."
     )
+    twin_hops: bool = Field(
+        default=False,
+        description="Regulation testbed: the first distractor slots hold a look-alike chain: "
+        "the document of an entity named like an intermediate hop's subject (same last word: "
+        "the student's copy key is ambiguous) whose fact leads elsewhere, and the documents "
+        "its wrong chain continues through, so a slip there yields a fluent wrong answer that "
+        "only re-reading the hop's document with the full name catches (docs/results.md).",
+    )
 
 
 class BootstrapConfig(Section):
@@ -166,6 +182,21 @@ class BootstrapConfig(Section):
         le=1,
         description="Share of training traces that keep re-checking after the answer. The "
         "three p_* sum to <= 1; clean traces take the rest.",
+    )
+    p_hop_slip: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of training traces that copy a look-alike's fact at an intermediate "
+        "hop and follow its wrong chain (needs world.twin_hops; others fall back to overthinking).",
+    )
+    p_slip_repair: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of those slips the trace notices itself (names the look-alike, "
+        "re-reads the hop's document and goes on right): the repair a student can show on its "
+        "own, so self-distillation can select it.",
     )
     worlds: int = Field(default=24, ge=1, description="Generated worlds the traces come from.")
     questions_per_world: int = Field(
@@ -208,6 +239,6 @@ class BootstrapConfig(Section):
 
     @model_validator(mode="after")
     def _check_rates(self) -> BootstrapConfig:
-        if self.p_loop + self.p_distractor_switch + self.p_overthink > 1:
-            raise ValueError("p_loop + p_distractor_switch + p_overthink must be <= 1")
+        if self.p_loop + self.p_distractor_switch + self.p_overthink + self.p_hop_slip > 1:
+            raise ValueError("p_loop + p_distractor_switch + p_overthink + p_hop_slip must be <= 1")
         return self

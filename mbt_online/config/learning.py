@@ -62,11 +62,14 @@ class RewardConfig(Section):
 class TeacherConfig(Section):
     """Who writes the target traces, and how they are checked."""
 
-    mode: Literal["mbt-r", "mbt-s", "both", "none"] = Field(
+    mode: Literal["mbt-r", "mbt-s", "both", "none", "distill", "distill-r", "direct-r"] = Field(
         default="mbt-r",
         description="`mbt-r` rewrites the student's drafts, `mbt-s` synthesizes traces from the "
         "question, `both` does both, `none` trains on the student's own correct traces "
-        "(self-distillation).",
+        "(self-distillation). The paper's controls: `distill` trains on the teacher's own "
+        "solutions (teacher distillation, rejection-sampled on the answer), `distill-r` rewrites "
+        "the student's drafts like `mbt-r` but without the five phases (Distill-R), `direct-r` "
+        "applies the MBT-R rewrite to the teacher's own solution instead of a student draft.",
     )
     backend: Literal["structured", "openai", "vllm"] = Field(
         default="structured",
@@ -190,6 +193,19 @@ class SFTConfig(StepConfig):
     lr_scheduler: str = Field(
         default="cosine",
         description="Learning-rate schedule (a transformers scheduler name: cosine, linear...).",
+    )
+    max_rows_per_question: int | None = Field(
+        default=2,
+        ge=1,
+        description="Most SFT rows one question may put into a round, whatever the method "
+        "(teacher traces or the student's own): the fair budget that lets methods be compared. "
+        "null lifts the cap.",
+    )
+    select: Literal["reward", "correct"] = Field(
+        default="reward",
+        description="Self-distillation's rows (teacher.mode=none): `reward` the student's "
+        "correct finished traces ranked by the project's reward, `correct` every correct "
+        "finished trace in sample order, unranked (the paper's self-distillation).",
     )
 
 

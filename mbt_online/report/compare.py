@@ -126,18 +126,33 @@ def question_means(rows: list[dict[str, Any]], metric: str) -> dict[str, float]:
     return {q: sum(v) / len(v) for q, v in sums.items()}
 
 
-def eval_rows(run: Path, round_: int) -> list[dict[str, Any]]:
+def eval_rows(run: Path, round_: int, tier: str | None = None) -> list[dict[str, Any]]:
+    """A round's eval rows, only one tier's (a hop count's, or a labelled set's) when given."""
     out = stage_dir(run, round_, "eval")
     if not out.exists():
         raise ConfigError(f"round: {run} has no evaluation of round {round_}")
-    return load_rows(out)
+    rows = load_rows(out)
+    if tier is None:
+        return rows
+    kept = [r for r in rows if r.get("tier") == tier]
+    if not kept:
+        raise ConfigError(f"metric: {run} has no eval rows of tier {tier!r} in round {round_}")
+    return kept
 
 
-def side_summary(name: str, runs: list[Path], round_: int, metric: str) -> dict[str, Any]:
+def split_metric(metric: str) -> tuple[str | None, str]:
+    """`hard/accuracy` -> ("hard", "accuracy"); `accuracy` -> (None, "accuracy")."""
+    tier, _, name = metric.rpartition("/")
+    return tier or None, name
+
+
+def side_summary(
+    name: str, runs: list[Path], round_: int, metric: str, tier: str | None = None
+) -> dict[str, Any]:
     """One side's mean and 95% interval: over its seed runs (t interval) when it has several,
     else over its evaluation's questions (a bootstrap of the per-question means, rates too, as
     `scoring.spread` gives the eval intervals; a rate at 0 or 1: `edge_rate_interval`)."""
-    rows = [eval_rows(r, round_) for r in runs]
+    rows = [eval_rows(r, round_, tier) for r in runs]
     means = [sum(row_value(x, metric) for x in rs) / len(rs) for rs in rows]
     if len(runs) > 1:
         low, high = t_interval(means) or (means[0], means[0])
@@ -172,34 +187,34 @@ def pair_runs(a: list[Path], b: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def paired_differences(
-    pairs: list[tuple[Path, Path]], round_: int, metric: str
+    pairs: list[tuple[Path, Path]], round_: int, metric: str, tier: str | None = None
 ) -> tuple[list[str], list[list[float]]]:
     """Per seed pair, the per-question differences A - B on the same held-out questions;
     refused when a pair evaluated different questions (a paired test needs the same ones)."""
     questions: list[str] | None = None
     matrix = []
     for run_a, run_b in pairs:
-        qa = question_means(eval_rows(run_a, round_), metric)
-        qb = question_means(eval_rows(run_b, round_), metric)
+        qa = question_means(eval_rows(run_a, round_, tier), metric)
+        qb = question_means(eval_rows(run_b, round_, tier), metric)
         if set(qa) != set(qb):
             raise ConfigError(_different_questions(run_a, run_b, qa, qb))
         if questions is None:
             questions = sorted(qa)
         elif set(questions) != set(qa):  # replicates on other questions: pair question by pair
-            return _flattened(pairs, round_, metric)
+            return _flattened(pairs, round_, metric, tier)
         matrix.append([qa[q] - qb[q] for q in questions])
     return questions or [], matrix
 
 
 def _flattened(
-    pairs: list[tuple[Path, Path]], round_: int, metric: str
+    pairs: list[tuple[Path, Path]], round_: int, metric: str, tier: str | None = None
 ) -> tuple[list[str], list[list[float]]]:
     """Replicates whose held-out questions differ (a shuffled data file, run.seed per seed):
     one unit per (seed pair, question), resampled as questions."""
     keys, diffs = [], []
     for i, (run_a, run_b) in enumerate(pairs):
-        qa = question_means(eval_rows(run_a, round_), metric)
-        qb = question_means(eval_rows(run_b, round_), metric)
+        qa = question_means(eval_rows(run_a, round_, tier), metric)
+        qb = question_means(eval_rows(run_b, round_, tier), metric)
         keys += [f"{i}:{q}" for q in sorted(qa)]
         diffs += [qa[q] - qb[q] for q in sorted(qa)]
     return keys, [diffs]
@@ -228,21 +243,22 @@ def paired_compare(
 ) -> dict[str, Any]:
     """A against B on the same held-out questions at one round (default: the last both have):
     each side's mean with its interval, and the paired difference A - B with its 95% interval
-    and whether that interval excludes zero."""
-    if metric not in METRICS:
-        raise ConfigError(f"metric: {metric!r}; one of {', '.join(METRICS)}")
+    and whether that interval excludes zero. `<tier>/<metric>` compares one tier's questions."""
+    tier, name = split_metric(metric)
+    if name not in METRICS:
+        raise ConfigError(f"metric: {metric!r}; one of {', '.join(METRICS)}, or <tier>/<metric>")
     name_a, runs_a = resolve_runs(a, sweep_dir)
     name_b, runs_b = resolve_runs(b, sweep_dir)
     if round_ is None:
         round_ = min(last_round(runs_a), last_round(runs_b))
     pairs = pair_runs(runs_a, runs_b)
-    _, matrix = paired_differences(pairs, round_, metric)
+    _, matrix = paired_differences(pairs, round_, name, tier)
     paired = paired_bootstrap(matrix[0] if len(matrix) == 1 else matrix)
     return {
         "metric": metric,
         "round": round_,
-        "a": side_summary(name_a, runs_a, round_, metric),
-        "b": side_summary(name_b, runs_b, round_, metric),
+        "a": side_summary(name_a, runs_a, round_, name, tier),
+        "b": side_summary(name_b, runs_b, round_, name, tier),
         "pairs": len(pairs),
         **asdict(paired),
     }

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from mbt_online.config import Config
+from mbt_online.scoring.behaviour import behaviour_metrics
 from mbt_online.scoring.metrics import TraceDiagnostics, aes, aggregate, by_group, mqi
 
 # (metric key, title): the round's headline, in the run log, the `train` command's table and the
@@ -50,6 +51,7 @@ def summarize(rows: list[dict], cfg: Config, history: list[dict], prefix: str) -
     out = {f"{prefix}/{k}": v for k, v in agg.items()}
     out.update(reward_means(rows, f"{prefix}_"))
     out.update(source_metrics(rows, diags, prefix))
+    out.update(behaviour_metrics(rows, prefix))
     return out
 
 
@@ -125,6 +127,7 @@ def rollout_metrics(scored: list[dict], taught: list[dict]) -> dict[str, float]:
         "rollout/answer_inclusive_rate": sum(r["answer_inclusive"] for r in scored) / n,
     }
     out.update(reward_means(scored))
+    out.update(behaviour_metrics(scored, "rollout"))
     out.setdefault("reward/total", 0.0)
     out.update(teacher_metrics(taught))
     return out

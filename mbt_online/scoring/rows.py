@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from mbt_online.config import Config
+from mbt_online.scoring.behaviour import behaviour_column
 from mbt_online.scoring.metrics import split_trace
 from mbt_online.scoring.rewards import score
 from mbt_online.tasks.base import Example
@@ -41,6 +42,7 @@ def scored_row(ex: Example, raw: dict[str, Any], cfg: Config) -> dict[str, Any]:
         "reward": total,
         "components": json.dumps(components),
         "diagnostics": json.dumps(asdict(d)),
+        "behaviour": behaviour_column(text, ex),
     }
 
 

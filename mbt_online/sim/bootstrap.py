@@ -54,13 +54,23 @@ def student_key(cfg: Config, inputs: StudentInputs | None = None) -> str:
     for text in inputs.corpus:
         data.update(text.encode() + b"\0")
     payload = {
-        "bootstrap": cfg.bootstrap.model_dump(mode="json"),
+        "bootstrap": _shaping_fields(cfg),
         "max_model_len": cfg.student.max_model_len,
         "recipe": RECIPE_VERSION,
         "data": data.hexdigest(),
     }
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# fields added after students were cached: left out of the key at their default, so a config that
+# does not use them keeps its cached student
+_LATER_FIELDS = {"p_hop_slip": 0.0, "p_slip_repair": 0.0}
+
+
+def _shaping_fields(cfg: Config) -> dict[str, Any]:
+    dump = cfg.bootstrap.model_dump(mode="json")
+    return {k: v for k, v in dump.items() if _LATER_FIELDS.get(k, object()) != v}
 
 
 @dataclass(frozen=True)

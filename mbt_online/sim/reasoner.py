@@ -24,10 +24,18 @@ from typing import Literal, Protocol
 
 from mbt_online.prompts import format_target
 from mbt_online.tasks.base import Example
-from mbt_online.tasks.world import clean_lines, parse_sentence, world_sentences
+from mbt_online.tasks.world import (
+    answer_line,
+    clean_lines,
+    hop_lines,
+    hop_path,
+    parse_sentence,
+    twin_slip,
+    world_sentences,
+)
 
-TraceKind = Literal["clean", "overthink", "distractor_switch", "loop"]
-TRACE_KINDS: tuple[TraceKind, ...] = ("clean", "overthink", "distractor_switch", "loop")
+TraceKind = Literal["clean", "overthink", "distractor_switch", "loop", "hop_slip"]
+TRACE_KINDS: tuple[TraceKind, ...] = ("clean", "overthink", "distractor_switch", "loop", "hop_slip")
 
 LOOP_CUE = "Let me check again."
 RECHECK_CUE = "Let me double-check."
@@ -39,6 +47,8 @@ class Rates(Protocol):
     p_loop: float
     p_distractor_switch: float
     p_overthink: float
+    p_hop_slip: float
+    p_slip_repair: float
 
 
 def draw_kind(rng: random.Random, rates: Rates) -> TraceKind:
@@ -48,6 +58,7 @@ def draw_kind(rng: random.Random, rates: Rates) -> TraceKind:
         ("loop", rates.p_loop),
         ("distractor_switch", rates.p_distractor_switch),
         ("overthink", rates.p_overthink),
+        ("hop_slip", rates.p_hop_slip),
     ):
         if u < p:
             return kind  # type: ignore[return-value]
@@ -70,6 +81,11 @@ def unregulated_trace(
     head = [goal]
     if kind == "loop":
         return _loop(head, steps, said, rng, loop_words), kind
+    if kind == "hop_slip":
+        slipped = _slip_lines(ex, rng, rates.p_slip_repair)
+        if slipped is not None:
+            return format_target("\n".join([*head, *slipped[0]]), slipped[1]), kind
+        kind = "overthink"
     lines = [*head, *steps, said]
     final = ex.answer
     if kind == "distractor_switch":
@@ -93,6 +109,20 @@ def _loop(head: list[str], steps: list[str], said: str, rng: random.Random, word
     while sum(len(line.split()) for line in lines) < words:
         lines += [LOOP_CUE, *body]
     return "<think>\n" + "\n".join(lines)
+
+
+def _slip_lines(ex: Example, rng: random.Random, p_repair: float) -> tuple[list[str], str] | None:
+    """The hop lines with the look-alike's fact copied at the slip hop and its wrong chain
+    followed to the end; with probability `p_repair` the trace notices at once (names the
+    look-alike), re-reads the hop's document and goes on right. None without a look-alike chain."""
+    slip = twin_slip(ex)
+    if slip is None:
+        return None
+    k, steps = slip.hop, hop_lines(ex)
+    wrong = [f"{hop_path(ex, k + j)}: {s}" for j, s in enumerate(slip.wrong)]
+    if rng.random() < p_repair:
+        return [*steps[:k], wrong[0], slip.repair_line(), *steps[k:], answer_line(ex)], ex.answer
+    return [*steps[:k], *wrong, answer_line(ex, slip.answer)], slip.answer
 
 
 def _look_alike(ex: Example) -> tuple[str, str] | None:

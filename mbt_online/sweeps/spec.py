@@ -13,6 +13,10 @@ Sweep YAML (paths relative to the YAML file)::
     tags: [paper]                    # wandb tags on every member
     seeds: [0, 1, 2]                 # optional: every member once per seed, <member>-s<seed>,
                                      #   with run.seed and rollout.seed = the seed (`with_seeds`)
+    seed_keys: [run.seed, rollout.seed, bootstrap.seed]   # optional: what a seed sets (default
+                                     #   run.seed, rollout.seed); bootstrap.seed: a new student
+    endpoint: {metric: eval/accuracy, ...}  # optional: the pre-registered comparison, recorded
+                                     #   as written (scripts/compare_table.py reads it)
     overrides: [loop.rounds=2]       # shared by every member (list of key=value, or a mapping)
     grid:                            # cartesian product, crossed with every member
       train.dpo.enabled: [false, true]
@@ -70,7 +74,19 @@ RESERVED = ("run.name", "run.runs_dir", "tracking.group", "tracking.tags")
 # Key segments too generic to name a value ("train.dpo.enabled" is about DPO, not "enabled").
 GENERIC = {"enabled", "enable", "value", "mode", "name", "path"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-SWEEP_KEYS = {"name", "base", "group", "tags", "overrides", "grid", "members", "slurm", "seeds"}
+SWEEP_KEYS = {
+    "name",
+    "base",
+    "group",
+    "tags",
+    "overrides",
+    "grid",
+    "members",
+    "slurm",
+    "seeds",
+    "seed_keys",
+    "endpoint",
+}
 MEMBER_KEYS = {"name", "overrides", "grid", "tags", "slurm"}
 # per-launch settings (a rendezvous port per SLURM task): not part of what a run is
 LAUNCH_KEYS = ("run.runs_dir", "runtime.main_process_port", "runtime.main_process_ip")
@@ -100,6 +116,8 @@ class Sweep:
     members: list[dict[str, Any]]
     slurm: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] | None = None  # every member repeated per seed (`with_seeds`)
+    seed_keys: tuple[str, ...] = ("run.seed", "rollout.seed")  # what each replicate's seed sets
+    endpoint: dict[str, Any] = field(default_factory=dict)  # the pre-registered comparison
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +163,8 @@ def load_sweep(path: str | Path) -> Sweep:
         members=members,
         slurm=slurm,
         seeds=_parse_seeds(raw.get("seeds"), f"{path}: seeds"),
+        seed_keys=_parse_seed_keys(raw.get("seed_keys"), f"{path}: seed_keys"),
+        endpoint=_parse_endpoint(raw.get("endpoint"), f"{path}: endpoint"),
     )
 
 
@@ -255,7 +275,7 @@ def expand(
             *[[(k, lab, v) for lab, v in axis] for k, axis in grid.items()]
         ):
             out.append(_member(sweep, spec, own, extras, combo))
-    out = with_seeds(out, sweep.seeds, sweep.path)
+    out = with_seeds(out, sweep.seeds, sweep.path, sweep.seed_keys)
     _check_unique(out, sweep.path)
     unused = sorted({str(k) for k in sweep.slurm.get("labels") or {}} - parts)
     if unused:
@@ -302,7 +322,32 @@ def _parse_seeds(value: Any, where: str) -> list[int] | None:
     return items
 
 
-def with_seeds(members: list[Member], seeds: list[int] | None, path: Path) -> list[Member]:
+def _parse_seed_keys(value: Any, where: str) -> tuple[str, ...]:
+    """The dotted keys each replicate's seed sets; they must be config keys (checked when the
+    members' configs load) and at least the run's own seed."""
+    if value is None:
+        return SEED_KEYS
+    keys = [str(k) for k in as_list(value, where)]
+    if "run.seed" not in keys or len(set(keys)) != len(keys):
+        raise ConfigError(f"{where}: expected distinct keys including run.seed, got {keys}")
+    return tuple(keys)
+
+
+def _parse_endpoint(value: Any, where: str) -> dict[str, Any]:
+    """The comparison registered before the runs: kept as written; `metric` is required."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or "metric" not in value:
+        raise ConfigError(f"{where}: expected a mapping with at least `metric:`")
+    return dict(value)
+
+
+def with_seeds(
+    members: list[Member],
+    seeds: list[int] | None,
+    path: Path,
+    seed_keys: tuple[str, ...] = SEED_KEYS,
+) -> list[Member]:
     """Each member once per seed, named `<member>-s<seed>` (`report.compare.group_of` reads the
     group back), with `run.seed` and `rollout.seed` set to the seed: a replicate redraws the
     engine, training, teacher and rollout noise (and, for a shuffled benchmark file, the
@@ -312,7 +357,7 @@ def with_seeds(members: list[Member], seeds: list[int] | None, path: Path) -> li
         return members
     out = []
     for m in members:
-        pinned = [k for k in (_key_value(o)[0] for o in m.overrides) if k in SEED_KEYS]
+        pinned = [k for k in (_key_value(o)[0] for o in m.overrides) if k in seed_keys]
         if pinned:
             raise ConfigError(
                 f"{path}: member {m.name!r} sets {pinned[0]}, which `seeds:` sets per replicate; "
@@ -320,7 +365,7 @@ def with_seeds(members: list[Member], seeds: list[int] | None, path: Path) -> li
             )
         for seed in seeds:
             name = f"{m.name}-s{seed}"
-            extra = [override_item(k, seed) for k in SEED_KEYS]
+            extra = [override_item(k, seed) for k in seed_keys]
             extra.append(override_item("run.name", name))
             out.append(Member(name, _last_per_key(m.overrides + extra), m.slurm))
     return out

@@ -3,6 +3,7 @@ through its task and concatenated, and the window of training questions each rou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 
@@ -48,6 +49,8 @@ def load_split(cfg: Config, which: str) -> list[Example]:
     examples: list[Example] = []
     for name, s in cfg.data.splits(which):
         res = load_source(s, cfg, which)
+        if s.tier is not None:
+            res.examples = [dataclasses.replace(e, tier=s.tier) for e in res.examples]
         if res.skipped:
             log.warning(
                 "data.%s: skipped %d malformed rows: %s",

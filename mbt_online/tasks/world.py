@@ -261,19 +261,59 @@ def _confuser(world: World, path: list[str], rels: list[Relation], rng: random.R
     raise RuntimeError("no confuser document in this world")  # impossible with >= 4 entities
 
 
-def _distractors(
+def twins(world: World, entity: str) -> list[str]:
+    """Other entities of the same kind whose name ends in the same word: "Ben Vale" for
+    "Ida Vale". The student copies a fact by the two words before it ("Vale employer"), so a
+    twin's document in the prompt makes that copy ambiguous."""
+    last = entity.split()[-1]
+    same = world.names[world.kind_of[entity]]
+    return [e for e in same if e != entity and e.split()[-1] == last]
+
+
+def _twin_chain(
     world: World, path: list[str], rels: list[Relation], n: int, rng: random.Random
 ) -> list[str]:
-    """Off-chain documents that share an entity or a relation with the chain, confuser first."""
+    """A look-alike chain for `world.twin_hops`: the twin of an intermediate hop's subject and the
+    documents its wrong fact leads through to a wrong final answer, at most `n` documents; []
+    when no hop has a twin whose chain fits and stays off the gold one."""
+    k_hops = len(rels)
+    options = [(k, t) for k in range(max(0, k_hops - n), k_hops - 1) for t in twins(world, path[k])]
+    rng.shuffle(options)
+    for k, twin in options:
+        chain, entity = [twin], twin
+        for rel in rels[k:]:
+            entity = world.facts[(entity, rel.name)]
+            chain.append(entity)
+        docs = chain[:-1]  # the last object is the wrong answer: its document is never read
+        if set(chain) & set(path) or len(set(chain)) < len(chain) or len(docs) > n:
+            continue
+        return docs
+    return []
+
+
+def _distractors(
+    world: World,
+    path: list[str],
+    rels: list[Relation],
+    n: int,
+    rng: random.Random,
+    twin_hops: bool = False,
+) -> list[str]:
+    """Off-chain documents that share an entity or a relation with the chain, confuser first
+    (with `twin_hops`, a look-alike chain first)."""
     if n == 0:
         return []
-    chosen = [_confuser(world, path, rels, rng)]
+    chosen = _twin_chain(world, path, rels, n, rng) if twin_hops else []
+    if len(chosen) >= n:
+        return chosen
+    if not chosen:
+        chosen = [_confuser(world, path, rels, rng)]
     on_chain = set(path)
     side = {world.facts[(e, r.name)] for e in path[:-1] for r in world.relations_of(e)}
     back = {s for (s, _), o in world.facts.items() if o in on_chain}
     near = sorted((side | back) - on_chain - set(chosen))
     rng.shuffle(near)
-    chosen += near[: n - 1]
+    chosen += near[: n - len(chosen)]
     rest = sorted(set(world.kind_of) - on_chain - set(chosen))
     chosen += rng.sample(rest, n - len(chosen)) if len(chosen) < n else []
     return chosen
@@ -303,13 +343,15 @@ def make_examples(
         if question in seen:
             continue
         seen.add(question)
-        out.append(_example(world, path, rels, question, n_distract, rng, len(out), seed))
+        out.append(
+            _example(world, path, rels, question, n_distract, rng, len(out), seed, cfg.twin_hops)
+        )
     return out
 
 
-def _example(world, path, rels, question, n_distract, rng, index, seed) -> Example:
+def _example(world, path, rels, question, n_distract, rng, index, seed, twin_hops) -> Example:
     hops = _hops(world, path, rels)
-    titles = [h.title for h in hops] + _distractors(world, path, rels, n_distract, rng)
+    titles = [h.title for h in hops] + _distractors(world, path, rels, n_distract, rng, twin_hops)
     rng.shuffle(titles)
     k = len(rels)
     return Example(
@@ -360,7 +402,7 @@ def clean_lines(ex: Example) -> list[str]:
     MBT-R's teacher for the world student rewrites into exactly these lines (plus its phase
     lines), so SFT moves the decision after the answer instead of relearning how to read.
     """
-    return [_goal_line(ex), *hop_lines(ex), f"{_last_step(ex)} So the answer is {ex.answer}."]
+    return [_goal_line(ex), *hop_lines(ex), answer_line(ex)]
 
 
 def _nouns(ex: Example) -> list[str]:
@@ -378,12 +420,69 @@ def _goal_line(ex: Example) -> str:
 
 def hop_lines(ex: Example) -> list[str]:
     """One line per hop: the step in the path, then the document's fact that takes it."""
+    return [f"{hop_path(ex, i)}: {hop.evidence}" for i, hop in enumerate(ex.hops)]
+
+
+def hop_path(ex: Example, i: int) -> str:
+    """The step in the question's path that hop `i` takes ("...'s employer's location")."""
     nouns = _nouns(ex)
-    lines = []
-    for i, hop in enumerate(ex.hops):
-        path = f"{hop.title}'s {nouns[0]}" if i == 0 else f"...'s {nouns[i - 1]}'s {nouns[i]}"
-        lines.append(f"{path}: {hop.evidence}")
-    return lines
+    return f"{ex.hops[0].title}'s {nouns[0]}" if i == 0 else f"...'s {nouns[i - 1]}'s {nouns[i]}"
+
+
+def answer_line(ex: Example, answer: str | None = None) -> str:
+    """The clean derivation's last line, stating `answer` (the gold one by default)."""
+    return f"{_last_step(ex)} So the answer is {answer or ex.answer}."
+
+
+@dataclass(frozen=True)
+class TwinSlip:
+    """The slip a question's look-alike chain invites (`world.twin_hops`): at hop `hop` the
+    reader copies the `twin`'s fact instead of the `subject`'s and follows `wrong` (the wrong
+    chain's sentences, the slip first) to `answer`. The world knows it, so metrics can tell a
+    slip, its catch and its repair apart in any trace."""
+
+    hop: int
+    twin: str
+    subject: str
+    wrong: tuple[str, ...]
+    answer: str
+
+    def repair_line(self) -> str:
+        """The self-correction that names the conflicting document."""
+        return f"Wait, {self.twin} is not {self.subject}."
+
+
+def twin_slip(ex: Example) -> TwinSlip | None:
+    """The look-alike chain of a world question, read from its documents, or None."""
+    parsed = question_chain(ex.question) if ex.source == "world" else None
+    if parsed is None or len(ex.hops) < 2:
+        return None
+    docs, gold = dict(ex.documents), set(ex.supporting_titles)
+    rels = parsed[1]
+    for k, hop in enumerate(ex.hops[:-1]):
+        for title in docs:
+            same_last = title.split()[-1] == hop.title.split()[-1]
+            if title in gold or not same_last:
+                continue
+            wrong = _follow(docs, title, rels[k:])
+            if wrong and parse_sentence(wrong[-1])[2] != ex.answer:  # type: ignore[index]
+                end = parse_sentence(wrong[-1])[2]  # type: ignore[index]
+                return TwinSlip(k, title, hop.title, tuple(wrong), end)
+    return None
+
+
+def _follow(docs: dict[str, str], start: str, rels: list[Relation]) -> list[str] | None:
+    """The sentences that follow `rels` from `start` through the given documents, or None when
+    a document on the way is missing."""
+    out, entity = [], start
+    for rel in rels:
+        facts = [parse_sentence(x) for x in world_sentences(docs.get(entity, ""))]
+        fact = next((f for f in facts if f and f[0] == entity and f[1] == rel), None)
+        if fact is None:
+            return None
+        out.append(rel.sentence(entity, fact[2]))
+        entity = fact[2]
+    return out
 
 
 def hop_line(hop: Hop) -> str:

@@ -19,7 +19,13 @@ from mbt_online.scoring.metrics import PHASES, contains_answer, detect_phases
 from mbt_online.scoring.text import count_words, squash
 from mbt_online.tasks.base import Example
 
-Mode = Literal["mbt-s", "mbt-r"]
+Mode = Literal["mbt-s", "mbt-r", "distill", "distill-r", "direct-r"]
+MODES: tuple[str, ...] = ("mbt-s", "mbt-r", "distill", "distill-r", "direct-r")
+# the paper's controls without the five-phase structure: their traces need no phases to verify
+UNSTRUCTURED: tuple[str, ...] = ("distill", "distill-r")
+# modes that rewrite the student's own drafts (one request per failing draft); the others write
+# one trace per question
+DRAFT_MODES: tuple[str, ...] = ("mbt-r", "distill-r")
 
 
 @dataclass
@@ -100,8 +106,10 @@ def verify(
     ex: Example,
     budget_tokens: int | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    require_phases: bool = True,
 ) -> Verdict:
     """Accept a teacher trace only if it could serve as a training target; say why not otherwise.
+    `require_phases` is off for the unstructured controls (Distill-R, teacher distillation).
 
     Reasons are stable short strings (they are counted per round): "empty", "answer_not_reached",
     "missing_phases:<comma list>", "over_budget", "leak".
@@ -112,7 +120,7 @@ def verify(
     if not contains_answer(trace, ex.answers):
         reasons.append("answer_not_reached")
     found = detect_phases(trace)
-    missing = [p for p in PHASES if p not in found]
+    missing = [p for p in PHASES if p not in found] if require_phases else []
     if missing:
         reasons.append("missing_phases:" + ",".join(missing))
     if budget_tokens is not None and (count_tokens or count_words)(trace) > budget_tokens:

@@ -27,11 +27,20 @@ from mbt_online.config import Config, ConfigError, TeacherConfig
 from mbt_online.contracts import CIRCUIT_OPEN
 from mbt_online.llm.client import make_client
 from mbt_online.llm.wire import ChatFailure, ChatRequest, ChatResult
-from mbt_online.prompts import gold_solution_messages, mbt_r_messages, mbt_s_messages
+from mbt_online.prompts import (
+    distill_messages,
+    distill_r_messages,
+    gold_solution_messages,
+    mbt_r_messages,
+    mbt_s_messages,
+)
 from mbt_online.scoring.metrics import split_trace
 from mbt_online.scoring.text import count_words
 from mbt_online.seeds import hash_seed, stage_seed
-from mbt_online.teachers.contract import TeachRequest, TeachResult, verify
+from mbt_online.teachers.contract import MODES, UNSTRUCTURED, TeachRequest, TeachResult, verify
+
+# the modes whose request carries the teacher's gold solution as its first turn
+_GOLD_MODES = ("mbt-r", "distill-r", "direct-r")
 
 if TYPE_CHECKING:
     from mbt_online.teachers.structured import StructuredTeacher
@@ -147,8 +156,8 @@ class LLMTeacher:
     def teach(self, requests: list[TeachRequest]) -> list[TeachResult]:
         """One result per request, in order; never raises for a server or a model failure."""
         for r in requests:
-            if r.mode not in ("mbt-s", "mbt-r"):
-                raise ValueError(f"unknown teacher mode {r.mode!r}; expected 'mbt-s' or 'mbt-r'")
+            if r.mode not in MODES:
+                raise ValueError(f"unknown teacher mode {r.mode!r}; expected one of {MODES}")
         jobs = [_Job(r) for r in requests]
         for attempt in range(self.cfg.max_tries):
             pending = [j for j in jobs if not j.done]
@@ -182,7 +191,7 @@ class LLMTeacher:
         needed: dict[str, _Job] = {}
         for j in jobs:
             ex_id = j.req.example.id
-            if j.req.mode == "mbt-r" and ex_id not in self.gold_solutions:
+            if j.req.mode in _GOLD_MODES and ex_id not in self.gold_solutions:
                 needed.setdefault(ex_id, j)
         if not needed:
             return
@@ -205,7 +214,7 @@ class LLMTeacher:
         ready = []
         for j in jobs:
             j.tries += 1
-            if j.req.mode == "mbt-r" and j.req.example.id not in self.gold_solutions:
+            if j.req.mode in _GOLD_MODES and j.req.example.id not in self.gold_solutions:
                 # an unanswered gold request is a failed request too: it counts as an outage
                 kind = self.gold_failures.get(j.req.example.id)
                 j.reasons = ["gold_solution_failed"] + ([f"request_failed:{kind}"] if kind else [])
@@ -224,8 +233,15 @@ class LLMTeacher:
     def _messages(self, req: TeachRequest) -> list[dict]:
         if req.mode == "mbt-s":
             return mbt_s_messages(req.example)
+        if req.mode == "distill":
+            return distill_messages(req.example)
+        gold = self.gold_solutions[req.example.id]
+        if req.mode == "direct-r":  # MBT-R of the teacher's own solution, not a student draft
+            return mbt_r_messages(req.example, gold, gold)
         draft = split_trace(req.draft or "")
-        return mbt_r_messages(req.example, self.gold_solutions[req.example.id], draft)
+        if req.mode == "distill-r":
+            return distill_r_messages(req.example, gold, draft)
+        return mbt_r_messages(req.example, gold, draft)
 
     def _judge_samples(self, job: _Job, texts: list[str]) -> None:
         """Keep the first sample that verifies; otherwise the least-wrong one, with its reasons."""
@@ -235,7 +251,13 @@ class LLMTeacher:
         best: tuple[int, str, list[str]] | None = None
         for text in texts:
             trace = clean_trace(text)
-            verdict = verify(trace, job.req.example, self.budget_tokens, self.count_tokens)
+            verdict = verify(
+                trace,
+                job.req.example,
+                self.budget_tokens,
+                self.count_tokens,
+                job.req.mode not in UNSTRUCTURED,
+            )
             if verdict.ok:
                 job.trace, job.reasons, job.done = trace, [], True
                 return

@@ -14,9 +14,16 @@ from collections.abc import Callable
 
 from mbt_online.scoring.text import count_words, mentions, normalize_answer, split_sentences
 from mbt_online.tasks.base import Example
-from mbt_online.tasks.world import clean_lines, is_world_question
+from mbt_online.tasks.world import (
+    answer_line,
+    clean_lines,
+    hop_lines,
+    hop_path,
+    is_world_question,
+    twin_slip,
+)
 from mbt_online.teachers.chain import Step, gold_steps, is_yes_no, lookalikes
-from mbt_online.teachers.contract import TeachRequest, TeachResult, verify
+from mbt_online.teachers.contract import MODES, UNSTRUCTURED, TeachRequest, TeachResult, verify
 from mbt_online.teachers.drafts import (
     Slip,
     correction,
@@ -93,13 +100,41 @@ def _nameable(text: str, ex: Example) -> bool:
     return short and not re.search(r"(?i)\banswer\b", text)
 
 
-def _in_student_words(ex: Example, slip: Slip | None) -> str:
+def _in_student_words(ex: Example, slip: Slip | None, draft: str | None = None) -> str:
     """MBT-R for a student with a fixed line style (the world student): its own clean lines (goal
     and plan, one line per hop, the answer) and then one check that names a wrong final answer
     as the mistake, or finds none, and stops. SFT thus moves the decision after the first answer
-    instead of teaching new wording the student would have to learn to read with."""
+    instead of teaching new wording the student would have to learn to read with.
+
+    Where the question has a look-alike chain (`world.twin_hops`) the check re-reads the hop the
+    look-alike threatens (its document's sentence, with the full name), and a draft that slipped
+    there keeps its slip line, followed at once by the self-correction that names the look-alike
+    and the right line: the monitoring and repair the student's own samples rarely show."""
     wrong = f"{slip.text} was wrong" if slip is not None else "no mistake"
-    return "\n".join([*clean_lines(ex), f"Check: {wrong}, {ex.answer} fits."])
+    goal, *steps, said = clean_lines(ex)
+    twin = twin_slip(ex)
+    if twin is None:
+        return "\n".join([goal, *steps, said, f"Check: {wrong}, {ex.answer} fits."])
+    k = twin.hop
+    if draft and twin.wrong[0] in draft:
+        steps = [*steps[:k], f"{hop_path(ex, k)}: {twin.wrong[0]}", twin.repair_line(), *steps[k:]]
+        wrong = f"{twin.twin} was wrong"
+    check = f"Check: {ex.hops[k].evidence} So {wrong}, {ex.answer} fits."
+    return "\n".join([goal, *steps, said, check])
+
+
+def plain_solution(ex: Example, rewrite: bool = False) -> str:
+    """The teacher's own derivation with none of the five phases' lines: for the world student its
+    clean lines (teacher distillation; goal line included: it is how a solver states the path) or,
+    as Distill-R's rewrite, only the hop lines and the answer (MBT-R's verified content without
+    its phase lines); elsewhere each hop's evidence, clipped at its finding, and the answer."""
+    if is_world_question(ex):
+        return "\n".join(clean_lines(ex) if not rewrite else [*hop_lines(ex), answer_line(ex)])
+    steps = gold_steps(ex)
+    last = len(steps) - 1
+    lines = [_clip(s.evidence, ex.answer if k == last else s.answer) for k, s in enumerate(steps)]
+    says = "So the answer is" if is_yes_no(ex) else "This gives"
+    return "\n".join([*lines, f"{says} {ex.answer}."]) if lines else f"{says} {ex.answer}."
 
 
 class StructuredTeacher:
@@ -166,7 +201,7 @@ class StructuredTeacher:
             return self.concise(ex, draft, random.Random(f"{self.seed}|{ex.id}"))
         slip = draft_slip(ex, gold_steps(ex), draft)
         # only a wrong final answer is named: a detour through a distractor is simply cut
-        return _in_student_words(ex, slip if slip and slip.kind == "answer" else None)
+        return _in_student_words(ex, slip if slip and slip.kind == "answer" else None, draft)
 
     def teach(self, requests: list[TeachRequest]) -> list[TeachResult]:
         """Write and verify one trace per request; retry a rejected one with a fresh draw (and
@@ -174,15 +209,20 @@ class StructuredTeacher:
         return [self._teach_one(r) for r in requests]
 
     def _write(self, req: TeachRequest, rng: random.Random, terse: int) -> str:
-        if self.style == "student" and req.mode in ("mbt-s", "mbt-r"):
-            return self.student_words(req.example, req.draft if req.mode == "mbt-r" else None)
-        if self.style == "concise" and req.mode in ("mbt-s", "mbt-r"):
-            return self.concise(req.example, req.draft if req.mode == "mbt-r" else None, rng)
-        if req.mode == "mbt-s":
+        mode, draft = req.mode, req.draft
+        if mode in UNSTRUCTURED:
+            return plain_solution(req.example, rewrite=mode == "distill-r")
+        if mode == "direct-r":  # MBT-R of the teacher's own solution instead of a student draft
+            mode, draft = "mbt-r", plain_solution(req.example)
+        if self.style == "student" and mode in ("mbt-s", "mbt-r"):
+            return self.student_words(req.example, draft if mode == "mbt-r" else None)
+        if self.style == "concise" and mode in ("mbt-s", "mbt-r"):
+            return self.concise(req.example, draft if mode == "mbt-r" else None, rng)
+        if mode == "mbt-s":
             return self.synthesize(req.example, rng, terse)
-        if req.mode == "mbt-r":
-            return self.rewrite(req.example, req.draft or "", rng, terse)
-        raise ValueError(f"unknown teacher mode {req.mode!r}; expected 'mbt-s' or 'mbt-r'")
+        if mode == "mbt-r":
+            return self.rewrite(req.example, draft or "", rng, terse)
+        raise ValueError(f"unknown teacher mode {req.mode!r}; expected one of {', '.join(MODES)}")
 
     def _teach_one(self, req: TeachRequest) -> TeachResult:
         ex, terse = req.example, 0
@@ -190,7 +230,9 @@ class StructuredTeacher:
         for attempt in range(self.max_tries):
             rng = random.Random(f"{self.seed}|{ex.id}|{req.mode}|{attempt}")
             trace = self._write(req, rng, terse)
-            verdict = verify(trace, ex, self.budget_tokens, self.count_tokens)
+            verdict = verify(
+                trace, ex, self.budget_tokens, self.count_tokens, req.mode not in UNSTRUCTURED
+            )
             if verdict.ok:
                 return self._result(req, trace, True, [], attempt + 1)
             reasons = verdict.reasons

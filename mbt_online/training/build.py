@@ -19,26 +19,49 @@ Row = dict[str, Any]
 
 def best_student(group: list[Row]) -> Row | None:
     """The student's own best correct, self-terminated trace (rejection sampling)."""
+    good = student_picks(group, "reward")
+    return good[0] if good else None
+
+
+def student_picks(group: list[Row], select: str) -> list[Row]:
+    """The student's correct, self-terminated traces of one question: best reward first
+    (`reward`), or in sample order, unranked (`correct`: the paper's self-distillation)."""
     good = [r for r in group if r["correct"] >= 1.0 and not r["truncated"]]
-    return max(good, key=lambda r: (r["reward"], -r["sample"])) if good else None
+    if select == "correct":
+        return sorted(good, key=lambda r: r["sample"])
+    return sorted(good, key=lambda r: (-r["reward"], r["sample"]))
 
 
 def sft_rows(
     rows: list[Row], teach: list[Row], examples: dict[str, Example], cfg: Config
 ) -> list[Row]:
-    """Prompt/completion rows: verified teacher traces, or the student's own best (mode none)."""
+    """Prompt/completion rows: verified teacher traces, or the student's own correct ones (mode
+    none), at most `train.sft.max_rows_per_question` per question whatever the method, so
+    methods compete on the same budget."""
     metacog = cfg.student.use_metacognitive_prompt
-    out = []
+    cap = cfg.train.sft.max_rows_per_question
     if cfg.teacher.mode == "none":
-        for qid, group in by_question(rows).items():
-            best = best_student(group)
-            if best is not None:
-                out.append(_row(examples[qid], best["completion"], metacog, "student"))
-        return out
-    for t in teach:
-        if t["verified"]:
-            ex = examples[t["example_id"]]
-            out.append(_row(ex, format_target(t["trace"], ex.answer), metacog, t["mode"]))
+        picks = [
+            (qid, r["completion"], "student")
+            for qid, group in by_question(rows).items()
+            for r in student_picks(group, cfg.train.sft.select)
+        ]
+    else:
+        picks = [
+            (
+                t["example_id"],
+                format_target(t["trace"], examples[t["example_id"]].answer),
+                t["mode"],
+            )
+            for t in teach
+            if t["verified"]
+        ]
+    out, per_question = [], {}
+    for qid, text, source in picks:
+        if cap is not None and per_question.get(qid, 0) >= cap:
+            continue
+        per_question[qid] = per_question.get(qid, 0) + 1
+        out.append(_row(examples[qid], text, metacog, source))
     return out
 
 

@@ -103,3 +103,32 @@ def test_draw_kind_is_seeded():
 def test_rates_over_one_are_rejected():
     with pytest.raises(ValueError, match="must be <= 1"):
         BootstrapConfig(p_loop=0.5, p_distractor_switch=0.4, p_overthink=0.2)
+
+
+def test_hop_slips_follow_the_look_alike_chain_or_repair_themselves():
+    from twin_world import with_slip
+
+    from mbt_online.scoring.behaviour import trace_behaviour
+    from mbt_online.tasks.world import twin_slip
+
+    class SlipRates:
+        p_loop = p_distractor_switch = p_overthink = 0.0
+        p_hop_slip, p_slip_repair = 1.0, 0.5
+
+    ex = with_slip(3)
+    slip = twin_slip(ex)
+    rng = random.Random(3)
+    drawn = [unregulated_trace(ex, rng, SlipRates()) for _ in range(40)]
+    assert {kind for _, kind in drawn} == {"hop_slip"}
+    repaired = [t for t, _ in drawn if slip.repair_line() in t]
+    missed = [t for t, _ in drawn if slip.repair_line() not in t]
+    assert 10 <= len(repaired) <= 30 and missed
+    for text in repaired:
+        assert text.endswith(f"<answer>{ex.answer}</answer>")
+        assert trace_behaviour(text, ex) | {"slipped": True, "caught": True} == trace_behaviour(
+            text, ex
+        )
+    for text in missed:
+        assert text.endswith(f"<answer>{slip.answer}</answer>")
+        assert all(w in text for w in slip.wrong)
+        assert not trace_behaviour(text, ex)["caught"]

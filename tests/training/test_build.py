@@ -88,9 +88,12 @@ def test_sft_rows_from_verified_teacher_traces_only():
     assert rows[0]["prompt"][-1]["role"] == "user" and "Who?" in rows[0]["prompt"][-1]["content"]
 
 
-def test_self_distillation_uses_best_correct_self_terminated_trace():
+def test_self_distillation_uses_best_correct_self_terminated_traces_within_the_budget():
     rows = sft_rows(ROWS, [], EXAMPLES, cfg("teacher.mode=none"))
-    assert [r["completion"][0]["content"] for r in rows] == ["q1-0", "q2-0"]
+    # the default budget: two rows a question, best reward first
+    assert [r["completion"][0]["content"] for r in rows] == ["q1-0", "q2-0", "q2-1"]
+    one = sft_rows(ROWS, [], EXAMPLES, cfg("teacher.mode=none", "train.sft.max_rows_per_question=1"))
+    assert [r["completion"][0]["content"] for r in one] == ["q1-0", "q2-0"]
     assert best_student([row("q", 0, 2.0, truncated=True), row("q", 1, 0.5)])["sample"] == 1
     assert best_student([row("q", 0, 2.0, correct=0.0)]) is None
 
@@ -153,3 +156,55 @@ def test_round_questions_mix_benchmarks_in_every_round():
     assert [e.id for e in round_questions(exs, 2, 3)] == ["w1", "h2", "h3"]
     seen = [e.id for r in (1, 2) for e in round_questions(exs, r, 3)]
     assert sorted(seen) == sorted(e.id for e in exs)  # two rounds cover the pool once
+
+
+def test_paper_self_distillation_keeps_correct_finished_traces_in_sample_order_unranked():
+    group = [
+        row("q1", 0, 0.2),
+        row("q1", 1, 1.5),
+        row("q1", 2, 0.9),
+        row("q1", 3, 2.0, truncated=True),
+        row("q1", 4, 3.0, correct=0.0),
+    ]
+    ranked = sft_rows(group, [], EXAMPLES, cfg("teacher.mode=none"))
+    paper = sft_rows(group, [], EXAMPLES, cfg("teacher.mode=none", "train.sft.select=correct"))
+    assert [r["completion"][0]["content"] for r in ranked] == ["q1-1", "q1-2"]
+    assert [r["completion"][0]["content"] for r in paper] == ["q1-0", "q1-1"]
+    lifted = sft_rows(
+        group,
+        [],
+        EXAMPLES,
+        cfg("teacher.mode=none", "train.sft.select=correct", "train.sft.max_rows_per_question=null"),
+    )
+    assert len(lifted) == 3  # every correct finished trace, the truncated and wrong ones never
+
+
+def test_every_method_is_held_to_the_same_rows_per_question():
+    taught = [
+        {"example_id": "q1", "mode": m, "trace": f"We check A, try {i}.", "verified": True}
+        for i, m in enumerate(["mbt-r", "mbt-r", "mbt-r", "distill-r"])
+    ] + [{"example_id": "q2", "mode": "mbt-s", "trace": "We check C.", "verified": True}]
+    rows = sft_rows(ROWS, taught, EXAMPLES, cfg("teacher.mode=mbt-r"))
+    assert [(r["example_id"], r["source"]) for r in rows] == [
+        ("q1", "mbt-r"),
+        ("q1", "mbt-r"),
+        ("q2", "mbt-s"),
+    ]
+    lifted = sft_rows(
+        ROWS, taught, EXAMPLES, cfg("teacher.mode=mbt-r", "train.sft.max_rows_per_question=null")
+    )
+    assert len(lifted) == 5
+
+
+def test_paper_rows_ask_the_teacher_per_question_or_per_failing_draft():
+    for mode in ("distill", "direct-r"):
+        reqs = teach_requests(ROWS, EXAMPLES, cfg(f"teacher.mode={mode}"))
+        assert [(r.example.id, r.mode, r.draft) for r in reqs] == [
+            ("q1", mode, None),
+            ("q2", mode, None),
+        ]
+    reqs = teach_requests(ROWS, EXAMPLES, cfg("teacher.mode=distill-r"))
+    assert [(r.example.id, r.mode, r.draft) for r in reqs] == [
+        ("q1", "distill-r", "q1-1"),
+        ("q2", "distill-r", "q2-1"),
+    ]
