@@ -84,7 +84,7 @@ def test_paper_sweep_covers_every_size():
     path = CONFIG_DIR / "sweeps/paper-qwen3.yaml"
     members = expand(path)
     names = [m.name for m in members]
-    assert len(names) == 40
+    assert len(names) == 60
     for m in members:  # every run validates on its size
         cfg = member_config(load_sweep(path), m, CONFIG_DIR)
         assert cfg.student.model.lower().endswith(m.name.rsplit("_", 1)[1])
@@ -93,12 +93,22 @@ def test_paper_sweep_covers_every_size():
         if rl:  # the paper's RL rows: SFT then GRPO, or GRPO alone
             assert cfg.train.sft.enabled is (m.name.split("_")[0] != "grpo")
             assert cfg.rollout.samples == 8 and not cfg.train.dpo.enabled
-    rows = ("base", "metacog", "self-distill", "mbt-s", "mbt-r", "mbt-r-online", *RL_ROWS)
+    controls = ("self-distill-paper", "teacher-distill", "distill-r", "direct-r")
+    rows = (
+        "base",
+        "metacog",
+        "self-distill",
+        *controls,
+        "mbt-s",
+        "mbt-r",
+        "mbt-r-online",
+        *RL_ROWS,
+    )
     for row in rows:
         assert {f"{row}_{size}" for size in SIZES} <= set(names)
 
 
-RL_ROWS = ("grpo", "self-distill-grpo", "mbt-s-grpo", "mbt-r-grpo")
+RL_ROWS = ("grpo", "self-distill-grpo", "teacher-distill-grpo", "mbt-s-grpo", "mbt-r-grpo")
 
 
 # ---------------------------------------------------------------------------------------------

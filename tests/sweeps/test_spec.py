@@ -163,6 +163,12 @@ def test_paper_baselines_expand_to_the_papers_rows():
     assert cfgs["self-distill_dpo"].train.dpo.chosen == "student_best"
     assert cfgs["mbt-r_dpo"].teacher.mode == "mbt-r" and cfgs["mbt-r_dpo"].train.dpo.enabled
     assert not cfgs["mbt-s_no-dpo"].train.dpo.enabled and cfgs["mbt-s_no-dpo"].loop.rounds >= 1
+    assert cfgs["self-distill-paper_no-dpo"].train.sft.select == "correct"
+    modes = {
+        n: cfgs[f"{n}_no-dpo"].teacher.mode for n in ("teacher-distill", "distill-r", "direct-r")
+    }
+    assert modes == {"teacher-distill": "distill", "distill-r": "distill-r", "direct-r": "direct-r"}
+    assert {c.train.sft.max_rows_per_question for c in cfgs.values()} == {2}  # one budget
     assert {c.tracking.group for c in cfgs.values()} == {"paper-baselines"}
     # a smoke run shortens the trained members only
     short = {m.name: m for m in expand(sweep, ["loop.rounds=1"])}
