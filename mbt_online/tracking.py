@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from mbt_online.config import Config, to_flat_dict
+from mbt_online.inert import InertFormatter, cell
 from mbt_online.rundir.atomic import write_text_atomic
 from mbt_online.rundir.metrics_file import read_metrics
 from mbt_online.rundir.state import RunState
@@ -34,6 +36,10 @@ from mbt_online.rundir.state import RunState
 log = logging.getLogger("mbt_online")
 
 LOG_FILE = "run.log"
+TRACKING_OFF = (
+    "the run goes on with wandb tracking off (run.log, metrics.jsonl and the round folders "
+    "keep everything)"
+)
 WANDB_ID_FILE = "wandb_id.txt"
 TRAIN_STEP = "train/global_step"
 # per-step TRL keys: train/<stage>/<TRL key>
@@ -62,7 +68,8 @@ def setup_logging(run_dir: Path) -> None:
         if getattr(h, "_mbt_run_log", False):
             root.removeHandler(h)
             h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    # one line per record, no escape sequence: a message may quote a reply or a data row
+    fmt = InertFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     fh = logging.FileHandler(run_dir / LOG_FILE)
     fh.setFormatter(fmt)
     fh._mbt_run_log = True  # type: ignore[attr-defined]
@@ -112,7 +119,25 @@ def completions_table(
 
 
 def _cell(v: Any) -> Any:
-    return v if v is None or isinstance(v, int | float | str | bool) else json.dumps(v)
+    return cell(v) if v is None or isinstance(v, int | float | str | bool) else json.dumps(v)
+
+
+def wandb_dir_problem(wandb_dir: Path) -> str | None:
+    """Why wandb could not write its folder (None when it can): wandb itself would fall back
+    to the system's temp folder without a word, so the run's record would be elsewhere."""
+    probe = wandb_dir / f".probe-{uuid.uuid4().hex[:8]}"
+    try:
+        wandb_dir.mkdir(exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 65536)  # room for the run's first files, not just an entry
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return f"cannot write {wandb_dir} ({e.strerror or e})"
+    finally:
+        with suppress(OSError):
+            probe.unlink(missing_ok=True)
+    return None
 
 
 class Tracker:
@@ -123,6 +148,10 @@ class Tracker:
         self.run = None
         self.defined: set[str] = set()
         if cfg.tracking.wandb_mode == "disabled":
+            return
+        problem = wandb_dir_problem(run_dir / "wandb")
+        if problem:
+            log.warning("wandb: %s; %s", problem, TRACKING_OFF)
             return
         import wandb
 
@@ -168,6 +197,22 @@ class Tracker:
     def log_round(
         self, metrics: dict[str, Any], eval_rows: list[dict[str, Any]] | None = None
     ) -> None:
+        """`_log_round`; a wandb folder that cannot be written (full, read-only) turns tracking
+        off with one message, the run goes on."""
+        try:
+            self._log_round(metrics, eval_rows)
+        except OSError as e:
+            self._off(e)
+
+    def _off(self, e: OSError) -> None:
+        log.warning("wandb: cannot write its run (%s); %s", e, TRACKING_OFF)
+        run, self.run = self.run, None
+        with suppress(Exception):  # its folder is broken: nothing more to save
+            run.finish(exit_code=1, quiet=True)
+
+    def _log_round(
+        self, metrics: dict[str, Any], eval_rows: list[dict[str, Any]] | None = None
+    ) -> None:
         """The round's TRL steps (from its log_history.jsonl), then its metrics and completions."""
         if self.run is None:
             return
@@ -209,5 +254,8 @@ class Tracker:
 
     def finish(self) -> None:
         if self.run is not None:
-            self.run.finish()
+            try:
+                self.run.finish()
+            except OSError as e:
+                log.warning("wandb: cannot finish its run (%s); %s", e, TRACKING_OFF)
             self.run = None

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mbt_online.config import ConfigError
 from mbt_online.config.docs import sections_help
+from mbt_online.inert import InertFormatter, controls
 from mbt_online.preemption import PREEMPTED_EXIT
 from mbt_online.tasks.names import BENCHMARKS
 
@@ -33,8 +35,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+
+
+class InertConsole(Console):
+    """A console that shows every string as text: no rich markup is read (`[bold red]`,
+    `[link=...]` in a path, a data row or an endpoint's reply print as they are) and control
+    characters (ANSI escape sequences) are written as escapes (`inert.controls`). Styles come from
+    `rich.text.Text` objects, never from the strings. Every string the console renders (print's
+    arguments, table titles and cells) passes `render_str`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs["markup"] = False
+        return super().render_str(controls(text), **kwargs)
+
+
+console = InertConsole()
+err = InertConsole(stderr=True)
 
 DATASET_HELP = f"Benchmark layout: {', '.join(BENCHMARKS[:-1])} or {BENCHMARKS[-1]}."
 PATH_HELP = "`pkg://samples/<benchmark>/<file>` names a dev sample shipped with the package."
@@ -44,7 +63,7 @@ def fail(message: str, code: int = USAGE_EXIT) -> None:
     """The error on one line: hard breaks at the console's width split the paths it names, so
     a log or a pipe could neither copy nor grep them (the terminal wraps it for display). Exits
     `code`: a usage or config error unless the caller says a stage failed (`FAILED_EXIT`)."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(Text("error:", style="bold red"), message, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -52,7 +71,7 @@ def _print_version(value: bool) -> None:
     if value:
         from mbt_online.rundir.integrity import PACKAGE, package_version
 
-        print(f"{PACKAGE} {package_version()}")
+        print(controls(f"{PACKAGE} {package_version()}"))
         raise typer.Exit()
 
 
@@ -146,6 +165,6 @@ def console_logging() -> None:
     logger = logging.getLogger("mbt_online")
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(InertFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

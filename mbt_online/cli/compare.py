@@ -10,6 +10,7 @@ import typer
 
 from mbt_online.cli.common import app, fail, fmt_value
 from mbt_online.config import ConfigError
+from mbt_online.inert import controls
 
 
 @app.command()
@@ -41,11 +42,11 @@ def compare(
         print(json.dumps(out, sort_keys=True))
         return
     # plain print: a verdict line must not be wrapped mid-phrase by the console width
-    print(f"{metric} at round {out['round']} ({out['pairs']} run pair(s)):")
+    print(controls(f"{metric} at round {out['round']} ({out['pairs']} run pair(s)):"))
     for side in ("a", "b"):
         s = out[side]
         print(
-            f"  {s['name']}: {fmt_value(s['mean'])} "
+            f"  {controls(s['name'], keep_lines=False)}: {fmt_value(s['mean'])} "
             f"[{fmt_value(s['ci_low'])}, {fmt_value(s['ci_high'])}]"
             f"  n={s['n']} ({s['interval_over']})"
         )

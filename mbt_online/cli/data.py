@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from mbt_online.cli.common import DATASET_HELP, PATH_HELP, app, console, fail
 from mbt_online.tasks.names import BENCHMARKS
@@ -35,8 +36,9 @@ def data_inspect(
         print(json.dumps(summary, sort_keys=True))
         return
     console.print(
-        f"[bold]{dataset}[/] {path}: loaded {summary['loaded']} of {summary['total']} "
-        f"rows, skipped {summary['skipped']}"
+        Text(dataset, style="bold"),
+        f"{path}: loaded {summary['loaded']} of {summary['total']} "
+        f"rows, skipped {summary['skipped']}",
     )
     for reason, n in summary["skipped_reasons"].items():
         console.print(f"  skipped {n}: {reason}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from mbt_online.cli.common import app, err, fail
+from mbt_online.inert import controls
 
 models_app = typer.Typer(
     help="Fetch known pretrained students and hub models.", no_args_is_help=True
@@ -30,7 +32,7 @@ def models_fetch(
     if name not in KNOWN_MODELS and not hub.is_hub_id(name):
         fail(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}, or a hub id owner/name")
     try:
-        print(fetch_any(name, force=force))
+        print(controls(fetch_any(name, force=force)))
     except ModelFetchError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(Text("error:", style="bold red"), str(e), highlight=False)
         raise typer.Exit(1) from None

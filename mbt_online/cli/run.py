@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from mbt_online.cli.common import (
     CONFIG_HELP,
@@ -153,5 +154,5 @@ def config_list() -> None:
     from mbt_online.config.docs import config_summary
 
     for name in shipped_configs():
-        console.print(f"[bold]{name}[/]  {config_summary(name)}", highlight=False)
+        console.print(Text(name, style="bold"), f" {config_summary(name)}", highlight=False)
     console.print(f"(in {resolve_config('quickstart').parent})", highlight=False)

@@ -20,6 +20,7 @@ from mbt_online.cli.common import (
     fail,
 )
 from mbt_online.config import ConfigError, resolve_config
+from mbt_online.inert import controls
 
 
 class _SweepGroup(TyperGroup):
@@ -108,7 +109,7 @@ def _submit(sweep_dir: Path) -> None:
     from mbt_online.sweeps.slurm import submit
 
     for job in submit(sweep_dir):
-        print(f"{job['job_id']} {job['script']}: {', '.join(job['members'])}")
+        print(controls(f"{job['job_id']} {job['script']}: {', '.join(job['members'])}"))
     console.print(f"status: mbt-online sweep status {sweep_dir}", highlight=False)
 
 

@@ -244,3 +244,53 @@ def test_the_shipped_seed_sweep_expands_to_three_replicates_per_member(tmp_path)
     assert {c.eval.sampling.seed for c in cfgs} == {1234}
     assert all(c.eval.sampling.seeds == [1234, 1, 2] for c in cfgs)
     assert [c.teacher.mode for c in cfgs[::3]] == ["none", "mbt-r"]
+
+
+def test_seed_keys_make_each_replicate_a_new_student_and_the_endpoint_is_kept(tmp_path):
+    from mbt_online.sweeps.spec import load_sweep
+
+    path = _sweep(
+        tmp_path,
+        "seeds: [1, 2]\nseed_keys: [run.seed, rollout.seed, bootstrap.seed, eval.sampling.seed]\n"
+        "endpoint: {metric: eval/accuracy, treatment: mbt-r, control: self}\n"
+        "members:\n  - name: mbt-r\n  - name: self\n    overrides: {teacher.mode: none}\n",
+    )
+    sweep = load_sweep(path)
+    assert sweep.endpoint == {"metric": "eval/accuracy", "treatment": "mbt-r", "control": "self"}
+    cfgs = [member_config(sweep, m, tmp_path) for m in expand(path)]
+    assert [(c.run.seed, c.bootstrap.seed, c.eval.sampling.seed) for c in cfgs] == [
+        (1, 1, 1),
+        (2, 2, 2),
+        (1, 1, 1),
+        (2, 2, 2),
+    ]
+    with pytest.raises(ConfigError, match="seed_keys"):
+        expand(_sweep(tmp_path, "seeds: [1]\nseed_keys: [bootstrap.seed]\n"))
+    with pytest.raises(ConfigError, match="endpoint"):
+        expand(_sweep(tmp_path, "endpoint: [accuracy]\n"))
+
+
+def test_a_tier_is_compared_on_its_own_questions(tmp_path):
+    def tiered(name: str, correct: list[bool]) -> Path:
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        dump_config(load_config(None, [f"run.name={name}"]), run_dir / "config.yaml")
+        for r in (0, 1):
+            rows = [
+                _row(f"q{i}", ok and r == 1, 40, tier="shifted" if i % 2 else "hard")
+                for i, ok in enumerate(correct)
+            ]
+            save_rows(rows, stage_dir(run_dir, r, "eval"))
+            write_round_metrics(run_dir, {"round": r})
+        return run_dir
+
+    n = 60
+    # A is right on every odd (shifted) question, B on none; on the hard ones both on all
+    a = tiered("a", [True] * n)
+    b = tiered("b", [i % 2 == 0 for i in range(n)])
+    assert paired_compare(a, b, metric="shifted/accuracy")["difference"] == pytest.approx(1.0)
+    assert paired_compare(a, b, metric="hard/accuracy")["difference"] == 0.0
+    assert paired_compare(a, b)["difference"] == pytest.approx(0.5)
+    assert paired_compare(a, b, metric="shifted/accuracy")["n"] == n // 2
+    with pytest.raises(ConfigError, match="tier 'easy'"):
+        paired_compare(a, b, metric="easy/accuracy")
