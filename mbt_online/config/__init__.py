@@ -27,6 +27,7 @@ from mbt_online.config.learning import (
     TeacherConfig,
     TrainConfig,
 )
+from mbt_online.config.passthrough import KEY_ERROR, canonical_names, canonical_path
 from mbt_online.config.schema import (
     AESConfig,
     Config,
@@ -200,9 +201,21 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Set dotted keys in a nested dict (creating sections); the schema validates them later."""
+    """Set dotted keys in a nested dict (creating sections); the schema validates them later.
+    TRL's and PEFT's names for a knob are the schema's (`train.sft.num_train_epochs=2` replaces
+    the file's `epochs`); two overrides naming one knob by both names are refused."""
+    raw = canonical_names(Config, raw)
+    typed: dict[tuple[str, ...], str] = {}
     for item in overrides:
         path, value = parse_override(item)
+        key = ".".join(path)
+        path = canonical_path(Config, path)
+        other = typed.setdefault(tuple(path), key)
+        if other != key:
+            raise ConfigError(
+                f"{other} and {key} both set {'.'.join(path)} (one is its name in TRL or PEFT): "
+                "give one"
+            )
         node = raw
         for part in path[:-1]:
             child = node.get(part)
@@ -228,6 +241,10 @@ def _format_errors(err: ValidationError) -> str:
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
+        if e["type"] == KEY_ERROR:  # a key inside the section: an alias or a passthrough field
+            problem = e["ctx"]["problem"].replace("{section}", path)
+            lines.append(f"  {path}.{e['ctx']['key']}: {problem}")
+            continue
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
             parent = _section_at(tuple(e["loc"][:-1]))
@@ -265,7 +282,7 @@ def load_config(
     paths = list(path) if isinstance(path, list | tuple) else [path]
     raw: dict = {}
     for p in paths or [None]:
-        raw = merge_configs(raw, read_yaml(resolve_config(p)))
+        raw = merge_configs(raw, canonical_names(Config, read_yaml(resolve_config(p))))
     return validate(apply_overrides(raw, list(overrides or [])))
 
 

@@ -34,6 +34,20 @@ name of a config shipped with the package (`--config smollm2-mhqa-cpu`); without
 [--config NAME] [key=value ...]` prints the resolved config, `--defaults` the schema defaults
 below and `--explain` adds each key's description as a comment. Unknown keys, wrong types and
 out-of-range values fail before any work starts, naming the key and what is allowed.
+
+**TRL's and PEFT's names.** The training sections take TRL's and PEFT's names for the knobs they
+name their own way: `num_train_epochs` (`epochs`), `per_device_train_batch_size` (`batch_size`),
+`gradient_accumulation_steps` (`grad_accum`), `lr_scheduler_type` (`train.sft.lr_scheduler`),
+`lora_alpha` and `lora_dropout` (`train.lora.alpha`, `dropout`), and GRPO's
+`vllm_importance_sampling_*` (`train.grpo.importance_sampling_*`). The resolved config keeps the
+names below; giving both names of one knob is an error naming both. Any other field of TRL's
+`SFTConfig`, `DPOConfig` or `GRPOConfig`, or of PEFT's `LoraConfig`, is set by its own name under
+`train.sft.trl`, `train.dpo.trl`, `train.grpo.trl` or `train.lora.peft`:
+`train.sft.trl.weight_decay=0.1`, `train.dpo.trl.loss_type=[ipo]` (with `train.dpo.sft_weight=0`),
+`train.lora.peft.use_rslora=true`. These are checked at load too: a name the library's config
+lacks is refused with its close matches, a field the project sets itself (`output_dir`,
+`report_to`, the seeds, what a key below already sets) with the reason, a value of the wrong type
+with the type.
 """
 
 

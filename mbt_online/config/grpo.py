@@ -7,10 +7,11 @@ engine during TRAIN (`round-<r>/grpo_rollout`), and its reward has knobs the oth
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from mbt_online.config.passthrough import LibraryNamed
 from mbt_online.config.section import Section
 
 
@@ -45,9 +46,17 @@ class GRPORewardConfig(Section):
     )
 
 
-class GRPOConfig(Section):
+class GRPOConfig(LibraryNamed):
     """GRPO with TRL's GRPOTrainer on samples the round's engine drew (rollout.samples per
-    question). Field names follow TRL's GRPOConfig where TRL has the knob."""
+    question). Field names follow TRL's GRPOConfig where TRL has the knob (TRL's `vllm_` names of
+    the importance-sampling knobs are accepted too); `trl` sets any other field of TRL's
+    GRPOConfig by its own name."""
+
+    ALIASES: ClassVar[dict[str, str]] = {
+        f"vllm_importance_sampling_{knob}": f"importance_sampling_{knob}"
+        for knob in ("correction", "mode", "clip_max")
+    }
+    PASSTHROUGH: ClassVar[tuple[str, str] | None] = ("trl", "trl.GRPOConfig")
 
     enabled: bool = Field(
         default=False,
@@ -125,6 +134,12 @@ class GRPOConfig(Section):
     )
     reward: GRPORewardConfig = Field(
         default=GRPORewardConfig(), description="Guards on the reward GRPO optimises."
+    )
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other field of TRL's GRPOConfig by its own name, e.g. "
+        "{weight_decay: 0.1}; checked at load (unknown names, fields the project or the round's "
+        "sampling sets, wrong types refused).",
     )
 
     @model_validator(mode="after")

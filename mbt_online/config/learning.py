@@ -6,11 +6,12 @@ readable; `mbt_online.config` re-exports every class.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
 from mbt_online.config.grpo import GRPOConfig
+from mbt_online.config.passthrough import LibraryNamed
 from mbt_online.config.section import Section
 from mbt_online.llm.endpoint import check_base_url
 
@@ -149,27 +150,55 @@ class TeacherConfig(Section):
     )
 
 
-class LoraConfig(Section):
-    """LoRA adapter shape (train.method=lora)."""
+class LoraConfig(LibraryNamed):
+    """LoRA adapter shape (train.method=lora); PEFT's names `lora_alpha` and `lora_dropout` are
+    accepted for alpha and dropout."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"lora_alpha": "alpha", "lora_dropout": "dropout"}
+    PASSTHROUGH: ClassVar[tuple[str, str] | None] = ("peft", "peft.LoraConfig")
 
     r: int = Field(default=64, ge=1, description="Adapter rank.")
-    alpha: int = Field(default=32, ge=1, description="LoRA scaling alpha (scale = alpha / r).")
-    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    alpha: int = Field(
+        default=32, ge=1, description="LoRA scaling alpha (scale = alpha / r; PEFT: lora_alpha)."
+    )
+    dropout: float = Field(
+        default=0.0, ge=0, lt=1, description="Dropout on the adapter input (PEFT: lora_dropout)."
+    )
     target_modules: str | list[str] = Field(
         default="all-linear",
         description="Modules that get adapters: `all-linear` or a list of module names (PEFT).",
     )
+    peft: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other field of PEFT's LoraConfig by its own name, e.g. {use_rslora: "
+        "true}; checked at load (unknown names, fields the project sets, wrong types refused).",
+    )
 
 
-class StepConfig(Section):
-    """What SFT and DPO share: the optimizer step, its batch and its schedule length."""
+class StepConfig(LibraryNamed):
+    """What SFT and DPO share: the optimizer step, its batch and its schedule length. TRL's names
+    are accepted for epochs, batch_size and grad_accum; `trl` sets any other field of TRL's
+    config by its own name."""
+
+    ALIASES: ClassVar[dict[str, str]] = {
+        "num_train_epochs": "epochs",
+        "per_device_train_batch_size": "batch_size",
+        "gradient_accumulation_steps": "grad_accum",
+    }
 
     enabled: bool = Field(default=True, description="Run this step each round.")
     learning_rate: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
-    epochs: float = Field(default=1.0, gt=0, description="Passes over the round's rows.")
-    batch_size: int = Field(default=8, ge=1, description="Per-device batch size.")
+    epochs: float = Field(
+        default=1.0, gt=0, description="Passes over the round's rows (TRL: num_train_epochs)."
+    )
+    batch_size: int = Field(
+        default=8, ge=1, description="Per-device batch size (TRL: per_device_train_batch_size)."
+    )
     grad_accum: int = Field(
-        default=1, ge=1, description="Gradient accumulation steps per optimizer step."
+        default=1,
+        ge=1,
+        description="Gradient accumulation steps per optimizer step (TRL: "
+        "gradient_accumulation_steps).",
     )
     global_batch_size: int | None = Field(
         default=None,
@@ -182,17 +211,30 @@ class StepConfig(Section):
     max_length: int = Field(
         default=2048, ge=16, description="Longest training sequence in tokens; longer rows cut."
     )
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other field of TRL's config for this step by its own name, e.g. "
+        "{weight_decay: 0.1}; checked at load (unknown names, fields the project sets, wrong "
+        "types refused).",
+    )
 
 
 class SFTConfig(StepConfig):
     """Supervised fine-tuning on the verified teacher traces (TRL SFTTrainer)."""
+
+    ALIASES: ClassVar[dict[str, str]] = {
+        **StepConfig.ALIASES,
+        "lr_scheduler_type": "lr_scheduler",
+    }
+    PASSTHROUGH: ClassVar[tuple[str, str] | None] = ("trl", "trl.SFTConfig")
 
     warmup_ratio: float = Field(
         default=0.1, ge=0, le=1, description="Share of the steps spent warming up the rate."
     )
     lr_scheduler: str = Field(
         default="cosine",
-        description="Learning-rate schedule (a transformers scheduler name: cosine, linear...).",
+        description="Learning-rate schedule (a transformers scheduler name: cosine, linear...; "
+        "TRL: lr_scheduler_type).",
     )
     max_rows_per_question: int | None = Field(
         default=2,
@@ -211,6 +253,22 @@ class SFTConfig(StepConfig):
 
 class DPOConfig(StepConfig):
     """Preference tuning after SFT: the chosen trace against the student's worst (TRL DPO)."""
+
+    PASSTHROUGH: ClassVar[tuple[str, str] | None] = ("trl", "trl.DPOConfig")
+
+    def conflicts(self) -> list[tuple[str, str]]:
+        """TRL's loss_type / loss_weights given with sft_weight, which sets them too."""
+        given = sorted(self.trl.keys() & {"loss_type", "loss_weights"})
+        if self.sft_weight > 0 and given:
+            return [
+                (
+                    f"trl.{given[0]}",
+                    "{section}.sft_weight sets TRL's loss_type and loss_weights too "
+                    '(["sigmoid", "sft"]): set sft_weight to 0 and list "sft" with its weight '
+                    "in trl.loss_type and trl.loss_weights, or leave these to sft_weight",
+                )
+            ]
+        return []
 
     beta: float = Field(
         default=0.1, gt=0, description="DPO temperature: how far from the reference model."

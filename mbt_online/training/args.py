@@ -47,6 +47,8 @@ def step_args(cfg: TrainConfig, stage: str) -> dict[str, Any]:
 
 
 def sft_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) -> TrlSFTConfig:
+    """TRL's SFT arguments: the project's, then `train.sft.trl` (TRL's other fields by their own
+    names, checked at config load never to name one of the project's)."""
     return TrlSFTConfig(
         **common_args(cfg, output_dir, seed, bf16),
         **step_args(cfg, "sft"),
@@ -55,16 +57,21 @@ def sft_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) ->
         # TRL's default (None) already means completion-only for prompt/completion data;
         # pinning it keeps prompts out of the loss if that default ever changes.
         completion_only_loss=True,
+        **cfg.sft.trl,
     )
 
 
 def dpo_args(cfg: TrainConfig, seed: int, output_dir: str | Path, bf16: bool) -> TrlDPOConfig:
+    """TRL's DPO arguments: the project's, then `train.dpo.trl`; a `loss_type` there replaces
+    the one `sft_weight` sets (the config refuses both)."""
+    loss = {} if "loss_type" in cfg.dpo.trl else dpo_loss(cfg.dpo.sft_weight)
     return TrlDPOConfig(
         **common_args(cfg, output_dir, seed, bf16),
         **step_args(cfg, "dpo"),
         beta=cfg.dpo.beta,
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
-        **dpo_loss(cfg.dpo.sft_weight),
+        **loss,
+        **cfg.dpo.trl,
     )
 
 
@@ -114,6 +121,7 @@ def grpo_args(
         use_vllm=False,  # the samples come from the round's engine (`training.grpo`)
         log_completions=False,
         shuffle_dataset=True,
+        **g.trl,
     )
 
 
@@ -183,10 +191,12 @@ def warmup(ratio: float) -> float:
 
 
 def peft_config(lora: LoraConfig) -> PeftLoraConfig:
+    """PEFT's LoRA config: the adapter's shape, then `train.lora.peft` (PEFT's other fields)."""
     return PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
+        **lora.peft,
     )
