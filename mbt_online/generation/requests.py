@@ -29,17 +29,31 @@ def render_chat(tokenizer: Any, messages: list[dict]) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+class PromptsTooLong(PromptTooLongError):
+    """`PromptTooLongError` that names the prompts that do not fit: `indices`, numbered as the
+    check numbered them (from its `first`: a data-parallel slice numbers in the whole batch). It
+    crosses a process boundary whole (a data-parallel worker's answer)."""
+
+    def __init__(self, message: str, indices: tuple[int, ...] | list[int] = ()) -> None:
+        super().__init__(message)
+        self.indices = tuple(indices)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.indices))
+
+
 def check_prompt_lengths(
     prompts: list[list[int]], max_model_len: int, max_tokens: int, first: int = 0
 ) -> None:
-    """Raise `PromptTooLongError` naming the prompts (numbered from `first`) that leave less than
+    """Raise `PromptsTooLong` naming the prompts (numbered from `first`) that leave less than
     `max_tokens` of room."""
     room = max_model_len - max_tokens
     too_long = [(i, len(ids)) for i, ids in enumerate(prompts, first) if len(ids) > room]
     if too_long:
         shown = ", ".join(f"#{i}: {length}" for i, length in too_long[:5])
-        raise PromptTooLongError(
+        raise PromptsTooLong(
             f"{len(too_long)} prompt(s) exceed max_model_len {max_model_len} - max_tokens "
             f"{max_tokens} = {room} tokens ({shown}); shorten the documents or raise "
-            "student.max_model_len"
+            "student.max_model_len",
+            [i for i, _ in too_long],
         )

@@ -1,12 +1,21 @@
-"""ROLLOUT: sampling the student on questions into rows (and, for EVAL, scoring them at once)."""
+"""ROLLOUT: sampling the student on questions into rows (and, for EVAL, scoring them at once).
+
+A question whose prompt does not fit the student's context (`student.max_model_len` less the
+stage's `max_tokens`) is skipped and counted: a warning in run.log names how many of how many and
+their ids, and the stage goes on with the rest (the rows and every metric are over the questions
+sampled). Only when no prompt fits does the stage fail (`NoPromptFits`, a config error: nothing is
+written, the stage stays unmarked). Prompts are never cut: the front holds the instructions.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
-from mbt_online.config import Config, SamplingConfig
+from mbt_online.config import Config, ConfigError, SamplingConfig
 from mbt_online.contracts import Completion, Generator
+from mbt_online.generation.requests import PromptsTooLong
 from mbt_online.prompts import student_messages
 from mbt_online.scoring.rows import score_rows
 from mbt_online.seeds import stage_seed
@@ -26,16 +35,17 @@ def generate_rows(
     messages = [
         student_messages(ex, metacognitive=cfg.student.use_metacognitive_prompt) for ex in examples
     ]
-    outs = generator.generate(
-        messages,
-        n=sampling.samples,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k,
-        max_tokens=sampling.max_tokens,
-        seed=seed,
+    kwargs = {
+        "n": sampling.samples,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "max_tokens": sampling.max_tokens,
+        "seed": seed,
         **({"logprobs": True} if token_ids else {}),
-    )
+    }
+    kept, outs = _generate_fitting(generator, messages, [ex.id for ex in examples], kwargs)
+    examples, messages = [examples[i] for i in kept], [messages[i] for i in kept]
     return [
         {
             "example_id": ex.id,
@@ -49,6 +59,51 @@ def generate_rows(
         for i, (ex, completions) in enumerate(zip(examples, outs, strict=True))
         for k, c in enumerate(completions)
     ]
+
+
+log = logging.getLogger("mbt_online")
+
+
+class NoPromptFits(PromptsTooLong, ConfigError):
+    """Every prompt of a stage is longer than the student's context leaves room for: a config
+    error to fix (`student.max_model_len`, the data), not a stage to retry."""
+
+
+def _generate_fitting(
+    generator: Generator, messages: list[list[dict]], ids: list[str], kwargs: dict[str, Any]
+) -> tuple[list[int], list[list[Completion]]]:
+    """(the indices sampled, their completions): the prompts that do not fit are dropped and
+    the rest asked again (each try drops at least one; a data-parallel worker names only its
+    own slice's, so a few tries may be needed)."""
+    kept = list(range(len(messages)))
+    skipped: list[int] = []
+    while True:
+        try:
+            outs = generator.generate([messages[i] for i in kept], **kwargs)
+            break
+        except PromptsTooLong as e:
+            bad = {kept[i] for i in e.indices if 0 <= i < len(kept)}
+            if not bad:
+                raise
+            skipped += sorted(bad)
+            kept = [i for i in kept if i not in bad]
+            if not kept:
+                raise NoPromptFits(
+                    f"no prompt fits the student's context: all {len(messages)} question(s) "
+                    f"skipped (the last refused: {e})",
+                    e.indices,
+                ) from None
+            reason = str(e)
+    if skipped:
+        shown = ", ".join(ids[i] for i in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        log.warning(
+            "skipped %d of %d question(s) whose prompt does not fit the student's context (%s): %s",
+            len(skipped),
+            len(messages),
+            reason.split(" (#")[0],
+            shown,
+        )
+    return kept, outs
 
 
 def _sampled(c: Completion, chat: list[dict]) -> dict[str, Any]:
