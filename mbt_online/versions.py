@@ -4,8 +4,9 @@ replacements of their functions were written against.
 A run records `library_versions()` in its integrity record (`rundir/integrity.py`): a resume on
 other versions is refused unless the change is deliberate. Every place that replaces a library's
 function (`patches.py`'s users: the CPU sampler and LoRA kernels, the compact and float32 LM
-heads) or calls a private one (TRL's `DPOTrainer._precompute_ref_logps`, transformers' DeepSpeed
-config reference) names the range it was written against as a `WrittenFor`; asked on another
+heads) or calls or sets a private one (TRL's `DPOTrainer._precompute_ref_logps` and GRPO
+trainer state, transformers' DeepSpeed config reference) names the range it was written against
+as a `WrittenFor`; asked on another
 version, `holds()` is False, the caller leaves the library's own code in place, and the run log
 says so once per process (one line).
 """

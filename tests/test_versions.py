@@ -13,7 +13,7 @@ from datasets import Dataset
 
 from mbt_online import versions
 from mbt_online.generation import vllm_cpu_lora, vllm_cpu_sampler
-from mbt_online.training import compact_head, fp32_head, saving
+from mbt_online.training import compact_head, fp32_head, grpo, saving
 from mbt_online.training import trainer as train
 
 INSTALLED = versions.library_versions()
@@ -96,6 +96,7 @@ def test_every_replacement_states_the_versions_it_was_written_against():
         fp32_head.WRITTEN_FOR,
         train.PRECOMPUTE,
         saving.ZERO3_SWITCH,
+        grpo.IMPORTANCE_SAMPLING,
     ]
     for gate in gates:
         assert gate.library in versions.LIBRARIES and gate.versions and gate.theirs
@@ -213,3 +214,39 @@ def test_the_zero3_switch_is_left_alone_on_another_transformers(monkeypatch):
             assert deepspeed.is_deepspeed_zero3_enabled(), "transformers' state untouched"
     finally:
         deepspeed.unset_hf_deepspeed_config()
+
+
+def test_grpos_importance_sampling_on_another_trl_is_left_to_trl(
+    tiny_model_dir, tmp_path, monkeypatch, caplog
+):
+    """TRL's private GRPO state is not set: TRL's own trainer, without the correction."""
+    import json
+
+    from mbt_online.config import TrainConfig
+    from mbt_online.scoring.rl_reward import RL_COMPONENTS
+
+    rows = [
+        {
+            "example_id": "q0",
+            "sample": k,
+            "prompt": json.dumps([{"role": "user", "content": "Q?"}]),
+            "prompt_ids": [1, 2],
+            "completion_ids": [3, 4],
+            "logprobs": [-1.0, -1.0],
+            "rl_reward": 0.0,
+            **{f"rl_{name}": 0.0 for name in RL_COMPONENTS},
+        }
+        for k in range(2)
+    ]
+    weights = {name: (1.0 if name == "correct" else 0.0) for name in RL_COMPONENTS}
+    sampling = grpo.GRPOSampling(2, 8, 1.0, weights)
+    cfg = TrainConfig(threads=1)
+    cfg.grpo.enabled, cfg.grpo.per_device_train_batch_size = True, 2
+    trainer = grpo.grpo_trainer(tiny_model_dir, rows, cfg, 0, tmp_path / "in", sampling)
+    assert trainer.use_vllm and trainer.vllm_importance_sampling_correction
+
+    monkeypatch.setattr(versions, "installed", fake(trl="1.17.0"))
+    with caplog.at_level(logging.WARNING, logger="mbt_online"):
+        trainer = grpo.grpo_trainer(tiny_model_dir, rows, cfg, 0, tmp_path / "other", sampling)
+    assert not trainer.use_vllm, "TRL gates its correction on use_vllm: off, as TRL has it"
+    assert [line for line in said(caplog, "trl") if "importance-sampling" in line]

@@ -48,6 +48,7 @@ from mbt_online.training.steps import (
     nothing_to_train,
     torch_threads,
 )
+from mbt_online.versions import WrittenFor
 
 if TYPE_CHECKING:
     from mbt_online.config import Config
@@ -137,12 +138,23 @@ class _NoWeightSync:
         return None
 
 
+# TRL's private state that `StoredSampleGRPOTrainer` sets to run the correction without a vLLM
+IMPORTANCE_SAMPLING = WrittenFor(
+    "trl",
+    ">=1.16,<1.17",
+    "the importance-sampling correction on stored samples (GRPOTrainer's use_vllm, "
+    "vllm_generation and _last_loaded_step set)",
+    "TRL's GRPOTrainer trains on the stored samples without the correction",
+)
+
+
 class StoredSampleGRPOTrainer(GRPOTrainer):
-    """TRL's GRPO trainer on stored samples, with TRL's sampler-mismatch correction available."""
+    """TRL's GRPO trainer on stored samples, with TRL's sampler-mismatch correction available
+    (on the TRL releases `IMPORTANCE_SAMPLING` names)."""
 
     def __init__(self, *args: Any, importance_sampling_correction: bool = True, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        if importance_sampling_correction:
+        if importance_sampling_correction and IMPORTANCE_SAMPLING.holds():
             # TRL reads the engine's log-probs only under use_vllm; no vLLM is started here.
             self.use_vllm = True
             self.vllm_generation = _NoWeightSync()
