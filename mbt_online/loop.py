@@ -532,7 +532,7 @@ class Session:
         stage's metrics are written (wall-clock numbers under timing/: everything else must
         replay exactly on resume) and the round's model recorded as the stage is marked done."""
         self.release_engine()
-        trained = self.drivers.make_trainer().train(job)
+        trained = self.tracker.streamed_trainer(r, self.drivers.make_trainer()).train(job)
         for key, value in trained.metrics.items():
             if key.endswith("_seconds"):
                 key = f"timing/{key.split('/')[-1].removesuffix('_seconds')}"

@@ -134,8 +134,9 @@ def test_offline_wandb_run_holds_train_steps_rounds_config_and_completions(tmp_p
     # the resolved config and the sweep member's tags
     assert info["config"]["loop.rounds"] == ROUNDS and info["config"]["run.name"] == "flow"
     assert info["tags"] == ["paper", "mbt-r"]
-    # the completions table: a file per round, with the columns a reader filters on
-    assert all(h["samples/completions/_type"] == "table-file" for h in rounds)
+    # the completions table: one increment per round, with the columns a reader filters on
+    assert all(h["samples/completions/_type"] == "incremental-table-file" for h in rounds)
+    assert [h["samples/completions/increment_num"] for h in rounds] == list(range(ROUNDS + 1))
     table = json.loads((folder / "files" / rounds[-1]["samples/completions/path"]).read_text())
     for col in ("round", "benchmark", "correct", "tokens", "finish_reason", "reward"):
         assert col in table["columns"]

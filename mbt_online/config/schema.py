@@ -245,7 +245,21 @@ class TrackingConfig(Section):
     )
     tags: list[str] = Field(default_factory=list, description="wandb tags.")
     table_rows: int = Field(
-        default=16, ge=0, description="Sample completions logged per round as a wandb table."
+        default=16,
+        ge=0,
+        description="Sample completions logged per round into one wandb incremental table "
+        "(every round kept).",
+    )
+    job_type: str | None = Field(
+        default=None,
+        description="wandb job type; null = the run's name without a sweep replicate's "
+        "`-s<seed>` suffix, so the seed replicas of one member share it inside the sweep's group.",
+    )
+    artifacts: Literal["reference", "upload", "none"] = Field(
+        default="reference",
+        description="Each round's model folder and SFT / DPO data as wandb artifacts: "
+        "`reference` records file:// references (nothing copied or uploaded), `upload` copies "
+        "the files into the artifacts (a full model's weights every round), `none` logs none.",
     )
 
 

@@ -94,8 +94,22 @@ def global_steps(run_dir: Path, rounds: Sequence[int]) -> list[dict[str, Any]]:
                     by_step.setdefault(int(x.get("step") or 0), {}).update(x)
             for step, x in sorted(by_step.items()):
                 out.append({**x, "round": r, "global_step": offset + step})
-            offset += max(by_step, default=0)
+            offset += last_step(rows, stage)
     return out
+
+
+def last_step(rows: list[dict[str, Any]], stage: str) -> int:
+    """The last step a stage's log events name (0 for a stage that trained nothing)."""
+    return max((int(x.get("step") or 0) for x in rows if x.get("stage") == stage), default=0)
+
+
+def steps_before(run_dir: Path, round_: int) -> int:
+    """Where round `round_`'s steps start on `global_steps`' axis (rounds counted from 1)."""
+    return sum(
+        last_step(read_train_log(run_dir, r), stage)
+        for r in range(1, round_)
+        for stage in TRAIN_STEPS
+    )
 
 
 def stratified_sample(

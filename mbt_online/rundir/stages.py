@@ -14,6 +14,8 @@ from mbt_online.rundir.atomic import write_dir_atomic
 
 # round-<r>/train/: one row per TRL log event (written by the trainer, read by report and wandb)
 LOG_HISTORY = "log_history.jsonl"
+# round-<r>/<train|grpo>/<step>/: one TRL step's own log_history, written when the step completes
+STAGE_HISTORY = "log_history.json"
 
 
 def stage_dir(run_dir: Path, round_: int, stage: str) -> Path:

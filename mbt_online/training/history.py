@@ -15,6 +15,7 @@ import torch
 from transformers.trainer_callback import TrainerCallback
 
 from mbt_online.rundir.atomic import write_text_atomic
+from mbt_online.rundir.live_steps import append_step, live_path
 from mbt_online.scoring.stats import mean
 
 log = logging.getLogger("mbt_online")
@@ -48,6 +49,20 @@ class ProgressLog(TrainerCallback):
             elapsed,
             eta,
         )
+
+
+class LiveLog(TrainerCallback):
+    """Each TRL log event appended to `live_<stage>.jsonl` in `job_dir` as it happens (world rank 0
+    only), the row `history_rows` makes of it: what the wandb mirror streams while TRAIN runs."""
+
+    def __init__(self, stage: str, job_dir: Path) -> None:
+        self.stage, self.path = stage, live_path(job_dir, stage)
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any
+    ) -> None:
+        if logs and state.is_world_process_zero:
+            append_step(self.path, {"stage": self.stage, "step": state.global_step, **logs})
 
 
 def history_rows(stage: str, history: list[dict[str, Any]]) -> list[dict[str, Any]]:

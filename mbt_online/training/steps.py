@@ -22,8 +22,11 @@ from transformers.trainer_callback import PrinterCallback
 
 from mbt_online.config import TrainConfig
 from mbt_online.rundir.atomic import write_json_atomic
+from mbt_online.rundir.live_steps import live_dir
+from mbt_online.rundir.stages import STAGE_HISTORY
 from mbt_online.training import compact_head, fp32_head
 from mbt_online.training.history import (
+    LiveLog,
     ProgressLog,
     fit_metrics,
 )
@@ -35,9 +38,6 @@ from mbt_online.training.saving import (
 )
 
 METRICS_FILE = "train_metrics.json"
-
-
-STAGE_HISTORY = "log_history.json"  # the stage's TRL log_history, for a resumed TRAIN
 
 
 @dataclass
@@ -115,6 +115,8 @@ def fit(trainer: Any, stage: str, n_rows: int, resume: Path | None = None) -> di
     if trainer.args.disable_tqdm:
         trainer.add_callback(ProgressLog(stage))
     trainer.add_callback(StopAtCheckpoint(stage))
+    if (job_dir := live_dir()) is not None:  # the wandb mirror tails TRAIN's events
+        trainer.add_callback(LiveLog(stage, job_dir))
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return fit_metrics(stage, n_rows, trainer, out, time.perf_counter() - start)
