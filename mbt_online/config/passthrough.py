@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import types
 import typing
 from functools import cache
 from typing import Any, ClassVar
@@ -170,7 +171,25 @@ def problems(target: str, given: dict[str, Any], where: str) -> list[tuple[str, 
     return out
 
 
+_SCALARS = (int, float, bool, str, type(None))
+
+
+def _scalar(hint: Any) -> bool:
+    """A number, flag, string or choice (or a union of them): checked here. Containers are left
+    to the library, which coerces some (TRL's DPO turns a `loss_type` string into a list)."""
+    if hint in _SCALARS:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return all(_scalar(arg) for arg in typing.get_args(hint))
+    return False
+
+
 def _type_problem(hint: Any, value: Any) -> str | None:
+    if not _scalar(hint):
+        return None
     try:
         adapter = TypeAdapter(hint)
     except Exception:  # a type pydantic cannot build a validator for: the library checks it
@@ -183,7 +202,7 @@ def _type_problem(hint: Any, value: Any) -> str | None:
 
 
 def _shown(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def rename(data: Any, aliases: dict[str, str]) -> Any:

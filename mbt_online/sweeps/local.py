@@ -1,12 +1,18 @@
 """A sweep run on this machine: every member one after another in its own run directory, finished
 members skipped and unfinished ones resumed, or (`--emit slurm`) the job-array scripts written
-instead. Every member's config is checked before the first one starts."""
+instead. Every member's config is checked before the first one starts.
+
+Several processes may run one sweep directory (two `sweep` commands, a sweep beside a `train
+--resume` of a member or a SLURM task): the run lock (`rundir.lock`) lets one process run each
+member; the others pass over a member held elsewhere, run the rest, and then wait for it, so
+every member runs once and every process ends when the whole sweep has."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import logging
+import time
 from pathlib import Path
 
 from mbt_online.config import Config, ConfigError, read_yaml, to_flat_dict, validate
@@ -25,6 +31,7 @@ from mbt_online.sweeps.spec import (
 )
 
 log = logging.getLogger("mbt_online")
+WAIT_POLL_S = 0.5  # how often a member another process runs is looked at
 
 
 def run_sweep(
@@ -51,8 +58,13 @@ def run_sweep(
     write_manifest(out, sweep, members, list(overrides))
     if emit == "slurm":
         return write_slurm(out, sweep, members, configs)
-    for i, (member, cfg) in enumerate(zip(members, configs, strict=True), 1):
-        run_member(out / member.name, cfg, f"[{i}/{len(members)}] {member.name}")
+    labelled = [
+        (out / m.name, cfg, f"[{i}/{len(members)}] {m.name}")
+        for i, (m, cfg) in enumerate(zip(members, configs, strict=True), 1)
+    ]
+    busy = [item for item in labelled if not run_member(*item, wait=False)]
+    for item in busy:  # members another process runs: theirs to finish (or ours, if it stops)
+        run_member(*item)
     log.info("sweep %s: all %d members finished in %s", sweep.name, len(members), out)
     return out
 
@@ -68,17 +80,44 @@ def run_status(run_dir: Path) -> str:
     return "finished" if finished else "unfinished"
 
 
-def run_member(run_dir: Path, cfg: Config, label: str) -> None:
-    """Train one member, or resume it, or skip it; refuse a run dir made from another config."""
-    status = run_status(run_dir)
-    if status != "new":
-        check_same_config(run_dir, cfg)
-    if status == "finished":
-        log.info("sweep %s: finished, skipping", label)
-        return
-    log.info("sweep %s: %s", label, "resuming" if status == "unfinished" else "starting")
+def run_member(run_dir: Path, cfg: Config, label: str, *, wait: bool = True) -> bool:
+    """Train one member, or resume it, or skip it; refuse a run dir made from another config.
+
+    A member another process holds (a second `sweep` on the same directory, a `train --resume`
+    of it, a SLURM task) is not run twice: with `wait` this waits for that process to end, then
+    skips the member if it finished or resumes it if it stopped short; without, it returns False
+    at once (the sweep comes back to it after its other members). True once the member is done."""
+    from mbt_online import preemption
+    from mbt_online.rundir.lock import RunLockedError, holder_pid, is_held
+
     loop = importlib.import_module("mbt_online.loop")  # lazy: vLLM/TRL only when a run starts
-    loop.train(cfg, run_dir, resume=status == "unfinished")
+    said = False
+    while True:
+        status = run_status(run_dir)
+        if status != "new":
+            check_same_config(run_dir, cfg)
+        if status == "finished":
+            log.info("sweep %s: finished, skipping", label)
+            return True
+        if not is_held(run_dir):
+            log.info("sweep %s: %s", label, "resuming" if status == "unfinished" else "starting")
+            try:
+                loop.train(cfg, run_dir, resume=status == "unfinished")
+                return True
+            except RunLockedError:  # another process took it between the probe and the lock
+                pass
+            except ConfigError as e:  # RunExistsError: another process started it meanwhile
+                if not isinstance(e, getattr(loop, "RunExistsError", ())):
+                    raise
+                continue
+        if not wait:
+            log.info("sweep %s: run by process %s; coming back to it", label, holder_pid(run_dir))
+            return False
+        if not said:
+            log.info("sweep %s: run by process %s; waiting for it", label, holder_pid(run_dir))
+            said = True
+        preemption.check(f"{label} (waiting for process {holder_pid(run_dir)})")
+        time.sleep(WAIT_POLL_S)
 
 
 def check_same_config(run_dir: Path, cfg: Config) -> None:
@@ -111,5 +150,6 @@ def write_manifest(sweep_dir: Path, sweep: Sweep, members: list[Member], extras:
         "group": sweep.group,
         "extra_overrides": extras,
         "members": [{"name": m.name, "overrides": m.overrides} for m in members],
+        "endpoint": sweep.endpoint,  # as registered in the sweep file before the runs
     }
     return write_json_atomic(sweep_dir / MANIFEST, manifest, sort_keys=False)

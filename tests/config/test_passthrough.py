@@ -128,6 +128,14 @@ def test_a_field_the_project_sets_is_refused_with_the_reason(override, reason):
 def test_a_value_of_the_wrong_type_is_refused_at_load():
     message = refused("train.sft.trl.weight_decay=heavy")
     assert "train.sft.trl.weight_decay" in message and "float" in message and "heavy" in message
+    message = refused("train.lora.peft.bias=some")
+    assert "train.lora.peft.bias" in message and "'lora_only'" in message
+
+
+def test_a_container_is_left_to_the_library_which_coerces_some():
+    """TRL's DPO takes a `loss_type` string for a one-loss list: not refused here."""
+    cfg = load("train.dpo.trl.loss_type=ipo", "train.dpo.sft_weight=0")
+    assert cfg.train.dpo.trl["loss_type"] == "ipo"
 
 
 def test_a_dpo_loss_type_and_sft_weight_are_refused_together():
