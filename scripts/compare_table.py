@@ -6,8 +6,8 @@ paired difference from the baseline with its interval, per metric.
         --members grpo mbt-r-grpo self-distill-grpo
     .venv/bin/python scripts/compare_table.py runs/paper-testbed      # the sweep's `endpoint:`
 
-Without --baseline the sweep's registered endpoint (`endpoint:` in the sweep file, copied into
-sweep.json) names the control, the primary comparison and the secondary ones, and every member
+Without --baseline the sweep's registered endpoint (`endpoint:` in the sweep file that
+sweep.json names) names the control, the primary comparison and the secondary ones, and every member
 of the sweep is tabled against the control; members that only evaluate round 0 (the untrained
 baselines) get their round-0 means. The behavioural metrics (`eval/slips_caught`, ...) are ratios
 over slips, not per-question values: they are tabled as the mean over replicates of each run's
@@ -25,6 +25,7 @@ from pathlib import Path
 from mbt_online.config import ConfigError
 from mbt_online.report.compare import group_of, last_round, paired_compare, resolve_runs
 from mbt_online.rundir import read_metrics
+from mbt_online.sweeps.spec import load_sweep
 
 METRICS = ("accuracy", "mean_tokens", "degeneration_rate", "answer_inclusive_rate")
 TIER_METRICS = ("hard/accuracy", "shifted/accuracy")
@@ -114,8 +115,10 @@ def sweep_members(sweep_dir: Path) -> tuple[dict, list[str]]:
     """The registered endpoint and the member groups with at least one run, in sweep order."""
     manifest = json.loads((sweep_dir / "sweep.json").read_text())
     endpoint = manifest.get("endpoint") or {}
+    if not endpoint and manifest.get("sweep_file"):  # the sweep file the runs came from
+        endpoint = load_sweep(manifest["sweep_file"]).endpoint
     if not endpoint:
-        raise SystemExit(f"{sweep_dir}/sweep.json has no endpoint: pass --baseline and --members")
+        raise SystemExit(f"{sweep_dir}: its sweep file registers no endpoint: pass --baseline")
     groups = list(dict.fromkeys(group_of(m["name"]) for m in manifest["members"]))
     present = [g for g in groups if any(p.is_dir() for p in sweep_dir.glob(f"{g}-s*"))]
     return endpoint, present

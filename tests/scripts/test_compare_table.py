@@ -35,14 +35,16 @@ def test_the_endpoint_report_names_the_registered_comparison_and_tables_every_me
         make_run(tmp_path, f"mbt-r-s{seed}", 30, slips=0.5 * seed)
         make_run(tmp_path, f"self-s{seed}", 20)
         make_run(tmp_path, f"base-s{seed}", 0, rounds=0)
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(
+        "base: base.yaml\nendpoint:\n  metric: eval/accuracy\n  treatment: mbt-r\n"
+        "  control: self\n  secondary:\n    - {metric: eval/mean_tokens}\n"
+        "    - {metric: eval/nope/accuracy}\n"
+    )
+    (tmp_path / "base.yaml").write_text("loop: {rounds: 1}\n")
     manifest = {
+        "sweep_file": str(sweep_file),
         "members": [{"name": f"{g}-s{s}"} for g in ("mbt-r", "self", "base") for s in (1, 2)],
-        "endpoint": {
-            "metric": "eval/accuracy",
-            "treatment": "mbt-r",
-            "control": "self",
-            "secondary": [{"metric": "eval/mean_tokens"}, {"metric": "eval/nope/accuracy"}],
-        },
     }
     (tmp_path / "sweep.json").write_text(json.dumps(manifest))
     out = compare_table.endpoint_report(tmp_path)
