@@ -25,7 +25,7 @@ from mbt_online.rundir.names import check_safe_name
 from mbt_online.tasks.names import BENCHMARKS
 
 # the student samplers that report the sampled token ids and log-probs GRPO trains on
-GRPO_BACKENDS = ("vllm", "transformers")
+GRPO_BACKENDS = ("vllm", "transformers", "vllm-serve")
 
 
 class RunConfig(Section):
@@ -424,6 +424,13 @@ class Config(Section):
             raise ValueError(
                 f"train.grpo: engine.backend={self.engine.backend} does not report the sampled "
                 f"token ids and log-probs yet; use one of {', '.join(GRPO_BACKENDS)}"
+            )
+        mode = self.engine.serve.flag("--logprobs-mode")
+        if self.engine.backend == "vllm-serve" and mode not in (None, "processed_logprobs"):
+            raise ValueError(
+                f"train.grpo: engine.serve.args sets --logprobs-mode {mode}; GRPO's importance "
+                "sampling needs the log-probs the tokens were drawn with (processed_logprobs, "
+                "which the servers get when engine.serve.args leaves the flag out)"
             )
 
     def run_dir(self) -> Path:

@@ -68,3 +68,14 @@ class ServeConfig(Section):
             if any(c in arg for c in "\n\r\0"):
                 raise ValueError(f"{arg!r} holds a newline, carriage return or NUL")
         return value
+
+    def flag(self, name: str) -> str | None:
+        """The value `args` gives flag `name` (`--name value` or `--name=value`; the last one
+        wins, as for vLLM's parser), or None when it does not set it."""
+        found = None
+        for i, arg in enumerate(self.args):
+            if arg == name and i + 1 < len(self.args):
+                found = self.args[i + 1]
+            elif arg.startswith(f"{name}="):
+                found = arg.split("=", 1)[1]
+        return found

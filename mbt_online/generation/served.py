@@ -8,7 +8,11 @@ data-parallel engines do (`data_parallel.slices`, contiguous and in order), each
 its global index (`engine.request_seed`), so how the prompts are split never changes what a prompt
 draws. A request per prompt asks for its n samples with the prompt's seed (vLLM gives sample k
 the seed + k, as in `Engine`) and vLLM's token ids, so every `Completion` carries the same finish
-reason and token counts the in-process engine gives.
+reason and token counts the in-process engine gives. GRPO's samples (`generate(logprobs=True)`)
+also ask for each sampled token's log-probability (`wire.SAMPLED_TOKENS_FIELDS`; the servers run
+with `--logprobs-mode processed_logprobs` when train.grpo is on, as `Engine` does) and keep the
+server's prompt and completion token ids: a server that does not return them is refused, naming
+it, rather than trained on guesses.
 
 Prompts are rendered here too, with the student's template, to refuse one that leaves less than
 `max_tokens` of room before anything is sent (`PromptTooLongError`, as `Engine` does); the servers
@@ -47,6 +51,10 @@ if TYPE_CHECKING:
     from mbt_online.llm.wire import ChatFailure, ChatRequest, ChatResult
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
+# The client's own cap on a reply body (teacher.max_response_bytes' default), and what GRPO's
+# samples add per token: vLLM's log-prob entry (the token as "token_id:<id>", the value, its
+# UTF-8 bytes) and the id, about 110 bytes measured on vllm 0.32, bounded with room to spare
+BASE_RESPONSE_BYTES, LOGPROB_BYTES_PER_TOKEN = 8_000_000, 256
 
 
 class ServedGenerationError(RuntimeError):
@@ -67,11 +75,15 @@ class ServedGenerator:
         request_timeout_s: float = 1800.0,
         max_retries: int = 2,
         concurrency: int = 64,
+        max_response_bytes: int = BASE_RESPONSE_BYTES,
     ) -> None:
         self.spec, self.log_dir = spec, Path(log_dir)
         self.max_model_len, self.chat_template = max_model_len, chat_template
         self._client_kw = dict(
-            timeout_s=request_timeout_s, max_retries=max_retries, concurrency=concurrency
+            timeout_s=request_timeout_s,
+            max_retries=max_retries,
+            concurrency=concurrency,
+            max_response_bytes=max_response_bytes,
         )
         self.slot, self._closed = SLOTS.take(), False
         self._servers: Servers | None = None
@@ -110,6 +122,7 @@ class ServedGenerator:
             request_timeout_s=serve.request_timeout_s,
             max_retries=serve.max_retries,
             concurrency=serve.concurrency,
+            max_response_bytes=response_cap(cfg),
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -198,10 +211,12 @@ class ServedGenerator:
         stop: list[str] | None = None,
         progress: bool = True,
         index_offset: int = 0,
+        logprobs: bool = False,
     ) -> list[list[Completion]]:
         """n completions per chat, in order (`sample`); a prompt that leaves less than
-        `max_tokens` of room is refused before anything is sent. `progress` is accepted and
-        unused (the servers log their own)."""
+        `max_tokens` of room is refused before anything is sent. With `logprobs` (GRPO's
+        samples) each keeps the server's prompt and completion token ids and the sampled tokens'
+        log-probabilities. `progress` is accepted and unused (the servers log their own)."""
         if self._closed:
             raise RuntimeError("the served generator is closed")
         if self._servers is None:  # asleep since release("sleep"): the same folder again
@@ -216,7 +231,7 @@ class ServedGenerator:
             self._clients,
             where,
             messages,
-            SamplingArgs(n, temperature, top_p, top_k, max_tokens, seed, stop),
+            SamplingArgs(n, temperature, top_p, top_k, max_tokens, seed, stop, logprobs),
             index_offset,
         )
 
@@ -232,6 +247,17 @@ class SamplingArgs:
     max_tokens: int
     seed: int
     stop: list[str] | None = None
+    logprobs: bool = False  # each sampled token's id and log-prob too (GRPO's samples)
+
+
+def response_cap(cfg: Config) -> int:
+    """The served clients' cap on a reply body: the client's own, raised when train.grpo is on by
+    what a rollout's log-prob entries add (rollout.samples x rollout.max_tokens tokens), so a
+    GRPO rollout of long samples is not refused as too large by its own server."""
+    if not cfg.train.grpo.enabled:
+        return BASE_RESPONSE_BYTES
+    tokens = cfg.rollout.samples * cfg.rollout.max_tokens
+    return BASE_RESPONSE_BYTES + tokens * LOGPROB_BYTES_PER_TOKEN
 
 
 def sample(
@@ -245,8 +271,12 @@ def sample(
     s-th contiguous slice (`slices`), all slices at once, every prompt seeded by its global index.
     At temperature 0 one greedy completion is drawn and repeated n times (vLLM refuses n > 1 with
     greedy decoding), as `Engine.generate` does. `where` names each server in errors."""
+    from mbt_online.llm.wire import SAMPLED_TOKENS_FIELDS
+
     copies = args.n if args.temperature == 0 else 1
     extra: dict[str, Any] = {"top_k": args.top_k, "return_token_ids": True}
+    if args.logprobs:
+        extra.update(SAMPLED_TOKENS_FIELDS)
     if args.stop:
         extra["stop"] = list(args.stop)
     shards = slices(len(messages), len(clients))
@@ -259,12 +289,15 @@ def sample(
     out = []
     for server, ((start, _), shard) in enumerate(zip(shards, answers, strict=True)):
         for i, answer in enumerate(shard, index_offset + start):
-            out.append(completions(answer, where[server], i) * copies)
+            out.append(completions(answer, where[server], i, args.logprobs) * copies)
     return out
 
 
-def completions(answer: ChatResult | ChatFailure, where: str, index: int) -> list[Completion]:
-    """The `Completion`s of prompt `index`'s answer, or ServedGenerationError naming the server."""
+def completions(
+    answer: ChatResult | ChatFailure, where: str, index: int, logprobs: bool = False
+) -> list[Completion]:
+    """The `Completion`s of prompt `index`'s answer, or ServedGenerationError naming the server;
+    with `logprobs`, each with its token ids and log-probs (`sampled`)."""
     from mbt_online.llm.wire import ChatFailure
 
     if isinstance(answer, ChatFailure):
@@ -276,10 +309,32 @@ def completions(answer: ChatResult | ChatFailure, where: str, index: int) -> lis
     if len(counts) != len(answer.texts):
         raise ServedGenerationError(f"prompt #{index}: {where} returned no token ids")
     prompt_tokens = answer.usage.get("prompt_tokens", 0)
-    return [
+    out = [
         Completion(text, reason, prompt_tokens, count)
         for text, reason, count in zip(answer.texts, answer.finish_reasons, counts, strict=True)
     ]
+    return sampled(out, answer, f"prompt #{index}: {where}") if logprobs else out
+
+
+def sampled(out: list[Completion], answer: ChatResult, where: str) -> list[Completion]:
+    """`out` with what GRPO trains on, from the server's reply: the prompt's token ids (the
+    server's own rendering, what the tokens were drawn after), each completion's token ids and
+    their log-probs, or ServedGenerationError saying what `where` did not return."""
+    if answer.prompt_ids is None:
+        raise ServedGenerationError(
+            f"{where} returned no prompt token ids (vLLM's `return_token_ids`); GRPO trains on "
+            "the exact tokens sampled: use a vLLM server that returns them"
+        )
+    missing = [k for k, s in enumerate(answer.samples) if s.logprobs is None]
+    if len(answer.samples) != len(out) or missing:
+        raise ServedGenerationError(
+            f"{where} returned no log-probs for the sampled tokens of completion "
+            f"{(missing or [0])[0]} (asked with `logprobs: true`); GRPO's importance sampling "
+            "needs the sampler's own: use a vLLM server that returns them"
+        )
+    for c, s in zip(out, answer.samples, strict=True):
+        c.prompt_ids, c.token_ids, c.logprobs = list(answer.prompt_ids), s.token_ids, s.logprobs
+    return out
 
 
 def request(

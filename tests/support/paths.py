@@ -10,6 +10,8 @@ from mbt_online.tasks.base import PACKAGE_DIR, SAMPLES_DIR
 REPO = Path(__file__).resolve().parents[2]
 TEST_DATA = REPO / "tests" / "data"  # test-only fixtures
 HUB_ROWS = TEST_DATA / "hub"  # the first sample rows of each benchmark in its hub layout
+# chat completion bodies recorded from `vllm serve`, with sampled token ids and log-probs
+SERVED_REPLIES = TEST_DATA / "served"
 # 2WikiMultihopQA rows with `answer_id`s and the official `id_aliases.json` beside them
 TWOWIKI_IDS = TEST_DATA / "2wikimultihopqa"
 CONFIGS_DIR = PACKAGE_DIR / "configs"
