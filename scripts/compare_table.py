@@ -5,6 +5,8 @@ paired difference from the baseline with its interval, per metric.
     .venv/bin/python scripts/compare_table.py runs/grpo-seeds --baseline mbt-r \\
         --members grpo mbt-r-grpo self-distill-grpo
     .venv/bin/python scripts/compare_table.py runs/paper-testbed      # the sweep's `endpoint:`
+    .venv/bin/python scripts/compare_table.py runs/paper-testbed --write docs/results.md
+    .venv/bin/python scripts/compare_table.py runs/paper-testbed --brief --write README.md
 
 Without --baseline the sweep's registered endpoint (`endpoint:` in the sweep file that
 sweep.json names) names the control, the primary comparison and the secondary ones, and every member
@@ -152,15 +154,49 @@ def endpoint_report(sweep_dir: Path) -> str:
     return "\n".join(out)
 
 
+def brief_report(sweep_dir: Path) -> str:
+    """The README's block: the primary endpoint and every row's accuracy against the control."""
+    endpoint, groups = sweep_members(sweep_dir)
+    full = endpoint_report(sweep_dir).split("\n\n")
+    trained = [g for g in groups if g != endpoint["control"]]
+    trained = [g for g in trained if last_round(resolve_runs(g, sweep_dir)[1]) > 0]
+    return (
+        full[0].splitlines()[0]
+        + "\n\n"
+        + table(sweep_dir, endpoint["control"], trained, None, ("accuracy",))
+    )
+
+
+def write_block(path: Path, sweep_dir: Path, text: str) -> None:
+    """Replace what stands between `<!-- compare_table:<sweep dir name> -->` and
+    `<!-- /compare_table -->` in `path` with `text`, so a document's numbers are regenerated,
+    never typed."""
+    start, end = f"<!-- compare_table:{sweep_dir.name} -->", "<!-- /compare_table -->"
+    doc = path.read_text()
+    if start not in doc:
+        raise SystemExit(f"{path}: no {start} marker")
+    head, rest = doc.split(start, 1)
+    if end not in rest:
+        raise SystemExit(f"{path}: {start} has no {end}")
+    path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--baseline", help="default: the sweep's registered endpoint")
     parser.add_argument("--members", nargs="+")
     parser.add_argument("--round", type=int, default=None)
+    parser.add_argument(
+        "--write", type=Path, nargs="*", default=[], help="files whose marked block to replace"
+    )
+    parser.add_argument("--brief", action="store_true", help="primary endpoint and accuracy only")
     args = parser.parse_args()
     if args.baseline is None:
-        print(endpoint_report(args.sweep_dir))
+        text = (brief_report if args.brief else endpoint_report)(args.sweep_dir)
+        for path in args.write:
+            write_block(path, args.sweep_dir, text)
+        print(text)
         return
     if not args.members:
         parser.error("--members is required with --baseline")

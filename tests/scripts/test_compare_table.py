@@ -56,3 +56,15 @@ def test_the_endpoint_report_names_the_registered_comparison_and_tables_every_me
     assert "| mbt-r (2 seeds) | 0.750 [0.750, 0.750]; +0.250" in out
     assert "| base | 0.000" in out  # the untrained row: its round-0 means
     assert "| mbt-r (round 1) | - | 0.750 [0.500, 1.000] |" in out  # caught: mean [min, max]
+    brief = compare_table.brief_report(tmp_path)
+    assert brief.splitlines()[0] == first and "| mbt-r (2 seeds) | 0.750" in brief
+    assert "base" not in brief and "mean_tokens" not in brief
+
+
+def test_a_documents_marked_block_is_replaced_and_nothing_else(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("before\n<!-- compare_table:runs -->\nold\n<!-- /compare_table -->\nafter\n")
+    compare_table.write_block(doc, tmp_path / "runs", "new | table")
+    assert doc.read_text() == (
+        "before\n<!-- compare_table:runs -->\nnew | table\n<!-- /compare_table -->\nafter\n"
+    )
