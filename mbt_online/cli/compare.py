@@ -22,7 +22,11 @@ def compare(
         typer.Option("--round", help="Round to compare (default: the last both evaluated)."),
     ] = None,
     metric: Annotated[
-        str, typer.Option(help="Per-question eval metric: accuracy, em, f1, mean_tokens, ...")
+        str,
+        typer.Option(
+            help="Per-question eval metric: accuracy, em, f1, mean_tokens, ...; "
+            "<tier>/<metric> (hard/accuracy) compares one tier's questions"
+        ),
     ] = "accuracy",
     sweep_dir: Annotated[
         Path | None,
