@@ -27,7 +27,7 @@ from mbt_online.config.learning import (
     TeacherConfig,
     TrainConfig,
 )
-from mbt_online.config.passthrough import KEY_ERROR, canonical_names, canonical_path
+from mbt_online.config.passthrough import KeyProblem, canonical_names, canonical_path
 from mbt_online.config.schema import (
     AESConfig,
     Config,
@@ -241,9 +241,8 @@ def _format_errors(err: ValidationError) -> str:
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
-        if e["type"] == KEY_ERROR:  # a key inside the section: an alias or a passthrough field
-            problem = e["ctx"]["problem"].replace("{section}", path)
-            lines.append(f"  {path}.{e['ctx']['key']}: {problem}")
+        if isinstance(key := e.get("ctx", {}).get("error"), KeyProblem):  # a key in the section
+            lines.append(f"  {path}.{key.key}: {key.problem.replace('{section}', path)}")
             continue
         if e["type"] == "extra_forbidden":
             msg = "unknown key"

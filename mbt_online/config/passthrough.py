@@ -24,13 +24,19 @@ from functools import cache
 from typing import Any, ClassVar
 
 from pydantic import TypeAdapter, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
 
 from mbt_online.config.section import Section
 
-# the pydantic error type of a problem with one key inside a section; the loader prints it as
-# `<section>.<key>: <problem>` (`config._format_errors`), `{section}` in the problem filled in
-KEY_ERROR = "config_key"
+
+class KeyProblem(ValueError):
+    """A problem with one key inside a section (an alias or a passthrough field); the loader
+    prints it as `<section>.<key>: <problem>` (`config._format_errors`), `{section}` in the
+    problem filled in with the section's dotted name."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key, self.problem = key, problem
+        super().__init__(f"{key}: {problem}")
+
 
 # TRL's fields for what every TRL stage gets from the project, and why
 _COMMON: dict[str, str] = {
@@ -135,10 +141,6 @@ PROJECT_SET: dict[str, dict[str, str]] = {
 _PREFIX_SET = {"trl.GRPOConfig": ("vllm_", f"{_GRPO_SAMPLING} (engine.*), not from TRL's vLLM")}
 
 
-def key_error(key: str, problem: str) -> PydanticCustomError:
-    return PydanticCustomError(KEY_ERROR, "{key}: {problem}", {"key": key, "problem": problem})
-
-
 @cache
 def library_fields(target: str) -> dict[str, Any]:
     """Field name -> type of a library's config dataclass (`trl.SFTConfig`, `peft.LoraConfig`),
@@ -215,7 +217,7 @@ def rename(data: Any, aliases: dict[str, str]) -> Any:
         if theirs not in out:
             continue
         if ours in out:
-            raise key_error(
+            raise KeyProblem(
                 theirs,
                 f"is {{section}}.{ours} by its library's name, and {ours} is given too "
                 f"({ours}={out[ours]!r}, {theirs}={out[theirs]!r}): give one",
@@ -282,5 +284,5 @@ class LibraryNamed(Section):
         found = problems(target, getattr(self, where), where) or self.conflicts()
         if found:
             (key, problem), more = found[0], [k for k, _ in found[1:]]
-            raise key_error(key, problem + (f" (also refused: {', '.join(more)})" if more else ""))
+            raise KeyProblem(key, problem + (f" (also refused: {', '.join(more)})" if more else ""))
         return self
