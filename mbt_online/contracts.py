@@ -14,6 +14,7 @@ teacher or judge endpoint raises on an outage.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
@@ -144,11 +145,51 @@ class StageFailed(RuntimeError):
         )
 
 
+_outages: list[tuple[str, str]] = []  # (endpoint, first error) of each breaker that opened
+_failures: dict[str, tuple[str, str]] = {}  # failure kind -> (endpoint, detail) of its last
+_outages_lock = threading.Lock()
+
+
+def note_outage(endpoint: str, cause: str) -> None:
+    """An endpoint client's circuit breaker opened (`llm.retries.CircuitBreaker`): the endpoint
+    and the first error of the outages in a row that opened it, for `check_failures` to name."""
+    with _outages_lock:
+        _outages.append((endpoint, cause))
+        del _outages[:-8]
+
+
+def last_outage() -> tuple[str, str] | None:
+    """The endpoint and first error of the breaker that opened last in this process."""
+    with _outages_lock:
+        return _outages[-1] if _outages else None
+
+
+def note_failure(endpoint: str, kind: str, detail: str) -> None:
+    """A request to `endpoint` failed for good (`kind`, `detail`: what it answered, redacted)."""
+    with _outages_lock:
+        _failures[kind] = (endpoint, detail)
+
+
+def forget_outages() -> None:
+    """Forget what the endpoint clients noted (a process that runs unrelated stages)."""
+    with _outages_lock:
+        _outages.clear()
+        _failures.clear()
+
+
+def last_failure(kind: str) -> tuple[str, str] | None:
+    """The endpoint and detail of the last request that failed as `kind` in this process."""
+    with _outages_lock:
+        return _failures.get(kind)
+
+
 def check_failures(stage: str, failures: Sequence[str | None], max_rate: float) -> None:
     """Raise `StageFailed` when the share of failed requests passes `max_rate` or any request met
     an open circuit breaker. `failures` holds one entry per request: the failure's kind, or None
     for a request that was answered (a reply that fails `verify` or a judge's parser still counts
-    as answered: that is the model's doing, not an outage)."""
+    as answered: that is the model's doing, not an outage). The message ends with the root cause,
+    as the endpoint client noted it: the endpoint and the first error of the outage that opened
+    the breaker, or the endpoint and what it answered to the last request of the commonest kind."""
     kinds = Counter(k for k in failures if k is not None)
     failed, total = sum(kinds.values()), len(failures)
     if not failed:
@@ -156,10 +197,14 @@ def check_failures(stage: str, failures: Sequence[str | None], max_rate: float) 
     top, count = kinds.most_common(1)[0]
     common = f"most common error: {top} ({count} of {failed})"
     if CIRCUIT_OPEN in kinds:
-        raise StageFailed(stage, f"the endpoint's circuit breaker is open ({common})")
+        outage = last_outage()  # the breaker's consequence above, its root cause last
+        cause = f"; {outage[0]} unreachable, first error: {outage[1]}" if outage else ""
+        raise StageFailed(stage, f"the endpoint's circuit breaker is open ({common}){cause}")
     if failed / total > max_rate:
+        seen = last_failure(top)
+        cause = f"; the last from {seen[0]}: {seen[1]}" if seen else ""
         raise StageFailed(
             stage,
             f"{failed} of {total} requests failed ({failed / total:.0%}, over "
-            f"teacher.max_failure_rate={max_rate:g}); {common}",
+            f"teacher.max_failure_rate={max_rate:g}); {common}{cause}",
         )

@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from mbt_online.contracts import note_failure
 from mbt_online.llm.endpoint import (
     check_base_url,
     key_may_go_to,
@@ -107,7 +108,7 @@ class LLMClient:
         self.max_retry_after_s = max_retry_after_s
         self.breaker_failures = breaker_failures
         self.allow_insecure_key = allow_insecure_key
-        self._breaker = CircuitBreaker(breaker_failures)
+        self._breaker = CircuitBreaker(breaker_failures, redact_url(self.base_url))
         self._cache = RequestCache(self.cache_dir)
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
@@ -366,7 +367,7 @@ class LLMClient:
     def _outage(self, kind: str, e: Exception) -> Retryable:
         """A connection error or timeout, counted: the Nth in a row opens the breaker."""
         detail = self._redact(f"{type(e).__name__}: {e}")
-        if self._breaker.count_outage():
+        if self._breaker.count_outage(f"{kind}: {detail}"):
             log.error(
                 "llm endpoint %s unreachable (%s): circuit breaker open, the remaining requests "
                 "fail at once as circuit_open",
@@ -377,6 +378,7 @@ class LLMClient:
 
     def _failure(self, kind: str, detail: str, attempts: int) -> ChatFailure:
         self._count(failures=1, **{f"failures_{kind}": 1})
+        note_failure(redact_url(self.base_url), kind, detail)  # the stage's error names it
         # circuit_open is logged once, when the breaker opens, not once per refused request
         level = logging.DEBUG if kind == "circuit_open" else logging.ERROR
         msg = "llm request failed for good (%s, %d attempt(s)): %s"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 import threading
 
+from mbt_online.contracts import note_outage
+
 
 class Retryable(Exception):
     """A failure worth another try after a pause."""
@@ -39,11 +41,16 @@ def backoff_delay(
 
 class CircuitBreaker:
     """Counts consecutive outages (connection errors, timeouts); the `failures`-th opens it, and
-    an open breaker refuses every further request without sending it. Thread-safe."""
+    an open breaker refuses every further request without sending it. Thread-safe.
 
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
+    It keeps the first outage of the run that opened it (the root cause: "connection refused",
+    not the breaker's own refusals) and, on opening, tells `contracts.note_outage` with its
+    `endpoint`, so the stage that fails on it names both (`contracts.check_failures`)."""
+
+    def __init__(self, failures: int, endpoint: str = "") -> None:
+        self.failures, self.endpoint = failures, endpoint
         self._outages = 0
+        self._first = ""  # the first outage of the current run of them
         self._why = ""  # why it opened; "" while closed
         self._lock = threading.Lock()
 
@@ -63,11 +70,17 @@ class CircuitBreaker:
         with self._lock:
             self._outages = 0
 
-    def count_outage(self) -> bool:
-        """Count one outage; True exactly when this one opened the breaker."""
+    def count_outage(self, cause: str = "") -> bool:
+        """Count one outage (`cause`: its kind and detail); True exactly when this one opened the
+        breaker."""
         with self._lock:
+            if self._outages == 0:
+                self._first = cause
             self._outages += 1
             opens = self._outages >= self.failures and not self._why
             if opens:
                 self._why = f"{self._outages} consecutive connection errors or timeouts"
+                self._why += f", the first: {self._first}" if self._first else ""
+        if opens:
+            note_outage(self.endpoint or "the endpoint", self._first or "connection errors")
         return opens

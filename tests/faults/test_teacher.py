@@ -176,6 +176,8 @@ def test_a_failing_teacher_fails_teach_unmarked_and_resume_sends_only_the_failed
     assert failed_run.error == "StageFailed", failed_run.describe() + failed_run.output[-2000:]
     message = failed_run.result["message"]
     assert message.startswith("teach: ")
+    cause = message.split("most common error: ")[1]
+    assert cfg.teacher.base_url.rstrip("/") in cause, "the root cause names the endpoint"
     assert message.split("most common error: ")[1].split(" ")[0] in kinds, message
     assert failed_run.seconds < BOUND_S, f"{fault}: TEACH took {failed_run.seconds:.1f} s"
     state = json.loads((run_dir / "state.json").read_text())
@@ -196,6 +198,20 @@ def test_a_failing_teacher_fails_teach_unmarked_and_resume_sends_only_the_failed
     assert comparable(artifacts(run_dir)) == healthy
     taught = load_rows(stage_dir(run_dir, 1, "teach"))
     assert sum(json.loads(t["usage"])["cached_requests"] for t in taught) == len(answered)
+
+
+def test_an_open_circuit_breaker_names_the_endpoint_and_its_first_error_last(tmp_path):
+    """The breaker is the consequence: the error ends with the endpoint and what refused it."""
+    with FakeLLMServer() as gone:
+        url = gone.base_url  # a port that refuses connections once the server is gone
+    cfg = teacher_config(tmp_path, url, **{"teacher.breaker_failures": 2})
+    failed_run = in_child(lambda: train(cfg), tmp_path)
+    assert failed_run.error == "StageFailed", failed_run.describe()
+    message = failed_run.result["message"]
+    assert "circuit breaker is open (most common error: circuit_open" in message
+    cause = message.rsplit("); ", 1)[1]
+    assert cause.startswith(f"{url.rstrip('/')} unreachable, first error: connection: ")
+    assert cause.endswith("Connection refused"), message
 
 
 NESTED_REPLY = '{"level": ' + "[" * 5000  # a well-formed completion whose text no parser reads

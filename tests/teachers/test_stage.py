@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from mbt_online import loop
 from mbt_online.config import Config, TeacherConfig, load_config
-from mbt_online.contracts import StageFailed, check_failures
+from mbt_online.contracts import StageFailed, check_failures, forget_outages, note_failure
 from mbt_online.evaluation.judges import judge_round
 from mbt_online.llm import client as llm_client
 from mbt_online.llm.client import LLMClient
@@ -241,12 +241,18 @@ def test_an_open_circuit_breaker_fails_the_stage_after_its_batch(monkeypatch):
 
 
 def test_the_failure_message_names_stage_rate_and_most_common_error():
+    forget_outages()  # an endpoint client of another test noted its failures
     with pytest.raises(StageFailed) as e:
         check_failures("teach", ["http_503", "http_503", "timeout", None, None], 0.2)
     assert str(e.value) == (
         "teach: 3 of 5 requests failed (60%, over teacher.max_failure_rate=0.2); "
         "most common error: http_503 (2 of 3)"
     )
+    note_failure("http://127.0.0.1:9/v1", "http_503", "HTTP 503: overloaded")
+    with pytest.raises(
+        StageFailed, match=r"\(2 of 3\); the last from http://127.0.0.1:9/v1: HTTP 503"
+    ):
+        check_failures("teach", ["http_503", "http_503", "timeout", None, None], 0.2)
     check_failures("teach", ["timeout", None, None, None, None], 0.2)  # 20% is not past 0.2
 
 
