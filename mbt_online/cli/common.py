@@ -14,18 +14,19 @@ from rich.text import Text
 from mbt_online.config import ConfigError
 from mbt_online.config.docs import sections_help
 from mbt_online.inert import InertFormatter, controls
-from mbt_online.preemption import PREEMPTED_EXIT
+from mbt_online.preemption import INTERRUPTED_EXIT, PREEMPTED_EXIT
 from mbt_online.tasks.names import BENCHMARKS
 
 # What every command's exit status means (docs/development.md, "Exit codes"): a script or a batch
-# system tells a mistake to fix (2) from a failure to retry (1) and a stop to requeue (3).
+# system tells a mistake to fix (2) from a failure to retry (1) and a stop to requeue (3), and a
+# Ctrl-C (130, as a shell reports it) from all of them.
 FAILED_EXIT = 1  # a stage failed or an endpoint was out: nothing of it committed, resume later
 USAGE_EXIT = 2  # the command line or the config is wrong: nothing was done; fix and run again
 EXIT_CODES = (
     "Exit codes: 0 done; 1 a stage failed or an endpoint was out (nothing of that stage was "
     "committed: resume it when the cause is fixed); 2 a usage or config error (nothing was done); "
-    f"{PREEMPTED_EXIT} preempted (stopped at a safe point on SIGUSR1 / SIGTERM: resume or "
-    "requeue)."
+    f"{PREEMPTED_EXIT} preempted (stopped on SIGUSR1 at a safe point, or on SIGTERM at once: "
+    f"resume or requeue); {INTERRUPTED_EXIT} interrupted by Ctrl-C (resume)."
 )
 
 app = typer.Typer(
@@ -168,3 +169,21 @@ def console_logging() -> None:
         handler.setFormatter(InertFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+def stopped(e: BaseException) -> None:
+    """A run stopped by a signal (`preemption.Preempted` or `Interrupted`): one line saying where
+    and how to resume, and the signal's exit code (3 to requeue, 130 for Ctrl-C)."""
+    from mbt_online import preemption
+
+    assert isinstance(e, preemption.Preempted | preemption.Interrupted)
+    err.print(preemption.stop_line(e), highlight=False, soft_wrap=True)
+    code = PREEMPTED_EXIT if isinstance(e, preemption.Preempted) else None
+    raise typer.Exit(code or preemption.exit_code(e.signal_name))
+
+
+def stage_failed(e: Exception, hint: str) -> None:
+    """A failed stage: what to do first, then the error, so that the last line is the root
+    cause (the endpoint and what it answered, the TRAIN child's own error)."""
+    err.print(hint, highlight=False, soft_wrap=True)
+    fail(str(e), FAILED_EXIT)

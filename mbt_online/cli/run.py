@@ -11,14 +11,14 @@ from rich.text import Text
 from mbt_online.cli.common import (
     CONFIG_HELP,
     EXIT_CODES,
-    FAILED_EXIT,
     TRAIN_EPILOG,
     app,
     console,
-    err,
     fail,
     flag_wording,
     print_round_table,
+    stage_failed,
+    stopped,
 )
 from mbt_online.config import ConfigError, config_yaml, load_config, resolve_config
 
@@ -79,15 +79,14 @@ def train(
             print(f"# run directory: {target}")
             print(plan_text(cfg, target), end="")  # the stages' runtime, commands and memory
             return
-        with preemption.handling():  # SIGUSR1/SIGTERM: stop at the next safe point
+        with preemption.handling():  # SIGUSR1: at the next safe point; SIGINT/SIGTERM: now
             out = _train(config, overrides or [], run_dir, resume, rounds, allow_changed)
-    except preemption.Preempted as e:  # asked to stop (SLURM): the batch script requeues on 3
-        err.print(f"preempted: {e}", highlight=False)
-        raise typer.Exit(preemption.PREEMPTED_EXIT) from None
+    except (preemption.Preempted, preemption.Interrupted) as e:  # one line: where, how to resume
+        stopped(e)
     except ConfigError as e:
         fail(flag_wording(e))
     except StageFailed as e:  # an endpoint outage or a failed TRAIN child: nothing committed
-        fail(f"{e}\n{e.resume_hint()}", FAILED_EXIT)
+        stage_failed(e, e.resume_hint())
     print_round_table(out)
 
 

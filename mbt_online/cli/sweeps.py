@@ -12,15 +12,18 @@ from typer.core import TyperGroup
 
 from mbt_online.cli.common import (
     CONFIG_HELP,
-    FAILED_EXIT,
     app,
     console,
     console_logging,
-    err,
     fail,
+    stage_failed,
+    stopped,
 )
 from mbt_online.config import ConfigError, resolve_config
 from mbt_online.inert import controls
+
+# how a stopped sweep resumes (`preemption.stop_line`; {run}: the member in flight)
+SWEEP_RESUME = "run the same `mbt-online sweep` command again to resume (member {run})"
 
 
 class _SweepGroup(TyperGroup):
@@ -88,18 +91,17 @@ def sweep(
             print(dump_members(expand(path, overrides or [])), end="")
             return
         console_logging()
-        with preemption.handling():
+        with preemption.handling(SWEEP_RESUME):
             out = run_sweep(path, sweep_dir, overrides or [], emit=emit)
         if submit:
             _submit(out.parent)
             return
-    except preemption.Preempted as e:
-        err.print(f"preempted: {e}", highlight=False)
-        raise typer.Exit(preemption.PREEMPTED_EXIT) from None
+    except (preemption.Preempted, preemption.Interrupted) as e:
+        stopped(e)
     except ConfigError as e:
         fail(str(e))
     except StageFailed as e:  # a member's stage: rerunning the sweep resumes that member
-        fail(f"{e}\nRun the same sweep command again to resume it.", FAILED_EXIT)
+        stage_failed(e, "Run the same sweep command again to resume it.")
     console.print(f"{'SLURM submit script' if emit else 'sweep directory'}: {out}")
     if not emit:
         console.print(f"report: mbt-online report {out} --out {out / 'report.html'}")
@@ -154,16 +156,14 @@ def sweep_member(
 
     console_logging()
     try:
-        cfg = load_config(config, overrides or [])
-        with preemption.handling():
-            run_member(run_dir, cfg, run_dir.name)
-    except preemption.Preempted as e:
-        err.print(f"preempted: {e}", highlight=False)
-        raise typer.Exit(preemption.PREEMPTED_EXIT) from None
+        with preemption.handling():  # from the config's load on: a signal stops it at once
+            run_member(run_dir, load_config(config, overrides or []), run_dir.name)
+    except (preemption.Preempted, preemption.Interrupted) as e:
+        stopped(e)
     except ConfigError as e:
         fail(str(e))
     except StageFailed as e:
-        fail(f"{e}\n{e.resume_hint()}", FAILED_EXIT)
+        stage_failed(e, e.resume_hint())
 
 
 @app.command()

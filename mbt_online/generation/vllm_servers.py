@@ -14,14 +14,14 @@ group (srun forwards SIGTERM to every node's task; vLLM's engine-core child goes
 and a group that does not exit in time is killed: nothing outlives `stop`. An orchestrator killed
 outright (SIGKILL runs no `close`) takes its servers down too: each leader asks the kernel for a
 SIGTERM when its parent goes (Linux's PR_SET_PDEATHSIG, which fires when the starting *thread*
-ends: the loop starts its generator on the main thread).
+ends: the loop starts its generator on the main thread). `preemption` holds the group stop and
+the death signal, which the staged TRAIN child uses too.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from mbt_online.generation.vllm_args import kvcache_space, llm_kwargs
+from mbt_online.preemption import die_with_parent, stop_group
 
 if TYPE_CHECKING:
     from mbt_online.config import Config
@@ -168,8 +169,9 @@ class Servers:
     logs: list[Path]
 
     def stop(self) -> None:
-        """SIGTERM to the process group, SIGKILL to whatever is left after `STOP_WAIT_S`."""
-        stop_group(self.proc)
+        """SIGTERM to the process group, SIGKILL to whatever is left after `STOP_WAIT_S` (a few
+        seconds when the run is being stopped by SIGINT / SIGTERM: `preemption`)."""
+        stop_group(self.proc, STOP_WAIT_S)
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ def start_servers(spec: ServeSpec, model_dir: str, log_dir: Path, slot: int) -> 
             env=env,
             start_new_session=True,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     else:
         with plan.logs[0].open("ab") as out:
@@ -228,7 +230,7 @@ def start_servers(spec: ServeSpec, model_dir: str, log_dir: Path, slot: int) -> 
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
     servers = Servers(proc, plan.urls, plan.logs)
     log.info("vllm serve: %s on %s (logs: %s)", model_dir, ", ".join(servers.urls), log_dir)
@@ -238,19 +240,6 @@ def start_servers(spec: ServeSpec, model_dir: str, log_dir: Path, slot: int) -> 
         servers.stop()
         raise
     return servers
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when the orchestrator dies, however it dies (a
-    SIGKILL runs no `close`). A server in its own session gets no signal from the terminal or
-    the parent otherwise, and would keep its devices and port. SIGTERM lets vLLM shut its
-    engine core down; srun passes it on to every node's task. Linux only (prctl)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def wait_healthy(servers: Servers, timeout_s: float) -> None:
@@ -288,37 +277,6 @@ def _tail(log_file: Path) -> str:
     except OSError:
         return f"see its log {log_file} (not readable from here)"
     return f"its log {log_file} ends:\n{text}"
-
-
-def stop_group(proc: subprocess.Popen, wait_s: float = STOP_WAIT_S) -> None:
-    """End `proc` and every process of its session's group; safe to call twice. SIGTERM first
-    (srun forwards it to every node's task; vLLM shuts down cleanly), SIGKILL to whatever is left
-    after `wait_s`, the leader's exit included: a child that outlived it (vLLM's engine core)
-    goes too."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not group_alive(proc):
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait_s
-        while group_alive(proc) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    proc.wait()
-
-
-def group_alive(proc: subprocess.Popen) -> bool:
-    """Whether any process of `proc`'s group is still there (the leader reaped first, so that
-    its zombie does not count)."""
-    proc.poll()
-    try:
-        os.killpg(proc.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def serve_spec(cfg: Config, *, lora: bool | None = None, seed: int | None = None) -> ServeSpec:

@@ -9,18 +9,17 @@ task of the last submission (`slurm/jobs.json`) adds its job id and SLURM state.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from mbt_online.config import ConfigError, read_yaml
-from mbt_online.rundir.lock import LOCK_FILE
+from mbt_online.config import ConfigError
+from mbt_online.rundir.lock import is_held
 from mbt_online.rundir.metrics_file import read_metrics
-from mbt_online.rundir.state import STATE_FILE, RunState, round_stages
+from mbt_online.rundir.position import position
+from mbt_online.rundir.state import STATE_FILE, RunState
 from mbt_online.scoring.round_metrics import HEADLINE
 from mbt_online.sweeps.slurm import JOBS_FILE
 from mbt_online.sweeps.spec import MANIFEST
@@ -48,7 +47,7 @@ def member_status(run_dir: Path, task: str | None, slurm: dict[str, str] | None)
     out: dict[str, Any] = {"name": run_dir.name, "state": "not_started"}
     queue_state = (slurm or {}).get(task or "")
     out["slurm"] = None if task is None else {"job_id": task, "state": queue_state}
-    if _locked(run_dir):
+    if is_held(run_dir):
         out["state"] = "running"
     elif (run_dir / STATE_FILE).exists():
         state = RunState.load(run_dir)
@@ -71,38 +70,8 @@ def member_status(run_dir: Path, task: str | None, slurm: dict[str, str] | None)
 
 def _position(run_dir: Path) -> dict[str, Any]:
     """The round and stage a member is at: the first not done, or the last done when finished."""
-    if not (run_dir / STATE_FILE).exists():
-        return {"round": None, "stage": None}
-    state = RunState.load(run_dir)
-    done = set(state.completed)
-    try:
-        raw = read_yaml(run_dir / "config.yaml")
-        rounds = int(raw.get("loop", {}).get("rounds", 0))
-        grpo = bool(raw.get("train", {}).get("grpo", {}).get("enabled", False))
-    except (ConfigError, OSError, ValueError, AttributeError):
-        rounds, grpo = 0, False
-    stages = round_stages(grpo)
-    order = [(0, "eval")] + [(r, s) for r in range(1, rounds + 1) for s in stages]
-    pending = [(r, s) for r, s in order if f"round-{r}/{s}" not in done]
-    if pending and not state.finished:
-        return {"round": pending[0][0], "stage": pending[0][1]}
-    last = [(r, s) for r, s in order if f"round-{r}/{s}" in done]
-    return {"round": last[-1][0], "stage": last[-1][1]} if last else {"round": 0, "stage": "eval"}
-
-
-def _locked(run_dir: Path) -> bool:
-    """Whether a live process holds the run's lock (probed with a shared lock, never created)."""
-    try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops the probe's own lock at once
-    return False
+    pos = position(run_dir)
+    return {"round": pos["round"], "stage": pos["stage"]}
 
 
 def _member_tasks(sweep_dir: Path) -> dict[str, str]:

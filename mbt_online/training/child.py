@@ -5,8 +5,9 @@ run's own config.yaml and BUILD's datasets, and runs the same `trainer.TrlTraine
 mode (accelerate's environment makes it one rank of the world). Rank 0 then writes
 `result.json` atomically; the exit status says whether it worked. Nothing here talks to the
 orchestrator but those files, and the STOP file it writes when asked to stop: that, like a
-SIGUSR1 or SIGTERM to this process, sets the preemption flag the trainer checks at its safe
-points, and the child exits with `PREEMPTED_EXIT`.
+SIGUSR1 to this process, sets the preemption flag the trainer checks at its safe points, and the
+child exits with `PREEMPTED_EXIT`. A SIGINT or SIGTERM (the orchestrator stopping the child's
+process group) ends it where it is.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         except preemption.Preempted as e:  # at a checkpoint: the resumed stage continues there
             logging.getLogger("mbt_online").warning("TRAIN child: %s", e)
             return preemption.PREEMPTED_EXIT
+        except preemption.Interrupted as e:  # the orchestrator stops its group: no traceback
+            logging.getLogger("mbt_online").warning("TRAIN child: %s", e)
+            return preemption.exit_code(e.signal_name)
     if int(os.environ.get("RANK", "0")) == 0:  # accelerate sets RANK in multi-process launches
         write_result(job.out_dir, trained)
     return 0

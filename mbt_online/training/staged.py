@@ -12,11 +12,13 @@ status, nothing in memory:
                                  the model folder, the LoRA adapter, the train/* metrics
 
 A child that exits non-zero stops the run with `TrainChildFailed` (its last log lines), before the
-stage is marked done, so `--resume` launches it again. A stop request (`preemption`: SLURM's
-SIGUSR1, SIGTERM) reaches the child as `round-<r>/train/STOP`, a file every rank on every node
-sees whatever sits between (accelerate's launcher does not pass a signal on to the training
-processes); the child stops at its next safe point and the run ends `Preempted`. The child itself
-(`training.child`) runs the same `trainer.TrlTrainer` as in-process mode, so both modes train alike.
+stage is marked done, so `--resume` launches it again. SLURM's warning (`preemption`: SIGUSR1)
+reaches the child as `round-<r>/train/STOP`, a file every rank on every node sees whatever sits
+between (accelerate's launcher does not pass a signal on to the training processes); the child
+stops at its next safe point (a checkpoint) and the run ends `Preempted`. SIGINT and SIGTERM do
+not wait for it: the child's process group is stopped within seconds (`run_teed`), its complete
+checkpoints kept. The child itself (`training.child`) runs the same `trainer.TrlTrainer` as
+in-process mode, so both modes train alike.
 """
 
 from __future__ import annotations
@@ -332,8 +334,14 @@ def run_teed(
     argv: list[str], log_file: Path, env: dict[str, str], stop_file: Path | None = None
 ) -> tuple[int, list[str]]:
     """Run `argv`, its output going line by line to `log_file` and to stderr; the exit status and
-    the last TAIL_LINES lines. A stop requested meanwhile is written to `stop_file`. A
-    KeyboardInterrupt or error here stops the child too."""
+    the last TAIL_LINES lines. A stop requested meanwhile is written to `stop_file`.
+
+    The child runs in its own session (accelerate's launcher passes no signal on to its ranks),
+    with a death signal should this process be killed outright: an interrupt or error here stops
+    its whole process group (the launcher and every rank), within seconds while a SIGINT or
+    SIGTERM is acted on (`preemption`), and nothing of the group outlives the stage."""
+    from mbt_online import preemption
+
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES * 4)
     with open(log_file, "a", encoding="utf-8") as sink:
         sink.write(f"$ {display(argv)}\n")
@@ -346,6 +354,8 @@ def run_teed(
             text=True,
             errors="replace",
             bufsize=1,
+            start_new_session=True,
+            preexec_fn=preemption.die_with_parent,
         )
         done = threading.Event()
         if stop_file is not None:
@@ -362,13 +372,7 @@ def run_teed(
             code = proc.wait()
         finally:
             done.set()
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            preemption.stop_group(proc)  # the rest of the group too, once the launcher is gone
     return code, _child_tail(list(tail))
 
 

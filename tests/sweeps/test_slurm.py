@@ -355,19 +355,25 @@ def test_a_stop_signal_ends_the_run_at_a_safe_point_and_resume_matches(
     assert len(resumed.of("train")) == (2 if where == "generate" else 1)
 
 
-def test_a_second_term_ends_the_process_at_once():
+def test_a_term_stops_at_once_and_a_second_during_clean_up_ends_the_process():
     script = (
         "import os, signal, time\n"
         "from mbt_online import preemption\n"
         "with preemption.handling():\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    assert preemption.requested() == 'SIGTERM'\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    time.sleep(5)\n"
-        "    print('survived')\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(5)\n"
+        "        print('not stopped')\n"
+        "    except preemption.Interrupted as e:\n"
+        "        print('interrupted', e.signal_name, flush=True)\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)  # clean-up, cut short\n"
+        "        time.sleep(5)\n"
+        "        print('survived')\n"
     )
     res = subprocess.run([".venv/bin/python", "-c", script], capture_output=True, text=True)
-    assert res.returncode == -signal.SIGTERM and "survived" not in res.stdout
+    assert res.stdout.split("\n")[0] == "interrupted SIGTERM" and "survived" not in res.stdout
+    assert res.returncode == preemption.PREEMPTED_EXIT
+    assert "at once (a second SIGTERM)" in res.stderr.strip().splitlines()[-1]
 
 
 def test_handlers_are_restored_after_the_block():
