@@ -56,6 +56,7 @@ _interrupts: list[str] = []  # the SIGINT / SIGTERM among them
 _runs: list[tuple[Path, Callable[[Path], str]]] = []
 _how: list[str] = [TRAIN_RESUME]  # how to resume, as `handling` was told
 _deadline: list[float] = []  # when a clean-up after a first interrupt is cut short
+_entered: list[Path] = []  # the runs `handling`'s block has written (a sweep's members)
 _hard = threading.Lock()
 
 
@@ -65,6 +66,7 @@ class Preempted(Exception):  # noqa: N818 - the run was preempted; not an error 
     def __init__(self, where: str, signal_name: str) -> None:
         self.where, self.signal_name = where, signal_name
         self.run_dir: Path | None = None  # the run it stopped (set by `writing`)
+        self.how = ""  # how to resume it, as `handling` was told (set by `writing`)
         super().__init__(f"stopped on {signal_name} before {where}; resume to continue")
 
 
@@ -74,7 +76,7 @@ class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt: no `ex
     def __init__(self, signal_name: str) -> None:
         self.signal_name = signal_name
         self.run_dir: Path | None = None  # the run it stopped and where in it (set by `writing`)
-        self.where = ""
+        self.where = self.how = ""
         super().__init__(f"stopped on {signal_name}")
 
 
@@ -127,12 +129,14 @@ def stop_line(e: Preempted | Interrupted, at_once: str = "") -> str:
     if isinstance(e, Preempted):
         head = f"preempted: stopped on {e.signal_name} before {e.where} (finished stages kept)"
     else:
-        where = e.where or "before the run started (nothing was written)"
+        before = "before the run started (nothing was written)"
+        where = e.where or ("between runs (none was being written)" if _entered else before)
         head = f"interrupted: stopped on {e.signal_name} {where}"
         head += f", at once ({at_once})" if at_once else ""
     if e.run_dir is None:
         return f"{head}; run the same command again"
-    return f"{head}: {_how[-1].format(run=e.run_dir)}"
+    how = (e.how or _how[-1]).format(run=e.run_dir)
+    return f"{head}: {how}"
 
 
 @contextlib.contextmanager
@@ -140,6 +144,7 @@ def writing(run_dir: Path, where: Callable[[Path], str] = str) -> Iterator[None]
     """The block writes `run_dir`: a stop that passes through names it and `where(run_dir)` (the
     round and stage it stopped in), and run.log records it."""
     _runs.append((Path(run_dir), where))
+    _entered.append(Path(run_dir))
     try:
         yield
     except (Preempted, Interrupted) as e:
@@ -152,7 +157,7 @@ def writing(run_dir: Path, where: Callable[[Path], str] = str) -> Iterator[None]
 
 
 def _locate(e: Preempted | Interrupted, run_dir: Path, where: Callable[[Path], str]) -> None:
-    e.run_dir = run_dir
+    e.run_dir, e.how = run_dir, _how[-1]
     if isinstance(e, Interrupted):
         try:
             e.where = where(run_dir)
@@ -283,6 +288,7 @@ def handling(resume: str = TRAIN_RESUME) -> Iterator[None]:
     """Stop signals act as above for the block (main thread only); the old handlers after.
     `resume` says how to resume (`{run}`: the run directory), for the line a stop prints."""
     reset()
+    _entered.clear()
     watcher = _watcher()
     watcher.seen.clear()
     old = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}

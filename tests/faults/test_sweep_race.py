@@ -139,6 +139,11 @@ def test_a_sweep_beside_a_resume_of_its_member_runs_each_member_once(tmp_path):
         time.sleep(0.02)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 3
+    line = (tmp_path / "cut.err").read_text().strip().splitlines()[-1]
+    assert line.startswith("interrupted: stopped on SIGTERM in round 1, stage teach"), line
+    assert line.endswith(
+        f"run the same `mbt-online sweep` command again to resume (member {out / 'a'})"
+    )
     assert status(out) == {"a": "failed", "b": "not_started"}  # stopped, nobody running it
 
     gate = tmp_path / "gate"
