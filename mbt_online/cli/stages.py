@@ -161,6 +161,7 @@ def teach(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Write teacher traces for a data file and report how many pass `verify`."""
+    from mbt_online.rundir.names import check_output_folder
     from mbt_online.rundir.stages import load_rows, save_rows
     from mbt_online.tasks import load_examples, resolve_data_path
     from mbt_online.teachers.contract import TeachRequest
@@ -176,6 +177,10 @@ def teach(
         )
     if not resolve_data_path(path).is_file():
         fail(f"--path: file not found: {path}")
+    try:
+        out = check_output_folder(out)
+    except ValueError as e:
+        fail(str(e))
     examples = load_examples(dataset, path, limit=limit).examples
     draft_of: dict[str, str] = {}
     if mode == "mbt-r":

@@ -51,7 +51,10 @@ class DataSplit(Section):
         "one, else the answer alone.",
     )
     limit: int | None = Field(
-        default=None, ge=1, description="Use at most this many questions; null = all."
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Use at most this many questions; null = all.",
     )
     offset: int = Field(
         default=0,
@@ -62,6 +65,7 @@ class DataSplit(Section):
     distractors: int | None = Field(
         default=None,
         ge=0,
+        le=500,
         description="Distractor documents kept beside the gold ones in each prompt; null = "
         "every document of the question (the world: world.distractors).",
     )
@@ -129,10 +133,16 @@ class WorldConfig(Section):
     """The embedded synthetic multi-hop world (dataset=world)."""
 
     entities_per_kind: int = Field(
-        default=40, ge=4, description="Entities of each kind (people, cities...) in a world."
+        default=40,
+        ge=4,
+        le=100_000,
+        description="Entities of each kind (people, cities...) in a world.",
     )
     questions: int = Field(
-        default=200, ge=1, description="Questions generated per world (before offset/limit)."
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="Questions generated per world (before offset/limit).",
     )
     min_hops: int = Field(
         default=2, ge=2, le=4, description="Fewest reasoning hops in a question (2 to 4)."
@@ -141,7 +151,10 @@ class WorldConfig(Section):
         default=4, ge=2, le=4, description="Most reasoning hops in a question (2 to 4)."
     )
     distractors: int = Field(
-        default=3, ge=0, description="Distractor documents beside the gold ones in a prompt."
+        default=3,
+        ge=0,
+        le=500,
+        description="Distractor documents beside the gold ones in a prompt.",
     )
     twin_hops: bool = Field(
         default=False,
@@ -198,40 +211,56 @@ class BootstrapConfig(Section):
         "re-reads the hop's document and goes on right): the repair a student can show on its "
         "own, so self-distillation can select it.",
     )
-    worlds: int = Field(default=24, ge=1, description="Generated worlds the traces come from.")
+    worlds: int = Field(
+        default=24, ge=1, le=10_000, description="Generated worlds the traces come from."
+    )
     questions_per_world: int = Field(
-        default=200, ge=1, description="Traces (one per question) generated per world."
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="Traces (one per question) generated per world.",
     )
     vocab_size: int = Field(
-        default=1600, ge=300, description="Vocabulary size of the student's word tokenizer."
+        default=1600,
+        ge=300,
+        le=1_000_000,
+        description="Vocabulary size of the student's word tokenizer.",
     )
-    hidden_size: int = Field(default=128, ge=64, description="Transformer hidden size.")
+    hidden_size: int = Field(default=128, ge=64, le=65_536, description="Transformer hidden size.")
     layers: int = Field(
         default=3,
         ge=2,
+        le=1024,
         description="Transformer layers; the reader circuit takes two, the rest is free.",
     )
     heads: int = Field(
         default=2,
         ge=1,
+        le=1024,
         description="Attention heads; head size hidden_size/heads must be >= 32 and at most "
         "hidden_size/2.",
     )
     max_length: int = Field(
         default=448,
         ge=64,
+        le=1_048_576,
         description="Longest training sequence in tokens (prompt + completion).",
     )
     loop_max_length: int = Field(
         default=336,
         ge=64,
+        le=1_048_576,
         description="Where looping traces are cut, in tokens (prompt + completion; at most "
         "`max_length`). A few turns of the cycle teach the student to loop into the cap as well as "
         "many: at 336 instead of 448 the build trains on 14% fewer tokens and its student loops "
         "more, not less (docs/results.md).",
     )
-    epochs: float = Field(default=1.0, gt=0, description="Passes over the training traces.")
-    batch_size: int = Field(default=8, ge=1, description="Sequences per optimizer step.")
+    epochs: float = Field(
+        default=1.0, gt=0, le=1000, description="Passes over the training traces."
+    )
+    batch_size: int = Field(
+        default=8, ge=1, le=1_000_000, description="Sequences per optimizer step."
+    )
     learning_rate: float = Field(default=3e-3, gt=0, description="Peak learning rate (AdamW).")
     seed: int = Field(
         default=0, description="Seed of the traces, the weights' initialisation and batching."

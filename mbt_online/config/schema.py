@@ -60,7 +60,10 @@ class StudentConfig(Section):
         default="float32", description="Weights' dtype in the engine and in training."
     )
     max_model_len: int = Field(
-        default=2048, ge=64, description="Context window in tokens (prompt + completion)."
+        default=2048,
+        ge=64,
+        le=1_048_576,
+        description="Context window in tokens (prompt + completion).",
     )
     chat_template: Literal["model", "verbatim"] = Field(
         default="model",
@@ -151,23 +154,31 @@ class EngineConfig(Section):
 class SamplingConfig(Section):
     """How completions are sampled."""
 
-    samples: int = Field(default=4, ge=1, description="Completions per question.")
+    samples: int = Field(default=4, ge=1, le=1024, description="Completions per question.")
     temperature: float = Field(default=0.6, ge=0, description="Sampling temperature; 0 = greedy.")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass; 1 = off.")
     top_k: int = Field(
         default=20, ge=-1, description="Sample among the k likeliest tokens; -1 = off."
     )
     max_tokens: int = Field(
-        default=512, ge=1, description="Completion length cap in tokens; a cut trace is degenerate."
+        default=512,
+        ge=1,
+        le=1_048_576,
+        description="Completion length cap in tokens; a cut trace is degenerate.",
     )
     seed: int = Field(
         default=0, description="Sampling seed (offset per round where each round must differ)."
     )
 
 
+MAX_EVAL_SEEDS = 100
+
+
 def _distinct_seeds(seeds: list[int] | None) -> list[int] | None:
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
         raise ValueError("give one or more distinct seeds, or null for the single `seed`")
+    if seeds is not None and len(seeds) > MAX_EVAL_SEEDS:
+        raise ValueError(f"at most {MAX_EVAL_SEEDS} seeds (each one a whole evaluation)")
     return seeds
 
 
@@ -192,11 +203,13 @@ class LoopConfig(Section):
     rounds: int = Field(
         default=3,
         ge=0,
+        le=1000,
         description="Training rounds; 0 only evaluates the untrained student (a baseline).",
     )
     questions_per_round: int | None = Field(
         default=None,
         ge=1,
+        le=10_000_000,
         description="Training questions per round, a window rotating over the pool so later "
         "rounds see new ones; null = every question every round.",
     )

@@ -22,6 +22,7 @@ from mbt_online.report.tables import render_config_diff, render_group_table, ren
 from mbt_online.report.traces import TRACE_JS, render_traces
 from mbt_online.rundir.artifacts import clear_cache
 from mbt_online.rundir.atomic import write_text_atomic
+from mbt_online.rundir.names import check_output_file
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -120,7 +121,7 @@ percentages in the tables.</p>
 
 def write_report(paths: list[Path], out: Path, max_samples: int = 10) -> Path:
     """Read runs/sweeps/wandb offline runs and write one self-contained HTML file."""
+    out = check_output_file(Path(out), (".html", ".htm"))
     runs = find_runs([Path(p) for p in paths])
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(out, render_html(runs, max_samples))

@@ -49,6 +49,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,8 @@ from mbt_online.sweeps.slurm_spec import check_block, merge_resources
 log = logging.getLogger("mbt_online")
 
 MANIFEST = "sweep.json"
+# more members than this is a typo in a grid (one axis too many), not a plan: refused at once
+MAX_MEMBERS = 1000
 # Keys the sweep owns: each member's identity and tracking come from the sweep, not from overrides.
 RESERVED = ("run.name", "run.runs_dir", "tracking.group", "tracking.tags")
 # Key segments too generic to name a value ("train.dpo.enabled" is about DPO, not "enabled").
@@ -212,7 +215,7 @@ def _parse_grid(value: Any, where: str) -> dict[str, list[tuple[str | None, Any]
 
 
 def _check_name(name: str, where: str) -> None:
-    if not SAFE_NAME.match(name):
+    if not SAFE_NAME.fullmatch(name):  # the whole name: `a/../../x` starts like a safe one
         raise ConfigError(
             f"{where}: {name!r} is not a safe directory name (letters, digits, . _ + -)"
         )
@@ -261,6 +264,7 @@ def expand(
     _check_reserved(sweep.overrides + extras, "shared overrides / command line")
     out: list[Member] = []
     parts: set[str] = set()  # every grid label (or value name), for `slurm.labels`
+    replicas, total = max(1, len(sweep.seeds or [])), 0
     for i, spec in enumerate(sweep.members):
         where = f"{sweep.path}: members[{i}]"
         own = _override_list(spec.get("overrides"), f"{where}.overrides")
@@ -271,6 +275,12 @@ def expand(
         if spec.get("name") is not None:
             _check_name(str(spec["name"]), f"{where}.name")
         parts |= {lab or short_value(k, v) for k, axis in grid.items() for lab, v in axis}
+        total += math.prod(len(axis) for axis in grid.values()) * replicas
+        if total > MAX_MEMBERS:  # counted before one member is made: a grid of 10^9 is refused
+            raise ConfigError(
+                f"{where}.grid: the sweep would have {total} or more members (the product of the "
+                f"grid's axes, times its seeds); at most {MAX_MEMBERS}"
+            )
         for combo in itertools.product(
             *[[(k, lab, v) for lab, v in axis] for k, axis in grid.items()]
         ):
