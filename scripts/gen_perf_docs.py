@@ -184,8 +184,10 @@ def quickstart_table(rows: list[dict[str, Any]]) -> list[str]:
             if r["wall_seconds"] > summary["target_seconds"]:
                 misses.insert(0, "time")
             verdict = "met" if met and not misses else "missed: " + ", ".join(misses or ["run"])
+            student = r.get("bootstrap_seed")
+            seed = r["seed"] if student is None else f"{r['seed']} (bootstrap.seed {student})"
             out.append(
-                f"| {r['seed']} | {num(r['wall_seconds'], 0)} s | {num(r['peak_rss_gib'], 2)} GiB "
+                f"| {seed} | {num(r['wall_seconds'], 0)} s | {num(r['peak_rss_gib'], 2)} GiB "
                 f"| {pct(t.get('round0_degeneration'), 1)}, "
                 f"{pct(t.get('round0_answer_inclusive'), 1)} "
                 f"| {num(100 * t['accuracy_gain'] if 'accuracy_gain' in t else None, 1)} points, "

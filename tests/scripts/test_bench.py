@@ -255,6 +255,8 @@ def test_perf_section_names_each_quickstart_run_and_its_misses():
     assert "| 33.5%, 50.0% | 40.0 points, -46.0%, 4.0% |" in rows[0]
     assert "| met |" in rows[1]
     assert "missed: memory |" in perf.render([summary])
+    summary["runs"][1]["bootstrap_seed"] = 3  # a run on its own bootstrap student says which
+    assert "| 1 (bootstrap.seed 3) | 290 s |" in perf.render([summary])
 
 
 def _grpo(model: str, project_s: float, trl_s: float) -> dict:
