@@ -5,12 +5,21 @@ else `HF_HOME/hub`); only a miss goes to the network, and with `HF_HUB_OFFLINE=1
 error that says how to fill the cache. The environment is read at call time, not at import:
 `huggingface_hub.constants` freezes it when first imported, which a test's or a launcher's later
 `HF_HOME` would not reach.
+
+A shared cache is often read-only (a cluster's `HF_HOME` filled once by an admin) or full. Models
+are only read from it. A data set is prepared (arrow files, a lock) in the datasets cache: when
+that cannot be written, it is prepared in the user-level cache (`models.cache`, else a temp folder)
+with one warning, the hub cache still only read; when no folder can be written, one error names
+the folders and the cause.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +28,11 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # seconds to wait for the hub to say whether an uncached id exists: a check, not a download
 PROBE_TIMEOUT_S = 10.0
+# what a folder that cannot be written answers: read-only, not ours, full, over quota
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
+
+log = logging.getLogger("mbt_online")
+_warned: set[str] = set()  # datasets caches already said to be unwritable, once per process
 
 
 class HubError(RuntimeError):
@@ -126,19 +140,94 @@ def check_dataset(name: str, config: str | None, split: str) -> None:
 
 
 def load_dataset_split(name: str, config: str | None, split: str) -> Any:
-    """One split of a data set through `datasets.load_dataset` (the cache first; offline, only)."""
+    """One split of a data set through `datasets.load_dataset` (the cache first; offline, only);
+    prepared elsewhere when the datasets cache cannot be written (read-only, full)."""
     import datasets
 
+    cache = _datasets_cache()
     try:
-        data = datasets.load_dataset(name, config, split=split, cache_dir=_datasets_cache())
+        return datasets.load_dataset(name, config, split=split, cache_dir=cache)
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
-        where = "in the cache" if offline() else "on the hub or in the cache"
+        cause = unwritable(exc)
+        if cause is None:
+            raise _load_error(name, config, split, exc) from exc
+        where = cache or str(_default_datasets_cache())
+    fallback, why = _writable_datasets_folder()
+    if fallback is None:
         raise HubError(
-            f"data set {name!r} (config {config!r}, split {split!r}) could not be loaded {where}: "
-            f"{type(exc).__name__}: {exc}",
-            "offline" if offline() else "unreachable",
+            f"data set {name!r}: the datasets cache {where} cannot be written ({cause}), nor "
+            f"{why}; free space there or set HF_DATASETS_CACHE to a writable folder (the hub "
+            "cache itself is only read)",
+            "cache",
+        )
+    if where not in _warned:
+        _warned.add(where)
+        log.warning(
+            "the datasets cache %s cannot be written (%s): data sets are prepared in %s instead "
+            "(the hub cache is only read); set HF_DATASETS_CACHE to choose the folder",
+            where,
+            cause,
+            fallback,
+        )
+    try:
+        return datasets.load_dataset(name, config, split=split, cache_dir=str(fallback))
+    except Exception as exc:  # noqa: BLE001
+        again = unwritable(exc)
+        if again is None:
+            raise _load_error(name, config, split, exc) from exc
+        raise HubError(
+            f"data set {name!r}: the datasets cache {where} cannot be written ({cause}), nor "
+            f"{fallback} ({again}); free space there or set HF_DATASETS_CACHE to a writable folder",
+            "cache",
         ) from exc
-    return data
+
+
+def unwritable(exc: BaseException) -> str | None:
+    """The cause, when `exc` (or what it was raised from) is a write a folder refused."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in UNWRITABLE:
+            return e.strerror or str(e)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _default_datasets_cache() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+    home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
+    return Path(home).expanduser() / "datasets"
+
+
+def _writable_datasets_folder() -> tuple[Path | None, str]:
+    """(a folder data sets can be prepared in, or None; what was tried): the user-level cache's
+    `datasets`, else a new temp folder."""
+    from mbt_online.models.cache import cache_root
+
+    tried = []
+    for folder in (cache_root() / "datasets", None):
+        try:
+            if folder is None:
+                return Path(tempfile.mkdtemp(prefix="mbt-online-datasets-")), ""
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder) as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+            return folder, ""
+        except OSError as e:
+            tried.append(f"{folder or tempfile.gettempdir()} ({e.strerror or e})")
+    return None, ", nor ".join(tried)
+
+
+def _load_error(name: str, config: str | None, split: str, exc: BaseException) -> HubError:
+    where = "in the cache" if offline() else "on the hub or in the cache"
+    return HubError(
+        f"data set {name!r} (config {config!r}, split {split!r}) could not be loaded {where}: "
+        f"{type(exc).__name__}: {exc}",
+        "offline" if offline() else "unreachable",
+    )
 
 
 def _datasets_cache() -> str | None:
