@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbt_online.models import hub
-from mbt_online.models.cache import cache_root
+from mbt_online.models.cache import CACHE_ENV, cache_root
 from mbt_online.rundir.atomic import swap_dir
 
 if TYPE_CHECKING:
@@ -130,7 +131,39 @@ def check_student(cfg: Config) -> None:
 
 def resolve_student(cfg: Config) -> str:
     """The initial student's HF folder (absolute): the embedded bootstrap (built on first use;
-    `sim` is imported only here), a known name, a local folder or a hub id."""
+    `sim` is imported only here), a known name, a local folder or a hub id. A cache that cannot
+    be written (read-only, full) where the student must be built or converted is one config
+    error naming it; a student already there is only read."""
+    from mbt_online.config import ConfigError
+
+    try:
+        return _resolve_student(cfg)
+    except Exception as e:
+        cause = _unwritable(e)
+        if cause is None:
+            raise
+        raise ConfigError(
+            f"student.model: {cfg.student.model!r} must be built or converted in the model cache "
+            f"{cache_root()}, which cannot be written ({cause}); free space there or "
+            f"set {CACHE_ENV} to a writable folder"
+        ) from None
+
+
+# what a refused write says through a library that does not raise OSError (safetensors' Rust)
+_OS_ERROR_TEXT = re.compile(
+    r"(No space left on device|Read-only file system|Permission denied|Disk quota exceeded)"
+    r" \(os error \d+\)"
+)
+
+
+def _unwritable(e: BaseException) -> str | None:
+    cause = hub.unwritable(e)
+    if cause is None and (m := _OS_ERROR_TEXT.search(str(e))):
+        cause = m.group(1)
+    return cause
+
+
+def _resolve_student(cfg: Config) -> str:
     from mbt_online.config import ConfigError
 
     name = cfg.student.model

@@ -205,3 +205,47 @@ def test_no_writable_place_for_a_data_set_is_one_clear_refusal(tmp_path, tiny_mo
     assert "cannot be written (Read-only file system)" in message and "HF_DATASETS_CACHE" in message
     assert str(home / "datasets") in message and str(nowhere) in message
     assert not run_dir_of(cfg).exists()  # refused before the run directory
+
+
+# ---------------------------------------------------------------------------------------------
+# the user-level model cache (MBT_ONLINE_CACHE), read-only or full, where a student is built
+
+TINY_STUDENT = {
+    "world.entities_per_kind": 8,
+    "student.max_model_len": 512,
+    "bootstrap.worlds": 1,
+    "bootstrap.questions_per_world": 8,
+    "bootstrap.vocab_size": 500,
+    "bootstrap.hidden_size": 64,
+    "bootstrap.layers": 2,
+    "bootstrap.heads": 2,
+    "bootstrap.max_length": 320,
+    "bootstrap.batch_size": 4,
+    "bootstrap.epochs": 0.1,
+}
+
+
+@pytest.mark.parametrize("place", ["read-only", "full"])
+def test_a_model_cache_that_cannot_be_written_is_one_config_error(place, tmp_path):
+    from mbt_online.config import load_config
+    from mbt_online.models.pretrained import resolve_student
+
+    cache = tmp_path / "model-cache"
+    cache.mkdir()
+    cfg = load_config(None, [f"{k}={v}" for k, v in TINY_STUDENT.items()])
+
+    def setup() -> None:
+        private_namespace()
+        if place == "read-only":
+            read_only(cache)
+        else:
+            small_disk(cache, 16)
+
+    child = in_child(
+        lambda: resolve_student(cfg), tmp_path, setup=setup, env={"MBT_ONLINE_CACHE": str(cache)}
+    )
+    assert child.error == "ConfigError", child.describe() + child.output[-2000:]
+    message = child.result["message"]
+    cause = "Read-only file system" if place == "read-only" else "No space left on device"
+    assert f"model cache {cache}, which cannot be written ({cause})" in message, message
+    assert "MBT_ONLINE_CACHE" in message and message.startswith("student.model: 'bootstrap'")
