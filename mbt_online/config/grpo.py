@@ -65,17 +65,21 @@ class GRPOConfig(LibraryNamed):
     )
     learning_rate: float = Field(default=1e-6, gt=0, description="Peak learning rate (TRL).")
     num_train_epochs: float = Field(
-        default=1.0, gt=0, description="Passes over the round's samples (TRL)."
+        default=1.0, gt=0, le=1000, description="Passes over the round's samples (TRL)."
     )
     per_device_train_batch_size: int | None = Field(
         default=None,
         ge=1,
+        le=10**6,
         description="Completions per device and micro batch (TRL); with "
         "gradient_accumulation_steps a multiple of rollout.samples (whole groups per optimizer "
         "step). null = 4 questions' samples.",
     )
     gradient_accumulation_steps: int = Field(
-        default=1, ge=1, description="Gradient accumulation steps per optimizer step (TRL)."
+        default=1,
+        ge=1,
+        le=10**6,
+        description="Gradient accumulation steps per optimizer step (TRL).",
     )
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm (TRL).")
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = (
@@ -104,7 +108,7 @@ class GRPOConfig(LibraryNamed):
         "or not at all (none: Dr. GRPO's advice against per-group length bias).",
     )
     num_iterations: int = Field(
-        default=1, ge=1, description="Optimisation passes per batch of samples (TRL's mu)."
+        default=1, ge=1, le=1000, description="Optimisation passes per batch of samples (TRL's mu)."
     )
     mask_truncated_completions: bool = Field(
         default=False,

@@ -53,7 +53,10 @@ class RewardConfig(Section):
         "tiers not listed use default_budget.",
     )
     default_budget: int = Field(
-        default=256, ge=1, description="Token budget of a tier without its own in budgets."
+        default=256,
+        ge=1,
+        le=2**20,
+        description="Token budget of a tier without its own in budgets.",
     )
     repetition_ngram: int = Field(
         default=4, ge=1, description="n-gram length of the repetition diagnostic."
@@ -95,13 +98,17 @@ class TeacherConfig(Section):
     max_tries: int = Field(
         default=3,
         ge=1,
+        le=100,
         description="Attempts per request until a trace passes verify (a fresh seed each).",
     )
     samples: int = Field(
-        default=1, ge=1, description="LLM completions per attempt; the first verified one is kept."
+        default=1,
+        ge=1,
+        le=1024,
+        description="LLM completions per attempt; the first verified one is kept.",
     )
     concurrency: int = Field(
-        default=8, ge=1, description="Requests in flight at once to the endpoint."
+        default=8, ge=1, le=1024, description="Requests in flight at once to the endpoint."
     )
     timeout_s: float = Field(default=120.0, gt=0, description="Read timeout per request, seconds.")
     connect_timeout_s: float = Field(
@@ -121,7 +128,7 @@ class TeacherConfig(Section):
     )
     temperature: float = Field(default=0.7, ge=0, description="LLM teacher's sampling temperature.")
     max_tokens: int = Field(
-        default=4096, ge=1, description="LLM teacher's completion length cap in tokens."
+        default=4096, ge=1, le=2**20, description="LLM teacher's completion length cap in tokens."
     )
     rewrite: Literal["failing", "all"] = Field(
         default="failing",
@@ -129,7 +136,7 @@ class TeacherConfig(Section):
         "sampled ones, lowest reward first, at most rewrites_per_question per question.",
     )
     rewrites_per_question: int = Field(
-        default=1, ge=1, description="Most MBT-R rewrites per question and round."
+        default=1, ge=1, le=1024, description="Most MBT-R rewrites per question and round."
     )
     style: Literal["full", "concise", "student"] = Field(
         default="full",
@@ -157,9 +164,12 @@ class LoraConfig(LibraryNamed):
     ALIASES: ClassVar[dict[str, str]] = {"lora_alpha": "alpha", "lora_dropout": "dropout"}
     PASSTHROUGH: ClassVar[tuple[str, str] | None] = ("peft", "peft.LoraConfig")
 
-    r: int = Field(default=64, ge=1, description="Adapter rank.")
+    r: int = Field(default=64, ge=1, le=4096, description="Adapter rank.")
     alpha: int = Field(
-        default=32, ge=1, description="LoRA scaling alpha (scale = alpha / r; PEFT: lora_alpha)."
+        default=32,
+        ge=1,
+        le=4096,
+        description="LoRA scaling alpha (scale = alpha / r; PEFT: lora_alpha).",
     )
     dropout: float = Field(
         default=0.0, ge=0, lt=1, description="Dropout on the adapter input (PEFT: lora_dropout)."
@@ -189,27 +199,38 @@ class StepConfig(LibraryNamed):
     enabled: bool = Field(default=True, description="Run this step each round.")
     learning_rate: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(
-        default=1.0, gt=0, description="Passes over the round's rows (TRL: num_train_epochs)."
+        default=1.0,
+        gt=0,
+        le=1000,
+        description="Passes over the round's rows (TRL: num_train_epochs).",
     )
     batch_size: int = Field(
-        default=8, ge=1, description="Per-device batch size (TRL: per_device_train_batch_size)."
+        default=8,
+        ge=1,
+        le=10**6,
+        description="Per-device batch size (TRL: per_device_train_batch_size).",
     )
     grad_accum: int = Field(
         default=1,
         ge=1,
+        le=10**6,
         description="Gradient accumulation steps per optimizer step (TRL: "
         "gradient_accumulation_steps).",
     )
     global_batch_size: int | None = Field(
         default=None,
         ge=1,
+        le=10**6,
         description="Rows per optimizer step over all processes; grad_accum is then derived as "
         "global_batch_size / (batch_size x world size) and must divide exactly. null = grad_accum "
         "as set.",
     )
     max_grad_norm: float = Field(default=0.3, gt=0, description="Gradient clipping norm.")
     max_length: int = Field(
-        default=2048, ge=16, description="Longest training sequence in tokens; longer rows cut."
+        default=2048,
+        ge=16,
+        le=2**20,
+        description="Longest training sequence in tokens; longer rows cut.",
     )
     trl: dict[str, Any] = Field(
         default_factory=dict,
@@ -239,6 +260,7 @@ class SFTConfig(StepConfig):
     max_rows_per_question: int | None = Field(
         default=2,
         ge=1,
+        le=1024,
         description="Most SFT rows one question may put into a round, whatever the method "
         "(teacher traces or the student's own): the fair budget that lets methods be compared. "
         "null lifts the cap.",
@@ -297,7 +319,7 @@ class DPOConfig(StepConfig):
         description="DPO reference model: the `initial` student or the `previous` round's.",
     )
     max_pairs_per_question: int = Field(
-        default=1, ge=1, description="Most preference pairs per question and round."
+        default=1, ge=1, le=1024, description="Most preference pairs per question and round."
     )
     sft_weight: float = Field(
         default=0.0,

@@ -41,6 +41,23 @@ ABSURD = {
     "bootstrap.max_length": 10**9,
     "bootstrap.epochs": 10**9,
     "bootstrap.batch_size": 10**9,
+    "train.sft.epochs": 10**6,
+    "train.sft.batch_size": 10**9,
+    "train.dpo.grad_accum": 10**9,
+    "train.sft.global_batch_size": 10**9,
+    "train.dpo.max_length": 10**9,
+    "train.sft.max_rows_per_question": 10**6,
+    "train.dpo.max_pairs_per_question": 10**6,
+    "train.lora.r": 10**6,
+    "train.grpo.num_train_epochs": 10**6,
+    "train.grpo.num_iterations": 10**6,
+    "train.grpo.gradient_accumulation_steps": 10**9,
+    "teacher.max_tries": 10**6,
+    "teacher.samples": 10**6,
+    "teacher.concurrency": 10**6,
+    "teacher.max_tokens": 10**9,
+    "teacher.rewrites_per_question": 10**6,
+    "reward.default_budget": 10**9,
 }
 
 
