@@ -29,6 +29,7 @@ from report_runs import (  # noqa: F401
     train_log,
     visible_traces,
 )
+from sweeps import PAPER_NAMES
 
 from mbt_online.report import (
     REWARD_ORDER,
@@ -331,16 +332,15 @@ def test_paper_baselines_sweep_then_report_in_chromium(tmp_path, monkeypatch, ti
     ]
     out = run_sweep(sweep, tmp_path / "sweep", [*smaller, "tracking.wandb_mode=offline"])
     runs = find_runs([out])
-    trained = [f"{m}_{d}" for m in ("self-distill", "mbt-s", "mbt-r") for d in ("no-dpo", "dpo")]
-    rl = ["grpo", "self-distill-grpo", "mbt-s-grpo", "mbt-r-grpo"]
-    assert [r.name for r in runs] == ["base", "metacog", *trained, *rl]
-    assert [r.rounds[-1] for r in runs] == [0, 0] + [1] * 10
+    assert [r.name for r in runs] == PAPER_NAMES  # every row of the paper, in the sweep's order
+    assert [r.rounds[-1] for r in runs] == [0, 0] + [1] * (len(PAPER_NAMES) - 2)
     assert all(json.loads((r.path / "state.json").read_text())["finished"] for r in runs)
     report = write_report([out], tmp_path / "report.html")
     check_rendered(report, tmp_path)
     # a wandb offline copy of a member reads back with the same accuracy curve
     wait_flushed(out / "mbt-r_dpo" / "wandb")
     wandb_runs = find_runs([out / "mbt-r_dpo" / "wandb"])
+    mbt_r_dpo = next(r for r in runs if r.name == "mbt-r_dpo")
     assert [r["eval/accuracy"] for r in wandb_runs[0].rows] == [
-        r["eval/accuracy"] for r in runs[-1].rows
+        r["eval/accuracy"] for r in mbt_r_dpo.rows
     ]
