@@ -100,6 +100,8 @@ def run_member(run_dir: Path, cfg: Config, label: str, *, wait: bool = True) -> 
             log.info("sweep %s: finished, skipping", label)
             return True
         if not is_held(run_dir):
+            if run_status(run_dir) != status:  # its holder finished (or started) since the read
+                continue
             log.info("sweep %s: %s", label, "resuming" if status == "unfinished" else "starting")
             try:
                 loop.train(cfg, run_dir, resume=status == "unfinished")
