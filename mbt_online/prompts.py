@@ -175,6 +175,12 @@ def mbt_r_messages(ex: Example, gold_solution: str, draft: str) -> list[dict]:
         f"{_TEACHER_RULES}\nOutput only the monologue.\n\n"
         f"Reader's thinking:\n{draft.strip() or '(empty)'}"
     )
+    return _rewrite_turns(ex, gold_solution, request)
+
+
+def _rewrite_turns(ex: Example, gold_solution: str, request: str) -> list[dict]:
+    """A rewrite's conversation (MBT-R, Distill-R): the solution prompt, the teacher's gold
+    solution as its answer, then the rewrite request carrying the draft."""
     return [
         *gold_solution_messages(ex),
         {"role": "assistant", "content": gold_solution},
@@ -203,11 +209,7 @@ def distill_r_messages(ex: Example, gold_solution: str, draft: str) -> list[dict
         f"and the answer.\n\n{_TEACHER_RULES}\nOutput only the derivation.\n\n"
         f"Reader's thinking:\n{draft.strip() or '(empty)'}"
     )
-    return [
-        *gold_solution_messages(ex),
-        {"role": "assistant", "content": gold_solution},
-        {"role": "user", "content": request},
-    ]
+    return _rewrite_turns(ex, gold_solution, request)
 
 
 def judge_correctness_messages(question: str, gold: str, predicted: str) -> list[dict]:
